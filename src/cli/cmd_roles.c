@@ -1,0 +1,136 @@
+/* cmd_roles.c - master, worker, trainer and run: parse options, load and
+ * validate the configuration, start the role. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct role_opts {
+    const char *config;
+    int worker_id;
+} role_opts;
+
+/* Returns -1 to continue, else the exit status to return. */
+static int parse_role_opts(int argc, char **argv, const char *help, int want_id, role_opts *o)
+{
+    static const struct option longs[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"id", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    o->config = "config.yml";
+    o->worker_id = -1;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, want_id ? ":c:i:h" : ":c:h", longs, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'i': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!want_id || *end || end == optarg || v < 0 || v > 255)
+                return ds_cli_usage_error(argv[0], "-i/--id: expected a worker id 0..255, got \"%s\"", optarg);
+            o->worker_id = (int)v;
+            break;
+        }
+        case 'h':
+            fputs(help, stdout);
+            return 0;
+        case 'V':
+            ds_cli_version();
+            return 0;
+        case ':':
+            return ds_cli_usage_error(argv[0], "option %s needs a value", argv[optind - 1]);
+        default:
+            return ds_cli_usage_error(argv[0], "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return ds_cli_usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
+    if (want_id && o->worker_id < 0)
+        return ds_cli_usage_error(argv[0], "missing -i/--id ID");
+    return -1;
+}
+
+static int not_built(const char *role)
+{
+    fprintf(stderr, "deltaslice %s: this role is not built yet\n", role);
+    return 1;
+}
+
+int ds_cmd_master(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: deltaslice master [-c FILE]\n"
+        "\n"
+        "Decodes the video, plans cut points with the scheduler, sends every frame\n"
+        "through the chain of workers and prints latency and traffic statistics.\n"
+        "\n"
+        "options:\n"
+        "  -c, --config FILE  configuration (default config.yml)\n"
+        "  -h, --help         show this help\n"
+        "      --version      show the version\n";
+    role_opts o;
+    int rc = parse_role_opts(argc, argv, help, 0, &o);
+    return rc >= 0 ? rc : not_built("master");
+}
+
+int ds_cmd_worker(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: deltaslice worker -i ID [-c FILE]\n"
+        "\n"
+        "Serves worker ID of the chain: runs the layers the master assigns to it,\n"
+        "forwards its outputs to worker ID+1 and reports finished frames.\n"
+        "\n"
+        "options:\n"
+        "  -i, --id ID        this worker's index (0..N-1)\n"
+        "  -c, --config FILE  configuration (default config.yml)\n"
+        "  -h, --help         show this help\n"
+        "      --version      show the version\n";
+    role_opts o;
+    int rc = parse_role_opts(argc, argv, help, 1, &o);
+    return rc >= 0 ? rc : not_built("worker");
+}
+
+int ds_cmd_trainer(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: deltaslice trainer [-c FILE]\n"
+        "\n"
+        "Learns per-layer change sparsity predictors from the video and serves them\n"
+        "to the master's scheduler.\n"
+        "\n"
+        "options:\n"
+        "  -c, --config FILE  configuration (default config.yml)\n"
+        "  -h, --help         show this help\n"
+        "      --version      show the version\n";
+    role_opts o;
+    int rc = parse_role_opts(argc, argv, help, 0, &o);
+    return rc >= 0 ? rc : not_built("trainer");
+}
+
+int ds_cmd_run(int argc, char **argv)
+{
+    static const char help[] =
+        "usage: deltaslice run [-c FILE]\n"
+        "\n"
+        "Runs the whole system on this machine: the trainer (when the scheduler\n"
+        "needs it), every configured worker and the master, as child processes,\n"
+        "and prints the master's summary.\n"
+        "\n"
+        "options:\n"
+        "  -c, --config FILE  configuration (default config.yml)\n"
+        "  -h, --help         show this help\n"
+        "      --version      show the version\n";
+    role_opts o;
+    int rc = parse_role_opts(argc, argv, help, 0, &o);
+    return rc >= 0 ? rc : not_built("run");
+}

@@ -1,0 +1,23 @@
+/* commands.h - the subcommands of the deltaslice binary.
+ *
+ * Each takes (argc, argv) with argv[0] the subcommand name, parses its own
+ * options (every one accepts -h/--help and --version) and returns the exit
+ * status: 0 ok, 1 runtime failure, 2 bad usage or bad configuration. */
+#ifndef DS_COMMANDS_H
+#define DS_COMMANDS_H
+
+int ds_cmd_master(int argc, char **argv);
+int ds_cmd_worker(int argc, char **argv);
+int ds_cmd_trainer(int argc, char **argv);
+int ds_cmd_run(int argc, char **argv);
+int ds_cmd_zoo(int argc, char **argv);
+int ds_cmd_infer(int argc, char **argv);
+int ds_cmd_trace(int argc, char **argv);
+int ds_cmd_dag(int argc, char **argv);
+
+/* Prints "deltaslice <version>" to stdout. */
+void ds_cli_version(void);
+/* Prints "deltaslice CMD: <message>" and a hint to use --help; returns 2. */
+int ds_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

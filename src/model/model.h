@@ -1,0 +1,97 @@
+/* model.h - a CNN as a DAG of layers: the unit the scheduler cuts and the
+ * caches key on.
+ *
+ * Layer 0 is the network input.  Every computing ONNX node becomes one layer
+ * (Dropout/Identity are removed; a BatchNormalization whose input is a Conv
+ * with no other consumer is folded into that Conv).  Ids are a topological
+ * order: every layer's inputs have smaller ids.  Tensors are NCHW. */
+#ifndef DS_MODEL_H
+#define DS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/tensor.h"
+
+typedef enum ds_op {
+    DS_OP_INPUT = 0,
+    DS_OP_CONV,
+    DS_OP_RELU,
+    DS_OP_MAXPOOL,
+    DS_OP_AVGPOOL,
+    DS_OP_GLOBALAVGPOOL,
+    DS_OP_CONCAT,
+    DS_OP_ADD,
+    DS_OP_FLATTEN,
+    DS_OP_GEMM,      /* Gemm, or MatMul followed by Add of a constant */
+    DS_OP_LRN,
+    DS_OP_SOFTMAX,
+    DS_OP_BATCHNORM, /* not folded: y = x * scale[c] + shift[c] */
+    DS_OP_COUNT
+} ds_op;
+
+typedef struct ds_layer {
+    int id;
+    ds_op op;
+    char *name;        /* ONNX node name, or its first output's name */
+    int n_inputs;
+    int *inputs;       /* producer layer ids, in the node's input order */
+    int n_consumers;
+    int *consumers;    /* consumer layer ids, ascending */
+    ds_shape out_shape; /* for the input size given to ds_model_set_input */
+
+    /* Attributes (only those of this op are meaningful). */
+    int kernel[2];     /* kH, kW (conv, pools) */
+    int stride[2];
+    int dilation[2];
+    int pads[4];       /* top, left, bottom, right */
+    int group;
+    int ceil_mode;
+    int count_include_pad;
+    int axis;          /* concat (channel axis 1), flatten, softmax */
+    int lrn_size;
+    float lrn_alpha, lrn_beta, lrn_bias;
+
+    /* Parameters, owned by the model.
+     * conv: weight O x (I/group) x kH x kW, bias O (ndim 0 when absent)
+     * gemm: weight N x K (already transposed so that y = x W^T + b),
+     *       bias N (ndim 0 when absent); alpha/beta folded in.
+     * batchnorm: scale and shift, C each (from gamma/beta/mean/var/eps). */
+    ds_tensor weight;
+    ds_tensor bias;
+} ds_layer;
+
+typedef struct ds_model {
+    char *name;        /* file name or "zoo:NAME" */
+    char hash[17];     /* hex 64-bit hash of the ONNX bytes, for cache keys */
+    int n_layers;
+    ds_layer *layers;  /* layers[0] is the input (DS_OP_INPUT) */
+    int n_outputs;
+    int *outputs;      /* layer ids of the graph outputs */
+    ds_shape input_shape; /* as declared by the file; dims <= 0 are free */
+} ds_model;
+
+/* Loads "zoo:NAME" (built in memory, see zoo.h) or an .onnx file path. */
+int ds_model_load(const char *spec, ds_model *m, ds_error *err);
+/* Parses ONNX bytes; label names the source in error messages. */
+int ds_model_load_onnx(const void *buf, size_t len, const char *label,
+                       ds_model *m, ds_error *err);
+/* Computes every layer's out_shape for an NCHW input of n x c x h x w.
+ * Errors name the layer, its op and the offending shape. */
+int ds_model_set_input(ds_model *m, int64_t n, int64_t c, int64_t h, int64_t w,
+                       ds_error *err);
+/* Articulation layers: ids through which every input-to-output path passes
+ * (the legal single cut points; layer 0 and the last layer included).
+ * Writes them ascending into ids (room for n_layers); returns their count. */
+int ds_model_articulations(const ds_model *m, int *ids);
+/* Multiply-accumulates x2 of one layer for its current out_shape. */
+double ds_layer_flops(const ds_model *m, int id);
+const char *ds_op_name(ds_op op);
+void ds_model_free(ds_model *m);
+
+/* Reads an ONNX TensorProto (float32 data, raw_data or float_data), as found
+ * in the ONNX backend test cases' input_N.pb/output_N.pb files. */
+int ds_onnx_read_tensor(const void *buf, size_t len, ds_tensor *out, ds_error *err);
+
+#endif
