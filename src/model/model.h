@@ -60,6 +60,11 @@ typedef struct ds_layer {
      * batchnorm: scale and shift, C each (from gamma/beta/mean/var/eps). */
     ds_tensor weight;
     ds_tensor bias;
+
+    /* Added after the first contract (additive): conv and pools.  0 = pads
+     * as given; 1 VALID, 2 SAME_UPPER, 3 SAME_LOWER: pads[] are then
+     * recomputed for the input size by ds_model_set_input. */
+    int auto_pad;
 } ds_layer;
 
 typedef struct ds_model {
@@ -69,7 +74,9 @@ typedef struct ds_model {
     ds_layer *layers;  /* layers[0] is the input (DS_OP_INPUT) */
     int n_outputs;
     int *outputs;      /* layer ids of the graph outputs */
-    ds_shape input_shape; /* as declared by the file; dims <= 0 are free */
+    ds_shape input_shape; /* as declared by the file; dims <= 0 are free;
+                           * ndim 0 when the file declares no shape */
+    int opset;         /* default-domain opset of the file (9..17) */
 } ds_model;
 
 /* Loads "zoo:NAME" (built in memory, see zoo.h) or an .onnx file path. */
@@ -77,7 +84,17 @@ int ds_model_load(const char *spec, ds_model *m, ds_error *err);
 /* Parses ONNX bytes; label names the source in error messages. */
 int ds_model_load_onnx(const void *buf, size_t len, const char *label,
                        ds_model *m, ds_error *err);
+/* Like ds_model_load_onnx, for files whose parameters are graph inputs (the
+ * ONNX backend node tests: weights in input_1.pb, ...): graph inputs 1..n_bound
+ * (file order, initializers excluded) take the f32 tensors bound[0..n_bound-1]
+ * as if they were initializers; graph input 0 stays the network input. */
+int ds_model_load_onnx_bound(const void *buf, size_t len, const char *label,
+                             const ds_tensor *bound, int n_bound,
+                             ds_model *m, ds_error *err);
 /* Computes every layer's out_shape for an NCHW input of n x c x h x w.
+ * Axes (concat, flatten, softmax) become non-negative and auto_pad pads are
+ * filled in.  A file whose input is declared 2-D (N x C) takes n x c with
+ * h = w = 1.  Declared positive dims must match.
  * Errors name the layer, its op and the offending shape. */
 int ds_model_set_input(ds_model *m, int64_t n, int64_t c, int64_t h, int64_t w,
                        ds_error *err);
