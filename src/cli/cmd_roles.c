@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "commands.h"
+#include "common/config.h"
+#include "common/log.h"
 
 typedef struct role_opts {
     const char *config;
@@ -22,7 +24,7 @@ static int parse_role_opts(int argc, char **argv, const char *help, int want_id,
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    o->config = "config.yml";
+    o->config = NULL; /* config.yml, else the embedded default */
     o->worker_id = -1;
     optind = 1;
     opterr = 0;
@@ -59,8 +61,31 @@ static int parse_role_opts(int argc, char **argv, const char *help, int want_id,
     return -1;
 }
 
-static int not_built(const char *role)
+/* Loads the configuration; prints its one-line error and returns 2. */
+static int load_config(const role_opts *o, const char *role, ds_config *cfg)
 {
+    ds_error err;
+    if (ds_config_load(o->config, cfg, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 2;
+    }
+    ds_log_init(role, cfg->log_level);
+    if (o->worker_id >= cfg->n_workers) {
+        fprintf(stderr, "%s: worker id %d is not configured (port.worker has %d entries: ids 0..%d)\n",
+                cfg->path, o->worker_id, cfg->n_workers, cfg->n_workers - 1);
+        ds_config_free(cfg);
+        return 2;
+    }
+    return -1;
+}
+
+static int not_built(const role_opts *o, const char *role)
+{
+    ds_config cfg;
+    int rc = load_config(o, role, &cfg);
+    if (rc >= 0)
+        return rc;
+    ds_config_free(&cfg);
     fprintf(stderr, "deltaslice %s: this role is not built yet\n", role);
     return 1;
 }
@@ -79,7 +104,7 @@ int ds_cmd_master(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 0, &o);
-    return rc >= 0 ? rc : not_built("master");
+    return rc >= 0 ? rc : not_built(&o, "master");
 }
 
 int ds_cmd_worker(int argc, char **argv)
@@ -97,7 +122,7 @@ int ds_cmd_worker(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 1, &o);
-    return rc >= 0 ? rc : not_built("worker");
+    return rc >= 0 ? rc : not_built(&o, "worker");
 }
 
 int ds_cmd_trainer(int argc, char **argv)
@@ -114,7 +139,7 @@ int ds_cmd_trainer(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 0, &o);
-    return rc >= 0 ? rc : not_built("trainer");
+    return rc >= 0 ? rc : not_built(&o, "trainer");
 }
 
 int ds_cmd_run(int argc, char **argv)
@@ -132,5 +157,5 @@ int ds_cmd_run(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 0, &o);
-    return rc >= 0 ? rc : not_built("run");
+    return rc >= 0 ? rc : not_built(&o, "run");
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages deltaslice needs to build, test and run.
+# Idempotent: when everything is present it only checks (a second or so).
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libxnnpack-dev libpthreadpool-dev          # conv/pool/gemm kernels
+  libgrpc-dev protobuf-c-compiler libprotobuf-c-dev   # RPC, messages, ONNX
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg  # video
+  libyaml-dev liblz4-dev libzstd-dev liblbfgs-dev
+  libcmocka-dev clang libclang-rt-14-dev     # tests, sanitizers, libFuzzer
+  python3-onnx libonnx-testdata              # ONNX checker and node test cases
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,694 @@
+/* config.c - YAML configuration: parse with libyaml's document API (it keeps
+ * line:column for every node), then check every key against a schema. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#ifndef DS_SOURCE_DIR
+#define DS_SOURCE_DIR "."
+#endif
+
+/* The repository's config.yml, compiled in by CMake (embedded_config.c), used
+ * when no config file is given or found. */
+extern const char ds_embedded_config[];
+extern const size_t ds_embedded_config_len;
+
+/* Parsing context: the document, where it came from, the error sink. */
+typedef struct parse_ctx {
+    yaml_document_t *doc;
+    const char *label;
+    const char *base_dir;
+    ds_error *err;
+} parse_ctx;
+
+static int fail(parse_ctx *c, const yaml_node_t *node, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(parse_ctx *c, const yaml_node_t *node, const char *key, const char *fmt, ...)
+{
+    char what[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return ds_errorf(c->err, "%s:%zu:%zu: %s: %s", c->label, node->start_mark.line + 1,
+                     node->start_mark.column + 1, key, what);
+}
+
+/* "got ..." text for an unexpected node. */
+static const char *describe(const yaml_node_t *n, char *buf, size_t len)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE:
+        snprintf(buf, len, "\"%.*s\"", (int)(n->data.scalar.length > 60 ? 60 : n->data.scalar.length),
+                 (const char *)n->data.scalar.value);
+        return buf;
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    default:
+        return "nothing";
+    }
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int is_null(const yaml_node_t *n)
+{
+    const char *s = scalar(n);
+    return s && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL"));
+}
+
+static int get_int(parse_ctx *c, const yaml_node_t *n, const char *key, long min, long max, int *out)
+{
+    char got[80];
+    const char *s = scalar(n);
+    if (s && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && *s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (!*end && !errno && v >= min && v <= max) {
+            *out = (int)v;
+            return 0;
+        }
+    }
+    if (max == INT_MAX)
+        return fail(c, n, key, "expected an integer >= %ld, got %s", min, describe(n, got, sizeof got));
+    return fail(c, n, key, "expected an integer in %ld..%ld, got %s", min, max,
+                describe(n, got, sizeof got));
+}
+
+static int get_number(parse_ctx *c, const yaml_node_t *n, const char *key, double min,
+                      int min_exclusive, double *out)
+{
+    char got[80];
+    const char *s = scalar(n);
+    if (s && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && *s) {
+        char *end;
+        errno = 0;
+        double v = strtod(s, &end);
+        if (!*end && !errno && isfinite(v) && (min_exclusive ? v > min : v >= min)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return fail(c, n, key, "expected a number %s %g, got %s", min_exclusive ? ">" : ">=", min,
+                describe(n, got, sizeof got));
+}
+
+static int get_bool(parse_ctx *c, const yaml_node_t *n, const char *key, int *out)
+{
+    static const char *const yes[] = {"true", "yes", "on"};
+    static const char *const no[] = {"false", "no", "off"};
+    char got[80];
+    const char *s = scalar(n);
+    if (s && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+        for (int i = 0; i < 3; i++) {
+            if (!strcasecmp(s, yes[i])) {
+                *out = 1;
+                return 0;
+            }
+            if (!strcasecmp(s, no[i])) {
+                *out = 0;
+                return 0;
+            }
+        }
+    return fail(c, n, key, "expected true or false, got %s", describe(n, got, sizeof got));
+}
+
+static int get_string(parse_ctx *c, const yaml_node_t *n, const char *key, int allow_empty, char **out)
+{
+    char got[80];
+    const char *s = scalar(n);
+    if (!s || (!allow_empty && !*s) || (is_null(n) && !allow_empty))
+        return fail(c, n, key, "expected a %sstring, got %s", allow_empty ? "" : "non-empty ",
+                    s && !*s ? "an empty value" : describe(n, got, sizeof got));
+    char *dup = strdup(is_null(n) ? "" : s);
+    if (!dup)
+        return ds_errorf(c->err, "out of memory");
+    free(*out);
+    *out = dup;
+    return 0;
+}
+
+/* Picks one of names[]; *out is its index. */
+static int get_enum(parse_ctx *c, const yaml_node_t *n, const char *key, const char *const *names,
+                    int count, int *out)
+{
+    char got[80], expected[160] = "";
+    const char *s = scalar(n);
+    for (int i = 0; s && i < count; i++)
+        if (!strcmp(s, names[i])) {
+            *out = i;
+            return 0;
+        }
+    for (int i = 0; i < count; i++) {
+        strncat(expected, i == 0 ? "" : (i == count - 1 ? " or " : ", "), sizeof expected - strlen(expected) - 1);
+        strncat(expected, names[i], sizeof expected - strlen(expected) - 1);
+    }
+    return fail(c, n, key, "expected %s, got %s", expected, describe(n, got, sizeof got));
+}
+
+/* A path relative to the config file's folder; "zoo:" specs untouched. */
+static int resolve_path(parse_ctx *c, char **path)
+{
+    if (!*path || !**path || (*path)[0] == '/' || !strncmp(*path, "zoo:", 4) || !c->base_dir ||
+        !strcmp(c->base_dir, "."))
+        return 0;
+    size_t len = strlen(c->base_dir) + strlen(*path) + 2;
+    char *full = malloc(len);
+    if (!full)
+        return ds_errorf(c->err, "out of memory");
+    snprintf(full, len, "%s/%s", c->base_dir, *path);
+    free(*path);
+    *path = full;
+    return 0;
+}
+
+/* Walks a mapping: for each pair calls fn(ctx, key text, key node, value
+ * node, user). Rejects non-mappings, non-scalar and duplicate keys. */
+typedef int (*pair_fn)(parse_ctx *c, const char *key, const yaml_node_t *knode,
+                       const yaml_node_t *value, void *user);
+
+static int each_pair(parse_ctx *c, const yaml_node_t *map, const char *where, pair_fn fn, void *user)
+{
+    char got[80];
+    if (map->type != YAML_MAPPING_NODE)
+        return fail(c, map, where, "expected a mapping, got %s", describe(map, got, sizeof got));
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+        const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+        const char *ks = scalar(k);
+        if (!ks)
+            return fail(c, k, where, "expected a plain key, got %s", describe(k, got, sizeof got));
+        for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+            const char *prev = scalar(yaml_document_get_node(c->doc, q->key));
+            if (prev && !strcmp(prev, ks)) {
+                char full[128];
+                snprintf(full, sizeof full, "%s%s%s", where[0] ? where : "", where[0] ? "." : "", ks);
+                return fail(c, k, full, "duplicate key");
+            }
+        }
+        if (fn(c, ks, k, v, user))
+            return -1;
+    }
+    return 0;
+}
+
+static int unknown_key(parse_ctx *c, const yaml_node_t *k, const char *where, const char *key,
+                       const char *expected)
+{
+    char full[128];
+    snprintf(full, sizeof full, "%s%s%s", where, where[0] ? "." : "", key);
+    return fail(c, k, full, "unknown key (expected one of: %s)", expected);
+}
+
+/* A list of at most max items; returns the count in *n. */
+static int get_list(parse_ctx *c, const yaml_node_t *n, const char *key, int min, int max,
+                    const yaml_node_t **items, int *count)
+{
+    char got[80];
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(c, n, key, "expected a list, got %s", describe(n, got, sizeof got));
+    int k = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (k < min || k > max)
+        return fail(c, n, key, "expected a list of %d..%d items, got %d", min, max, k);
+    for (int i = 0; i < k; i++)
+        items[i] = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
+    *count = k;
+    return 0;
+}
+
+/* ---- sections ---------------------------------------------------------- */
+
+typedef struct seen {
+    const yaml_node_t *port, *net, *bandwidth, *master;
+    const yaml_node_t *route_mw[DS_MAX_WORKERS], *route_ww[DS_MAX_WORKERS];
+    const yaml_node_t *route_bad_worker; /* an m->wI or wI->wJ with I out of range */
+    int route_bad_id;
+    int n_bandwidth;
+} seen;
+
+typedef struct walk {
+    ds_config *cfg;
+    seen *seen;
+} walk;
+
+static int port_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    ds_config *cfg = ((walk *)user)->cfg;
+    if (!strcmp(key, "master"))
+        return get_int(c, v, "port.master", 1, 65535, &cfg->port_master);
+    if (!strcmp(key, "trainer"))
+        return get_int(c, v, "port.trainer", 1, 65535, &cfg->port_trainer);
+    if (!strcmp(key, "worker")) {
+        const yaml_node_t *items[DS_MAX_WORKERS];
+        if (get_list(c, v, "port.worker", 1, DS_MAX_WORKERS, items, &cfg->n_workers))
+            return -1;
+        for (int i = 0; i < cfg->n_workers; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "port.worker[%d]", i);
+            if (get_int(c, items[i], name, 1, 65535, &cfg->port_worker[i]))
+                return -1;
+        }
+        return 0;
+    }
+    return unknown_key(c, k, "port", key, "master, trainer, worker");
+}
+
+/* "w3" -> 3; -1 when not of that form. */
+static int parse_worker_name(const char *s, size_t len)
+{
+    if (len < 2 || len > 4 || s[0] != 'w')
+        return -1;
+    int id = 0;
+    for (size_t i = 1; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        id = id * 10 + (s[i] - '0');
+    }
+    return id;
+}
+
+static int net_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    walk *w = user;
+    ds_config *cfg = w->cfg;
+    char full[96];
+    snprintf(full, sizeof full, "net.%s", key);
+    const char *arrow = strstr(key, "->");
+    if (!arrow)
+        return fail(c, k, full, "expected a route like m->t, m->w0 or w0->w1");
+    const char *from = key, *to = arrow + 2;
+    size_t from_len = (size_t)(arrow - key);
+    char **slot = NULL;
+    if (from_len == 1 && from[0] == 'm' && !strcmp(to, "t")) {
+        slot = &cfg->route_master_trainer;
+    } else if (from_len == 1 && from[0] == 'm') {
+        int id = parse_worker_name(to, strlen(to));
+        if (id < 0)
+            return fail(c, k, full, "expected a route like m->t, m->w0 or w0->w1");
+        if (id >= DS_MAX_WORKERS || id >= cfg->n_workers) {
+            w->seen->route_bad_worker = k;
+            w->seen->route_bad_id = id;
+            return 0;
+        }
+        slot = &cfg->route_master_worker[id];
+        w->seen->route_mw[id] = k;
+    } else {
+        int a = parse_worker_name(from, from_len), b = parse_worker_name(to, strlen(to));
+        if (a < 0 || b < 0)
+            return fail(c, k, full, "expected a route like m->t, m->w0 or w0->w1");
+        if (b != a + 1)
+            return fail(c, k, full, "a worker only reaches the next one (w%d->w%d)", a, a + 1);
+        if (b >= DS_MAX_WORKERS || b >= cfg->n_workers) {
+            w->seen->route_bad_worker = k;
+            w->seen->route_bad_id = b;
+            return 0;
+        }
+        slot = &cfg->route_worker_next[a];
+        w->seen->route_ww[a] = k;
+    }
+    if (get_string(c, v, full, 0, slot))
+        return -1;
+    const char *colon = strrchr(*slot, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || colon == *slot || !end || *end || port < 1 || port > 65535)
+        return fail(c, v, full, "expected \"host:port\", got \"%s\"", *slot);
+    return 0;
+}
+
+static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    walk *w = user;
+    ds_config *cfg = w->cfg;
+    if (!strcmp(key, "ifr_num"))
+        return get_int(c, v, "master.ifr_num", 1, 100000000, &cfg->master.ifr_num);
+    if (!strcmp(key, "pd_num"))
+        return get_int(c, v, "master.pd_num", 0, INT_MAX, &cfg->master.pd_num);
+    if (!strcmp(key, "itv_time"))
+        return get_number(c, v, "master.itv_time", 0, 0, &cfg->master.itv_time);
+    if (!strcmp(key, "threads"))
+        return get_int(c, v, "master.threads", 1, 256, &cfg->master.threads);
+    if (!strcmp(key, "scheduler")) {
+        static const char *const names[] = {"lbc", "nsc", "opt"};
+        int s = 0;
+        if (get_enum(c, v, "master.scheduler", names, 3, &s))
+            return -1;
+        cfg->master.scheduler = (ds_scheduler)s;
+        return 0;
+    }
+    if (!strcmp(key, "bandwidth")) {
+        const yaml_node_t *items[DS_MAX_WORKERS];
+        if (get_list(c, v, "master.bandwidth", 1, DS_MAX_WORKERS, items, &w->seen->n_bandwidth))
+            return -1;
+        for (int i = 0; i < w->seen->n_bandwidth; i++) {
+            char name[40];
+            snprintf(name, sizeof name, "master.bandwidth[%d]", i);
+            if (get_number(c, items[i], name, 0, 1, &cfg->master.bandwidth[i]))
+                return -1;
+        }
+        w->seen->bandwidth = v;
+        return 0;
+    }
+    return unknown_key(c, k, "master", key, "ifr_num, pd_num, itv_time, scheduler, bandwidth, threads");
+}
+
+static int worker_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    ds_config *cfg = ((walk *)user)->cfg;
+    if (!strcmp(key, "prof_niter"))
+        return get_int(c, v, "worker.prof_niter", 1, 10000, &cfg->worker.prof_niter);
+    if (!strcmp(key, "threads"))
+        return get_int(c, v, "worker.threads", 1, 256, &cfg->worker.threads);
+    return unknown_key(c, k, "worker", key, "prof_niter, threads");
+}
+
+static int trainer_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    ds_config *cfg = ((walk *)user)->cfg;
+    if (!strcmp(key, "frame_num"))
+        return get_int(c, v, "trainer.frame_num", 2, 1000000, &cfg->trainer.frame_num);
+    if (!strcmp(key, "threads"))
+        return get_int(c, v, "trainer.threads", 1, 256, &cfg->trainer.threads);
+    return unknown_key(c, k, "trainer", key, "frame_num, threads");
+}
+
+static int codec_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    ds_config *cfg = ((walk *)user)->cfg;
+    if (!strcmp(key, "compress")) {
+        static const char *const names[] = {"auto", "none", "lz4", "zstd"};
+        int s = 0;
+        if (get_enum(c, v, "codec.compress", names, 4, &s))
+            return -1;
+        cfg->codec.compress = (ds_compress_choice)s;
+        return 0;
+    }
+    if (!strcmp(key, "zstd_level"))
+        return get_int(c, v, "codec.zstd_level", 1, 19, &cfg->codec.zstd_level);
+    return unknown_key(c, k, "codec", key, "compress, zstd_level");
+}
+
+static const char top_keys[] =
+    "port, net, dnn, video_path, frame_size, mode, check, master, worker, trainer, log_level, "
+    "trace_dir, cache_dir, codec, max_message_mb";
+
+static int top_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    walk *w = user;
+    ds_config *cfg = w->cfg;
+    if (!strcmp(key, "port")) {
+        w->seen->port = v;
+        return each_pair(c, v, "port", port_pair, user);
+    }
+    if (!strcmp(key, "net")) {
+        w->seen->net = v; /* routes are checked once port.worker is known */
+        return 0;
+    }
+    if (!strcmp(key, "master")) {
+        w->seen->master = v;
+        return each_pair(c, v, "master", master_pair, user);
+    }
+    if (!strcmp(key, "worker"))
+        return each_pair(c, v, "worker", worker_pair, user);
+    if (!strcmp(key, "trainer"))
+        return each_pair(c, v, "trainer", trainer_pair, user);
+    if (!strcmp(key, "codec"))
+        return each_pair(c, v, "codec", codec_pair, user);
+    if (!strcmp(key, "dnn"))
+        return get_string(c, v, "dnn", 0, &cfg->dnn) || resolve_path(c, &cfg->dnn);
+    if (!strcmp(key, "video_path"))
+        return get_string(c, v, "video_path", 0, &cfg->video_path) || resolve_path(c, &cfg->video_path);
+    if (!strcmp(key, "trace_dir"))
+        return get_string(c, v, "trace_dir", 1, &cfg->trace_dir) || resolve_path(c, &cfg->trace_dir);
+    if (!strcmp(key, "cache_dir"))
+        return get_string(c, v, "cache_dir", 0, &cfg->cache_dir) || resolve_path(c, &cfg->cache_dir);
+    if (!strcmp(key, "check"))
+        return get_bool(c, v, "check", &cfg->check);
+    if (!strcmp(key, "mode")) {
+        static const char *const names[] = {"itg", "dif"};
+        int m = 0;
+        if (get_enum(c, v, "mode", names, 2, &m))
+            return -1;
+        cfg->mode = (ds_mode)m;
+        return 0;
+    }
+    if (!strcmp(key, "log_level")) {
+        static const char *const names[] = {"debug", "info", "warn", "error"};
+        int l = 0;
+        if (get_enum(c, v, "log_level", names, 4, &l))
+            return -1;
+        cfg->log_level = (ds_log_level)l;
+        return 0;
+    }
+    if (!strcmp(key, "max_message_mb")) {
+        int mb = 0;
+        if (get_int(c, v, "max_message_mb", 1, 2047, &mb))
+            return -1;
+        cfg->max_message_bytes = (size_t)mb << 20;
+        return 0;
+    }
+    if (!strcmp(key, "frame_size")) {
+        if (is_null(v)) {
+            cfg->frame_rows = cfg->frame_cols = 0;
+            return 0;
+        }
+        const yaml_node_t *items[2];
+        int n = 0;
+        if (get_list(c, v, "frame_size", 2, 2, items, &n) ||
+            get_int(c, items[0], "frame_size[0]", 16, 16384, &cfg->frame_rows) ||
+            get_int(c, items[1], "frame_size[1]", 16, 16384, &cfg->frame_cols))
+            return -1;
+        return 0;
+    }
+    return unknown_key(c, k, "", key, top_keys);
+}
+
+/* Cross-key checks, once every section is read. */
+static int check_routes(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, seen *s)
+{
+    if (!s->port)
+        return fail(c, root, "port", "missing (expected port: {master: ..., worker: [...]})");
+    if (!cfg->n_workers)
+        return fail(c, s->port, "port.worker", "missing (expected a list of worker ports)");
+    if (!s->net)
+        return fail(c, root, "net", "missing (expected routes m->w0, ..., w0->w1, ...)");
+    walk w = {cfg, s};
+    if (each_pair(c, s->net, "net", net_pair, &w))
+        return -1;
+    if (s->route_bad_worker)
+        return fail(c, s->route_bad_worker, "net", "worker w%d is not configured: worker ids are 0..%d "
+                    "(port.worker has %d entries)", s->route_bad_id, cfg->n_workers - 1, cfg->n_workers);
+    for (int i = 0; i < cfg->n_workers; i++) {
+        if (!cfg->route_master_worker[i])
+            return fail(c, s->net, "net", "missing route m->w%d for worker %d", i, i);
+        if (i + 1 < cfg->n_workers && !cfg->route_worker_next[i])
+            return fail(c, s->net, "net", "missing route w%d->w%d", i, i + 1);
+    }
+    if (ds_config_needs_trainer(cfg) && !cfg->route_master_trainer)
+        return fail(c, s->net, "net", "missing route m->t (scheduler %s needs the trainer)",
+                    ds_scheduler_name(cfg->master.scheduler));
+    if (s->bandwidth && s->n_bandwidth != cfg->n_workers)
+        return fail(c, s->bandwidth, "master.bandwidth",
+                    "expected %d entries (one per link m->w0, w0->w1, ...), got %d", cfg->n_workers,
+                    s->n_bandwidth);
+    return 0;
+}
+
+static void set_defaults(ds_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->port_master = 11110;
+    cfg->port_trainer = 22220;
+    cfg->mode = DS_MODE_DIF;
+    cfg->master.ifr_num = 50;
+    cfg->master.pd_num = 2;
+    cfg->master.scheduler = DS_SCHED_LBC;
+    cfg->master.threads = 1;
+    cfg->worker.prof_niter = 5;
+    cfg->worker.threads = 1;
+    cfg->trainer.frame_num = 400;
+    cfg->trainer.threads = 2;
+    cfg->log_level = DS_LOG_INFO;
+    cfg->codec.compress = DS_COMPRESS_AUTO;
+    cfg->codec.zstd_level = 1;
+    cfg->max_message_bytes = (size_t)1024 << 20;
+}
+
+static int set_default_string(char **slot, const char *value, ds_error *err)
+{
+    if (*slot)
+        return 0;
+    *slot = strdup(value);
+    return *slot ? 0 : ds_errorf(err, "out of memory");
+}
+
+int ds_config_parse(const char *text, size_t len, const char *label, const char *base_dir,
+                    ds_config *cfg, ds_error *err)
+{
+    set_defaults(cfg);
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser))
+        return ds_errorf(err, "%s: cannot initialise the YAML parser", label);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
+        ds_errorf(err, "%s:%zu:%zu: YAML syntax error: %s%s%s", label, m->line + 1, m->column + 1,
+                  parser.problem ? parser.problem : "unknown problem",
+                  parser.context ? " " : "", parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        return -1;
+    }
+    yaml_parser_delete(&parser);
+
+    parse_ctx c = {&doc, label, base_dir, err};
+    seen s = {0};
+    walk w = {cfg, &s};
+    int rc = -1;
+    char got[80];
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    cfg->path = strdup(label);
+    if (!cfg->path) {
+        ds_errorf(err, "out of memory");
+        goto out;
+    }
+    if (!root) {
+        ds_errorf(err, "%s:1:1: the configuration is empty", label);
+        goto out;
+    }
+    if (root->type != YAML_MAPPING_NODE) {
+        fail(&c, root, "(top level)", "expected a mapping of keys, got %s", describe(root, got, sizeof got));
+        goto out;
+    }
+    if (each_pair(&c, root, "", top_pair, &w) || check_routes(&c, root, cfg, &s))
+        goto out;
+    if (set_default_string(&cfg->dnn, "zoo:alexnet", err) ||
+        (!cfg->cache_dir && (set_default_string(&cfg->cache_dir, ".cache", err) ||
+                             resolve_path(&c, &cfg->cache_dir))) ||
+        set_default_string(&cfg->trace_dir, "", err))
+        goto out;
+    if (!cfg->video_path) {
+        fail(&c, root, "video_path", "missing (expected the path of a video file)");
+        goto out;
+    }
+    if (!s.bandwidth)
+        for (int i = 0; i < cfg->n_workers; i++)
+            cfg->master.bandwidth[i] = 1e6; /* unshaped */
+    rc = 0;
+out:
+    yaml_document_delete(&doc);
+    if (rc)
+        ds_config_free(cfg);
+    return rc;
+}
+
+static int read_file(const char *path, char **text, size_t *len, ds_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ds_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        if (cap >= (1u << 24)) {
+            free(buf);
+            fclose(f);
+            return ds_errorf(err, "%s: larger than 16 MiB, not a configuration file", path);
+        }
+        char *grown = realloc(buf, cap * 2);
+        if (!grown) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf)
+        return ds_errorf(err, "%s: out of memory", path);
+    if (bad) {
+        free(buf);
+        return ds_errorf(err, "%s: read error", path);
+    }
+    *text = buf;
+    *len = n;
+    return 0;
+}
+
+int ds_config_load(const char *path, ds_config *cfg, ds_error *err)
+{
+    FILE *probe;
+    if (!path && (probe = fopen("config.yml", "rb")) != NULL) {
+        fclose(probe);
+        path = "config.yml";
+    }
+    if (!path)
+        return ds_config_parse(ds_embedded_config, ds_embedded_config_len, "<embedded config.yml>",
+                               DS_SOURCE_DIR, cfg, err);
+    char *text = NULL;
+    size_t len = 0;
+    if (read_file(path, &text, &len, err))
+        return -1;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int rc = ds_config_parse(text, len, path, dir, cfg, err);
+    free(text);
+    return rc;
+}
+
+int ds_config_needs_trainer(const ds_config *cfg)
+{
+    return cfg->master.scheduler == DS_SCHED_NSC || cfg->master.scheduler == DS_SCHED_OPT;
+}
+
+void ds_config_free(ds_config *cfg)
+{
+    free(cfg->path);
+    free(cfg->route_master_trainer);
+    for (int i = 0; i < DS_MAX_WORKERS; i++) {
+        free(cfg->route_master_worker[i]);
+        free(cfg->route_worker_next[i]);
+    }
+    free(cfg->dnn);
+    free(cfg->video_path);
+    free(cfg->trace_dir);
+    free(cfg->cache_dir);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+const char *ds_mode_name(ds_mode m)
+{
+    return m == DS_MODE_DIF ? "dif" : "itg";
+}
+
+const char *ds_scheduler_name(ds_scheduler s)
+{
+    static const char *const names[] = {"lbc", "nsc", "opt"};
+    return (unsigned)s < 3 ? names[s] : "?";
+}

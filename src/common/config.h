@@ -1,0 +1,89 @@
+/* config.h - the YAML configuration every role reads.
+ *
+ * Keeps the shape of the original system's config.yml, plus what a real
+ * deployment needs (threads, logs, traces, caches, codec, message limit).
+ * Loading validates everything; an error is one line naming
+ * file:line:column, the key and what was expected, e.g.
+ *   config.yml:12:11: master.pd_num: expected an integer >= 0, got "two" */
+#ifndef DS_CONFIG_H
+#define DS_CONFIG_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "log.h"
+
+#define DS_MAX_WORKERS 16
+
+typedef enum ds_mode { DS_MODE_ITG = 0, DS_MODE_DIF } ds_mode;
+typedef enum ds_scheduler { DS_SCHED_LBC = 0, DS_SCHED_NSC, DS_SCHED_OPT } ds_scheduler;
+typedef enum ds_compress_choice {
+    DS_COMPRESS_AUTO = 0, /* lz4 on links >= 10 MB/s, zstd-1 below */
+    DS_COMPRESS_OFF,
+    DS_COMPRESS_CHOICE_LZ4,
+    DS_COMPRESS_CHOICE_ZSTD,
+} ds_compress_choice;
+
+typedef struct ds_config {
+    char *path;          /* the file read, or "<embedded config.yml>" */
+    int n_workers;       /* = length of port.worker */
+
+    int port_master;
+    int port_trainer;
+    int port_worker[DS_MAX_WORKERS];
+
+    /* net: where each client reaches its peer ("host:port"). */
+    char *route_master_trainer;              /* m->t (NULL when absent) */
+    char *route_master_worker[DS_MAX_WORKERS]; /* m->wI */
+    char *route_worker_next[DS_MAX_WORKERS];   /* wI->wI+1, I < n_workers-1 */
+
+    char *dnn;           /* "zoo:NAME" or an .onnx path (resolved) */
+    char *video_path;    /* resolved against the config file's folder */
+    int frame_rows;      /* 0 = keep the video's size */
+    int frame_cols;
+    ds_mode mode;
+    int check;           /* recompute each frame on the master and compare */
+
+    struct {
+        int ifr_num;     /* frames to send */
+        int pd_num;      /* frames in flight at most; 0 = unlimited */
+        double itv_time; /* seconds between sends */
+        ds_scheduler scheduler;
+        double bandwidth[DS_MAX_WORKERS]; /* MB/s: m->w0, w0->w1, ... */
+        int threads;
+    } master;
+    struct {
+        int prof_niter;
+        int threads;
+    } worker;
+    struct {
+        int frame_num;
+        int threads;
+    } trainer;
+
+    ds_log_level log_level;
+    char *trace_dir;     /* NULL or "" = no traces */
+    char *cache_dir;
+    struct {
+        ds_compress_choice compress;
+        int zstd_level;
+    } codec;
+    size_t max_message_bytes;
+} ds_config;
+
+/* Loads and validates path. If path is NULL, reads "config.yml" from the
+ * current folder, or the embedded default (the repository's config.yml,
+ * with paths relative to the source tree) when that file does not exist. */
+int ds_config_load(const char *path, ds_config *cfg, ds_error *err);
+/* Parses YAML text; label names it in error messages and base_dir resolves
+ * relative paths. */
+int ds_config_parse(const char *text, size_t len, const char *label, const char *base_dir,
+                    ds_config *cfg, ds_error *err);
+/* Does the configured scheduler need the trainer's predictors? */
+int ds_config_needs_trainer(const ds_config *cfg);
+void ds_config_free(ds_config *cfg);
+
+const char *ds_mode_name(ds_mode m);
+const char *ds_scheduler_name(ds_scheduler s);
+
+#endif
