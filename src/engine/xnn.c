@@ -1,0 +1,385 @@
+/* xnn.c - XNNPACK operators on NHWC tensors, plain C for the rest. */
+#include "backend_xnn.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pthreadpool.h>
+#include <xnnpack.h>
+
+#include "ops.h"
+
+typedef struct xlayer {
+    xnn_operator_t op;      /* the layer's operator (conv: without Relu) */
+    xnn_operator_t op_relu; /* conv with the Relu fused as a clamp */
+    int64_t h, w;           /* input size a pool operator was made for */
+    int fallback;           /* pool: plain C (XNNPACK lacks the semantics) */
+} xlayer;
+
+struct ds_xnn {
+    const ds_model *m;
+    pthreadpool_t pool;
+    xlayer *l;
+};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static enum xnn_status init_status;
+
+static void init_xnn(void)
+{
+    init_status = xnn_initialize(NULL);
+}
+
+ds_xnn *ds_xnn_new(const ds_model *m, int threads, ds_error *err)
+{
+    pthread_once(&init_once, init_xnn);
+    if (init_status != xnn_status_success) {
+        ds_errorf(err, "XNNPACK initialisation failed (status %d)", (int)init_status);
+        return NULL;
+    }
+    if (!m || m->n_layers < 1 || threads < 1 || threads > 1024) {
+        ds_errorf(err, "XNNPACK backend: bad model or thread count %d", threads);
+        return NULL;
+    }
+    ds_xnn *x = calloc(1, sizeof *x);
+    if (!x || !(x->l = calloc((size_t)m->n_layers, sizeof *x->l))) {
+        free(x);
+        ds_errorf(err, "out of memory creating the XNNPACK backend");
+        return NULL;
+    }
+    x->m = m;
+    if (threads > 1 && !(x->pool = pthreadpool_create((size_t)threads))) {
+        ds_xnn_free(x);
+        ds_errorf(err, "cannot create a pool of %d threads", threads);
+        return NULL;
+    }
+    return x;
+}
+
+void ds_xnn_free(ds_xnn *x)
+{
+    if (!x)
+        return;
+    if (x->l)
+        for (int i = 0; i < x->m->n_layers; i++) {
+            if (x->l[i].op)
+                xnn_delete_operator(x->l[i].op);
+            if (x->l[i].op_relu)
+                xnn_delete_operator(x->l[i].op_relu);
+        }
+    if (x->pool)
+        pthreadpool_destroy(x->pool);
+    free(x->l);
+    free(x);
+}
+
+void ds_nchw_to_nhwc(const float *src, float *dst, int64_t n, int64_t c, int64_t hw)
+{
+    enum { B = 32 };
+    for (int64_t i = 0; i < n; i++) {
+        const float *s = src + i * c * hw;
+        float *d = dst + i * c * hw;
+        for (int64_t p0 = 0; p0 < hw; p0 += B) {
+            int64_t p1 = p0 + B < hw ? p0 + B : hw;
+            for (int64_t k = 0; k < c; k++)
+                for (int64_t p = p0; p < p1; p++)
+                    d[p * c + k] = s[k * hw + p];
+        }
+    }
+}
+
+void ds_nhwc_to_nchw(const float *src, float *dst, int64_t n, int64_t c, int64_t hw)
+{
+    enum { B = 32 };
+    for (int64_t i = 0; i < n; i++) {
+        const float *s = src + i * c * hw;
+        float *d = dst + i * c * hw;
+        for (int64_t p0 = 0; p0 < hw; p0 += B) {
+            int64_t p1 = p0 + B < hw ? p0 + B : hw;
+            for (int64_t k = 0; k < c; k++)
+                for (int64_t p = p0; p < p1; p++)
+                    d[k * hw + p] = s[p * c + k];
+        }
+    }
+}
+
+static int xfail(ds_error *err, const ds_layer *l, const char *what, enum xnn_status st)
+{
+    return ds_errorf(err, "layer %d (%s, %s): XNNPACK %s failed (status %d)", l->id,
+                     l->name ? l->name : "?", ds_op_name(l->op), what, (int)st);
+}
+
+static int dil(const ds_layer *l, int i)
+{
+    return l->dilation[i] > 0 ? l->dilation[i] : 1;
+}
+
+static int make_conv(const ds_layer *l, int relu, xnn_operator_t *op, ds_error *err)
+{
+    const int64_t *wd = l->weight.shape.dims;
+    const int64_t O = wd[0], Cg = wd[1], KH = wd[2], KW = wd[3], G = l->group;
+    const float *w = ds_tensor_f32(&l->weight);
+    /* ONNX OIHW -> XNNPACK's [group][out][kh][kw][in] */
+    float *t = malloc((size_t)(O * Cg * KH * KW) * sizeof *t);
+    if (!t)
+        return ds_errorf(err, "layer %d: out of memory packing conv weights", l->id);
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t ic = 0; ic < Cg; ic++)
+            for (int64_t kh = 0; kh < KH; kh++)
+                for (int64_t kw = 0; kw < KW; kw++)
+                    t[((o * KH + kh) * KW + kw) * Cg + ic] = w[((o * Cg + ic) * KH + kh) * KW + kw];
+    enum xnn_status st = xnn_create_convolution2d_nhwc_f32(
+        (uint32_t)l->pads[0], (uint32_t)l->pads[3], (uint32_t)l->pads[2], (uint32_t)l->pads[1],
+        (uint32_t)KH, (uint32_t)KW, (uint32_t)l->stride[0], (uint32_t)l->stride[1],
+        (uint32_t)dil(l, 0), (uint32_t)dil(l, 1), (uint32_t)G, (size_t)Cg, (size_t)(O / G),
+        (size_t)(Cg * G), (size_t)O, t, l->bias.shape.ndim ? ds_tensor_f32(&l->bias) : NULL,
+        relu ? 0.0f : -INFINITY, INFINITY, 0, op);
+    free(t);
+    return st == xnn_status_success ? 0 : xfail(err, l, "convolution create", st);
+}
+
+/* Creates the pool operator for input size h x w (ceil_mode becomes extra
+ * bottom/right padding, which XNNPACK ignores like the overhang). */
+static int make_pool(const ds_layer *l, xlayer *s, const int64_t *xd, const int64_t *yd,
+                     ds_error *err)
+{
+    if (s->op)
+        xnn_delete_operator(s->op);
+    s->op = NULL;
+    s->fallback = 0;
+    s->h = xd[2];
+    s->w = xd[3];
+    int64_t eb = (yd[2] - 1) * l->stride[0] + (int64_t)dil(l, 0) * (l->kernel[0] - 1) + 1 -
+                 (xd[2] + l->pads[0] + l->pads[2]);
+    int64_t er = (yd[3] - 1) * l->stride[1] + (int64_t)dil(l, 1) * (l->kernel[1] - 1) + 1 -
+                 (xd[3] + l->pads[1] + l->pads[3]);
+    if (eb < 0)
+        eb = 0;
+    if (er < 0)
+        er = 0;
+    uint32_t pt = (uint32_t)l->pads[0], pl = (uint32_t)l->pads[1];
+    uint32_t pb = (uint32_t)(l->pads[2] + eb), pr = (uint32_t)(l->pads[3] + er);
+    size_t C = (size_t)xd[1];
+    enum xnn_status st;
+    int padded = (pt | pl | pb | pr) != 0;
+    if (l->op == DS_OP_MAXPOOL) {
+        /* XNNPACK reads a padded position as the nearest edge pixel: that
+         * pixel is inside an undilated window, not always inside a dilated one */
+        if (padded && (dil(l, 0) > 1 || dil(l, 1) > 1)) {
+            s->fallback = 1;
+            return 0;
+        }
+        st = xnn_create_max_pooling2d_nhwc_f32(pt, pr, pb, pl, (uint32_t)l->kernel[0],
+                                               (uint32_t)l->kernel[1], (uint32_t)l->stride[0],
+                                               (uint32_t)l->stride[1], (uint32_t)dil(l, 0),
+                                               (uint32_t)dil(l, 1), C, C, C, -INFINITY,
+                                               INFINITY, 0, &s->op);
+    } else {
+        /* XNNPACK divides by the count of in-image pixels: right unless pads
+         * are to be counted; it has no dilated average pooling. */
+        if ((l->count_include_pad && padded) || dil(l, 0) > 1 || dil(l, 1) > 1) {
+            s->fallback = 1;
+            return 0;
+        }
+        st = xnn_create_average_pooling2d_nhwc_f32(
+            pt, pr, pb, pl, (uint32_t)l->kernel[0], (uint32_t)l->kernel[1],
+            (uint32_t)l->stride[0], (uint32_t)l->stride[1], C, C, C, -INFINITY, INFINITY, 0,
+            &s->op);
+    }
+    if (st != xnn_status_success) { /* e.g. 1x1 windows: plain C handles them */
+        s->op = NULL;
+        s->fallback = 1;
+    }
+    (void)err;
+    return 0;
+}
+
+/* physical (NHWC) position of logical axis ax of a rank-4 tensor */
+static int phys_axis(int ax)
+{
+    static const int map[4] = {0, 3, 1, 2};
+    return map[ax];
+}
+
+/* outer x n x inner of the stored layout around logical axis ax */
+static void split_stored(const ds_shape *s, int ax, int64_t *outer, int64_t *n, int64_t *inner)
+{
+    int64_t pd[DS_MAX_DIMS] = {1, 1, 1, 1};
+    int p = ax;
+    if (s->ndim == 4) {
+        pd[0] = s->dims[0];
+        pd[1] = s->dims[2];
+        pd[2] = s->dims[3];
+        pd[3] = s->dims[1];
+        p = phys_axis(ax);
+    } else {
+        for (int d = 0; d < s->ndim; d++)
+            pd[d] = s->dims[d];
+    }
+    *outer = *inner = 1;
+    for (int d = 0; d < s->ndim; d++) {
+        if (d < p)
+            *outer *= pd[d];
+        else if (d > p)
+            *inner *= pd[d];
+    }
+    *n = pd[p];
+}
+
+static int norm_axis(int axis, int rank)
+{
+    return axis < 0 ? axis + rank : axis;
+}
+
+static int run_op(ds_xnn *x, const ds_layer *l, xnn_operator_t op, enum xnn_status st,
+                  ds_error *err)
+{
+    if (st != xnn_status_success)
+        return xfail(err, l, "setup", st);
+    st = xnn_run_operator(op, x->pool);
+    return st == xnn_status_success ? 0 : xfail(err, l, "run", st);
+}
+
+int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *const *in,
+               ds_tensor *out, ds_error *err)
+{
+    if (!x || id < 1 || id >= x->m->n_layers)
+        return ds_errorf(err, "XNNPACK backend: bad layer id %d", id);
+    const ds_layer *l = &x->m->layers[id];
+    xlayer *s = &x->l[id];
+    ds_shape shapes[64], os;
+    if (n_in < 1 || n_in > 64)
+        return ds_errorf(err, "layer %d: bad input count %d", id, n_in);
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i] || in[i]->dtype != DS_F32 || !in[i]->data)
+            return ds_errorf(err, "layer %d: inputs must be float32 tensors", id);
+        shapes[i] = in[i]->shape;
+    }
+    if (ds_op_out_shape(l, n_in, shapes, &os, err) || ds_tensor_reserve(out, &os, DS_F32, err))
+        return -1;
+    const ds_shape *xs = &in[0]->shape;
+    const int64_t *xd = xs->dims, *yd = os.dims;
+    const float *xp = ds_tensor_f32(in[0]);
+    float *yp = ds_tensor_f32(out);
+    int64_t numel = ds_shape_numel(&os), outer, n, inner;
+    enum xnn_status st;
+    switch (l->op) {
+    case DS_OP_CONV: {
+        xnn_operator_t *op = fuse_relu ? &s->op_relu : &s->op;
+        if (!*op && make_conv(l, fuse_relu, op, err))
+            return -1;
+        st = xnn_setup_convolution2d_nhwc_f32(*op, (size_t)xd[0], (size_t)xd[2], (size_t)xd[3],
+                                              xp, yp, x->pool);
+        return run_op(x, l, *op, st, err);
+    }
+    case DS_OP_RELU:
+        if (!s->op) {
+            st = xnn_create_clamp_nc_f32(1, 1, 1, 0.0f, INFINITY, 0, &s->op);
+            if (st != xnn_status_success)
+                return xfail(err, l, "clamp create", st);
+        }
+        st = xnn_setup_clamp_nc_f32(s->op, (size_t)numel, xp, yp, x->pool);
+        return run_op(x, l, s->op, st, err);
+    case DS_OP_ADD: {
+        if (!s->op) {
+            st = xnn_create_add_nd_f32(-INFINITY, INFINITY, 0, &s->op);
+            if (st != xnn_status_success)
+                return xfail(err, l, "add create", st);
+        }
+        size_t dim = (size_t)numel;
+        st = xnn_setup_add_nd_f32(s->op, 1, &dim, 1, &dim, xp, ds_tensor_f32(in[1]), yp, x->pool);
+        return run_op(x, l, s->op, st, err);
+    }
+    case DS_OP_MAXPOOL:
+    case DS_OP_AVGPOOL:
+        if ((!s->op && !s->fallback) || s->h != xd[2] || s->w != xd[3])
+            if (make_pool(l, s, xd, yd, err))
+                return -1;
+        if (s->fallback) {
+            /* NHWC strides */
+            ds_strides4 sx = {xd[1] * xd[2] * xd[3], 1, xd[3] * xd[1], xd[1]};
+            ds_strides4 sy = {yd[1] * yd[2] * yd[3], 1, yd[3] * yd[1], yd[1]};
+            ds_pool_generic(l, xp, xd, sx, yp, yd, sy);
+            return 0;
+        }
+        if (l->op == DS_OP_MAXPOOL)
+            st = xnn_setup_max_pooling2d_nhwc_f32(s->op, (size_t)xd[0], (size_t)xd[2],
+                                                  (size_t)xd[3], xp, yp, x->pool);
+        else
+            st = xnn_setup_average_pooling2d_nhwc_f32(s->op, (size_t)xd[0], (size_t)xd[2],
+                                                      (size_t)xd[3], xp, yp, x->pool);
+        return run_op(x, l, s->op, st, err);
+    case DS_OP_GLOBALAVGPOOL:
+        if (xs->ndim == 4) {
+            if (!s->op) {
+                size_t C = (size_t)xd[1];
+                st = xnn_create_global_average_pooling_nwc_f32(C, C, C, -INFINITY, INFINITY, 0,
+                                                               &s->op);
+                if (st != xnn_status_success)
+                    return xfail(err, l, "global average pooling create", st);
+            }
+            st = xnn_setup_global_average_pooling_nwc_f32(s->op, (size_t)xd[0],
+                                                          (size_t)(xd[2] * xd[3]), xp, yp,
+                                                          x->pool);
+            return run_op(x, l, s->op, st, err);
+        } else {
+            int64_t plane = ds_shape_numel(xs) / (xd[0] * xd[1]);
+            for (int64_t i = 0; i < xd[0] * xd[1]; i++) {
+                double sum = 0;
+                for (int64_t j = 0; j < plane; j++)
+                    sum += xp[i * plane + j];
+                yp[i] = (float)(sum / (double)plane);
+            }
+        }
+        return 0;
+    case DS_OP_CONCAT: {
+        const float *srcs[64];
+        int64_t ns[64];
+        int ax = norm_axis(l->axis, xs->ndim);
+        for (int i = 0; i < n_in; i++) {
+            srcs[i] = ds_tensor_f32(in[i]);
+            split_stored(&in[i]->shape, ax, &outer, &ns[i], &inner);
+        }
+        ds_concat_strided(n_in, srcs, ns, yp, outer, inner);
+        return 0;
+    }
+    case DS_OP_FLATTEN:
+        if (xs->ndim == 4)
+            ds_nhwc_to_nchw(xp, yp, xd[0], xd[1], xd[2] * xd[3]);
+        else
+            memmove(yp, xp, (size_t)numel * sizeof *yp);
+        return 0;
+    case DS_OP_GEMM: {
+        if (!s->op) {
+            size_t K = (size_t)l->weight.shape.dims[1], N = (size_t)l->weight.shape.dims[0];
+            st = xnn_create_fully_connected_nc_f32(
+                K, N, K, N, ds_tensor_f32(&l->weight),
+                l->bias.shape.ndim ? ds_tensor_f32(&l->bias) : NULL, -INFINITY, INFINITY, 0,
+                &s->op);
+            if (st != xnn_status_success)
+                return xfail(err, l, "fully connected create", st);
+        }
+        st = xnn_setup_fully_connected_nc_f32(s->op, (size_t)xd[0], xp, yp, x->pool);
+        return run_op(x, l, s->op, st, err);
+    }
+    case DS_OP_LRN:
+        split_stored(xs, 1, &outer, &n, &inner);
+        ds_lrn_strided(xp, yp, outer, n, inner, l->lrn_size, l->lrn_alpha, l->lrn_beta,
+                       l->lrn_bias);
+        return 0;
+    case DS_OP_SOFTMAX:
+        split_stored(xs, norm_axis(l->axis, xs->ndim), &outer, &n, &inner);
+        ds_softmax_strided(xp, yp, outer, n, inner);
+        return 0;
+    case DS_OP_BATCHNORM:
+        split_stored(xs, 1, &outer, &n, &inner);
+        ds_scale_shift(xp, yp, outer, n, inner, ds_tensor_f32(&l->weight),
+                       ds_tensor_f32(&l->bias));
+        return 0;
+    default:
+        return ds_errorf(err, "layer %d (%s): op not supported by the XNNPACK backend", id,
+                         ds_op_name(l->op));
+    }
+}
