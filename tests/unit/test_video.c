@@ -1,0 +1,620 @@
+/* test_video.c - the FFmpeg video reader: the sample clip, synthetic clips
+ * made with the ffmpeg CLI (compared against the CLI's own RGB output), the
+ * u8 -> f32 conversions and every error the reader promises. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/log.h"
+#include "video/video.h"
+
+static char tmpdir[64];
+
+/* path inside the test's temp dir (a few static slots, enough per test). */
+static const char *tmp(const char *name)
+{
+    static char bufs[8][256];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
+    return b;
+}
+
+/* Runs an ffmpeg CLI command line (arguments after "ffmpeg"); fails the test
+ * with a clear message when ffmpeg is missing or the command fails. */
+static void ffmpeg(const char *fmt, ...)
+{
+    char args[1024], cmd[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    if (system("command -v ffmpeg >/dev/null 2>&1") != 0)
+        fail_msg("the ffmpeg CLI is not installed (apt-get install ffmpeg): "
+                 "these tests make their clips with it");
+    snprintf(cmd, sizeof cmd, "ffmpeg -hide_banner -nostdin -loglevel error -y %s", args);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (long)st.st_size;
+}
+
+static void write_bytes(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+static uint8_t *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    assert_true(len >= 0);
+    rewind(f);
+    uint8_t *d = malloc((size_t)len + 1);
+    assert_non_null(d);
+    assert_int_equal(fread(d, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return d;
+}
+
+/* Copies the first `keep` bytes of src to dst. */
+static void truncate_copy(const char *src, const char *dst, size_t keep)
+{
+    size_t n;
+    uint8_t *d = read_all(src, &n);
+    assert_true(keep <= n);
+    write_bytes(dst, d, keep);
+    free(d);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/ds_test_video_XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Reads every frame; returns the count, fails the test on a read error. */
+static int64_t count_frames(ds_video *v, ds_tensor *t)
+{
+    ds_error err = {{0}};
+    int64_t start = ds_video_frame_index(v) + 1, n = 0;
+    int r;
+    while ((r = ds_video_read(v, t, &err)) == 1) {
+        assert_int_equal(ds_video_frame_index(v), start + n);
+        n++;
+    }
+    if (r < 0)
+        fail_msg("read failed: %s", err.msg);
+    return n;
+}
+
+static void expect_open_error(const char *path, int rows, int cols, const char *needle)
+{
+    ds_error err = {{0}};
+    ds_video *v = ds_video_open(path, rows, cols, &err);
+    if (v) {
+        ds_video_close(v);
+        fail_msg("%s opened; expected an error containing \"%s\"", path, needle);
+    }
+    if (!strstr(err.msg, path))
+        fail_msg("error does not name the file %s: %s", path, err.msg);
+    if (!strstr(err.msg, needle))
+        fail_msg("error for %s lacks \"%s\": %s", path, needle, err.msg);
+}
+
+/* ---- the sample clip -------------------------------------------------------- */
+
+static void test_sample_clip(void **state)
+{
+    (void)state;
+    ds_error err = {{0}};
+    const char *path = DS_SOURCE_DIR "/data/sample.mp4";
+    ds_video *v = ds_video_open(path, 48, 72, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    const ds_video_info *info = ds_video_get_info(v);
+    assert_int_equal(info->width, 768);
+    assert_int_equal(info->height, 576);
+    assert_int_equal(info->rows, 48);
+    assert_int_equal(info->cols, 72);
+    assert_string_equal(info->codec, "h264");
+    assert_true(info->fps > 9.99 && info->fps < 10.01);
+    assert_int_equal(info->frame_count, 360);
+    assert_int_equal(ds_video_frame_index(v), -1);
+
+    ds_tensor t = {0}, first = {0};
+    assert_int_equal(ds_video_read(v, &t, &err), 1);
+    assert_int_equal(t.dtype, DS_U8);
+    assert_int_equal(t.shape.ndim, 3);
+    assert_int_equal(t.shape.dims[0], 48);
+    assert_int_equal(t.shape.dims[1], 72);
+    assert_int_equal(t.shape.dims[2], 3);
+    assert_int_equal(ds_tensor_copy(&first, &t, &err), 0);
+    void *buf = t.data;
+    assert_int_equal(1 + count_frames(v, &t), 360);
+    assert_ptr_equal(t.data, buf); /* the frame buffer was reused */
+    assert_int_equal(ds_video_read(v, &t, &err), 0); /* stays at end of file */
+    assert_int_equal(ds_video_frame_index(v), 359);
+
+    /* A real scene, not a flat frame: the pixels vary. */
+    const uint8_t *p = ds_tensor_u8(&first);
+    int lo = 255, hi = 0;
+    for (int i = 0; i < 48 * 72 * 3; i++) {
+        lo = p[i] < lo ? p[i] : lo;
+        hi = p[i] > hi ? p[i] : hi;
+    }
+    assert_true(hi - lo > 100);
+
+    /* Loop: rewind gives frame 0 again, bit for bit, and all frames again. */
+    assert_int_equal(ds_video_rewind(v, &err), 0);
+    assert_int_equal(ds_video_frame_index(v), -1);
+    assert_int_equal(ds_video_read(v, &t, &err), 1);
+    assert_int_equal(ds_video_frame_index(v), 0);
+    assert_memory_equal(t.data, first.data, 48 * 72 * 3);
+    assert_int_equal(1 + count_frames(v, &t), 360);
+
+    ds_video_close(v);
+    ds_tensor_free(&t);
+    ds_tensor_free(&first);
+}
+
+/* ---- synthetic clips ---------------------------------------------------------- */
+
+/* Our frames equal the ffmpeg CLI's rgb24 output with the same swscale
+ * flags, at the native size and resized (up and down, odd sizes). */
+static void compare_with_cli(const char *clip, int rows, int cols, int nframes)
+{
+    ds_error err = {{0}};
+    const char *raw = tmp("ref.rgb");
+    if (rows)
+        ffmpeg("-i %s -sws_flags bilinear+accurate_rnd -vf scale=%d:%d -pix_fmt rgb24 "
+               "-f rawvideo %s",
+               clip, cols, rows, raw);
+    else
+        ffmpeg("-i %s -sws_flags bilinear+accurate_rnd -pix_fmt rgb24 -f rawvideo %s", clip,
+               raw);
+    size_t n;
+    uint8_t *ref = read_all(raw, &n);
+
+    ds_video *v = ds_video_open(clip, rows, cols, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    const ds_video_info *info = ds_video_get_info(v);
+    size_t fb = (size_t)info->rows * (size_t)info->cols * 3;
+    assert_int_equal(n, fb * (size_t)nframes);
+    ds_tensor t = {0};
+    int maxdiff = 0;
+    for (int i = 0; i < nframes; i++) {
+        if (ds_video_read(v, &t, &err) != 1)
+            fail_msg("frame %d: %s", i, err.msg);
+        assert_int_equal(ds_tensor_bytes(&t), fb);
+        const uint8_t *a = ds_tensor_u8(&t), *b = ref + fb * (size_t)i;
+        for (size_t k = 0; k < fb; k++) {
+            int d = abs((int)a[k] - (int)b[k]);
+            maxdiff = d > maxdiff ? d : maxdiff;
+        }
+    }
+    assert_int_equal(ds_video_read(v, &t, &err), 0);
+    if (maxdiff > 0)
+        fail_msg("%s at %dx%d: differs from the ffmpeg CLI by up to %d", clip, rows, cols,
+                 maxdiff);
+    ds_video_close(v);
+    ds_tensor_free(&t);
+    free(ref);
+}
+
+static void test_synthetic_testsrc(void **state)
+{
+    (void)state;
+    ds_error err = {{0}};
+    const char *clip = tmp("testsrc.mkv");
+    ffmpeg("-f lavfi -i testsrc=size=64x48:rate=10 -frames:v 20 -c:v mpeg4 -q:v 3 %s", clip);
+
+    ds_video *v = ds_video_open(clip, 0, 0, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    const ds_video_info *info = ds_video_get_info(v);
+    assert_int_equal(info->width, 64);
+    assert_int_equal(info->height, 48);
+    assert_int_equal(info->rows, 48);
+    assert_int_equal(info->cols, 64);
+    assert_string_equal(info->codec, "mpeg4");
+    assert_true(info->fps > 9.99 && info->fps < 10.01);
+    ds_tensor t = {0};
+    assert_int_equal(count_frames(v, &t), 20);
+    assert_int_equal(t.shape.dims[0], 48);
+    assert_int_equal(t.shape.dims[1], 64);
+    ds_video_close(v);
+    ds_tensor_free(&t);
+
+    compare_with_cli(clip, 0, 0, 20);
+    compare_with_cli(clip, 30, 40, 20);
+    compare_with_cli(clip, 47, 71, 20);
+    compare_with_cli(clip, 97, 130, 20);
+}
+
+/* Solid colours come out as that colour in RGB order (within the loss of
+ * YUV 4:2:0 and an 8-bit round trip), at any output size. */
+static void test_solid_colours(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int rgb[3];
+    } colours[] = {{"red", {255, 0, 0}}, {"lime", {0, 255, 0}}, {"blue", {0, 0, 255}}};
+    for (size_t c = 0; c < 3; c++) {
+        ds_error err = {{0}};
+        const char *clip = tmp("solid.mkv");
+        ffmpeg("-f lavfi -i color=c=%s:size=64x48:rate=10 -frames:v 3 -c:v libx264 "
+               "-pix_fmt yuv420p -qp 0 %s",
+               colours[c].name, clip);
+        ds_video *v = ds_video_open(clip, 24, 36, &err);
+        if (!v)
+            fail_msg("%s", err.msg);
+        ds_tensor t = {0};
+        for (int f = 0; f < 3; f++) {
+            assert_int_equal(ds_video_read(v, &t, &err), 1);
+            const uint8_t *p = ds_tensor_u8(&t);
+            for (int px = 0; px < 24 * 36; px += 97)
+                for (int k = 0; k < 3; k++)
+                    if (abs(p[3 * px + k] - colours[c].rgb[k]) > 4)
+                        fail_msg("%s: frame %d pixel %d channel %d = %d, expected %d",
+                                 colours[c].name, f, px, k, p[3 * px + k], colours[c].rgb[k]);
+        }
+        assert_int_equal(ds_video_read(v, &t, &err), 0);
+        ds_video_close(v);
+        ds_tensor_free(&t);
+    }
+}
+
+/* ---- conversions ---------------------------------------------------------- */
+
+static void test_conversions(void **state)
+{
+    (void)state;
+    ds_error err = {{0}};
+    const int H = 7, W = 37; /* 259 pixels x 3: every byte value occurs */
+    ds_tensor hwc = {0}, f = {0}, u = {0}, f2 = {0};
+    ds_shape s = ds_shape_make(3, (const int64_t[]){H, W, 3});
+    assert_int_equal(ds_tensor_reserve(&hwc, &s, DS_U8, &err), 0);
+    uint8_t *p = ds_tensor_u8(&hwc);
+    for (int i = 0; i < H * W * 3; i++)
+        p[i] = (uint8_t)((i * 7) % 256);
+
+    assert_int_equal(ds_frame_u8_to_f32_nchw(&hwc, &f, &err), 0);
+    assert_int_equal(ds_frame_u8_hwc_to_nchw(&hwc, &u, &err), 0);
+    ds_shape nchw = ds_shape_nchw(1, 3, H, W);
+    assert_true(ds_shape_equal(&f.shape, &nchw));
+    assert_true(ds_shape_equal(&u.shape, &nchw));
+    assert_int_equal(f.dtype, DS_F32);
+    assert_int_equal(u.dtype, DS_U8);
+    const float *fv = ds_tensor_f32(&f);
+    const uint8_t *uv = ds_tensor_u8(&u);
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                uint8_t b = p[(y * W + x) * 3 + c];
+                size_t o = ((size_t)c * H + y) * W + x;
+                assert_int_equal(uv[o], b);
+                float want = (float)b / 255.0f;
+                /* bit-exact, not approximately equal */
+                assert_memory_equal(&fv[o], &want, sizeof want);
+            }
+    assert_true(fv[0] == 0.0f);
+
+    /* The wire path (u8 NCHW -> f32) gives the same bits as the direct one. */
+    assert_int_equal(ds_frame_u8_nchw_to_f32(&u, &f2, &err), 0);
+    assert_true(ds_shape_equal(&f2.shape, &nchw));
+    assert_memory_equal(f2.data, f.data, (size_t)H * W * 3 * sizeof(float));
+
+    /* 255 maps to exactly 1. */
+    p[0] = 255;
+    assert_int_equal(ds_frame_u8_to_f32_nchw(&hwc, &f, &err), 0);
+    assert_true(ds_tensor_f32(&f)[0] == 1.0f);
+
+    /* Wrong inputs are rejected, not read. */
+    ds_tensor bad = {0};
+    ds_shape s4 = ds_shape_make(3, (const int64_t[]){H, W, 4});
+    assert_int_equal(ds_tensor_reserve(&bad, &s4, DS_U8, &err), 0);
+    assert_int_equal(ds_frame_u8_to_f32_nchw(&bad, &f, &err), -1);
+    assert_int_equal(ds_frame_u8_hwc_to_nchw(&bad, &u, &err), -1);
+    assert_int_equal(ds_tensor_reserve(&bad, &s, DS_F32, &err), 0);
+    assert_int_equal(ds_frame_u8_to_f32_nchw(&bad, &f, &err), -1);
+    assert_int_equal(ds_frame_u8_nchw_to_f32(&hwc, &f2, &err), -1); /* 3-d, not NCHW */
+    assert_int_equal(ds_frame_u8_nchw_to_f32(&f, &f2, &err), -1);   /* f32 input */
+
+    ds_tensor_free(&hwc);
+    ds_tensor_free(&f);
+    ds_tensor_free(&u);
+    ds_tensor_free(&f2);
+    ds_tensor_free(&bad);
+}
+
+/* ---- errors ----------------------------------------------------------------- */
+
+static void test_open_errors(void **state)
+{
+    (void)state;
+    expect_open_error(tmp("missing.mp4"), 0, 0, "No such file");
+    expect_open_error(tmpdir, 0, 0, "directory");
+
+    const char *empty = tmp("empty.mp4");
+    write_bytes(empty, "", 0);
+    expect_open_error(empty, 0, 0, "empty file");
+
+    const char *text = tmp("notes.mp4");
+    const char *words = "These are meeting notes, not a video.\nSecond line.\n";
+    write_bytes(text, words, strlen(words));
+    expect_open_error(text, 0, 0, "not a video");
+
+    /* An audio-only file is a media file without a video stream. */
+    const char *wav = tmp("tone.wav");
+    ffmpeg("-f lavfi -i sine=duration=0.3 %s", wav);
+    expect_open_error(wav, 0, 0, "no video stream");
+
+    /* A video stream whose codec this FFmpeg cannot decode: an AVI whose
+     * FourCC is patched to one nobody knows. */
+    const char *avi = tmp("clip.avi"), *odd = tmp("odd.avi");
+    ffmpeg("-f lavfi -i testsrc=size=64x48:rate=10 -frames:v 3 -c:v mpeg4 %s", avi);
+    size_t n;
+    uint8_t *d = read_all(avi, &n);
+    int patched = 0;
+    for (size_t i = 0; i + 4 <= n; i++)
+        if (memcmp(d + i, "FMP4", 4) == 0) {
+            memcpy(d + i, "QQQQ", 4);
+            patched++;
+        }
+    assert_true(patched > 0);
+    write_bytes(odd, d, n);
+    free(d);
+    expect_open_error(odd, 0, 0, "no decoder");
+
+    /* A video stream with zero frames. */
+    const char *zero = tmp("zero.avi");
+    ffmpeg("-f lavfi -i color=c=red:size=64x48:rate=10 -t 0 -c:v mpeg4 %s", zero);
+    expect_open_error(zero, 0, 0, "no frames");
+
+    /* Bad frame sizes are refused before the file is touched. */
+    const char *clip = DS_SOURCE_DIR "/data/sample.mp4";
+    expect_open_error(clip, -1, 10, "frame size");
+    expect_open_error(clip, 10, 0, "frame size");
+    expect_open_error(clip, 10, DS_VIDEO_MAX_SIDE + 1, "frame size");
+
+    ds_error err = {{0}};
+    assert_null(ds_video_open(NULL, 0, 0, &err));
+    assert_null(ds_video_open("", 0, 0, &err));
+    assert_int_equal(ds_video_read(NULL, NULL, &err), -1);
+    assert_int_equal(ds_video_frame_index(NULL), -1);
+    ds_video_close(NULL);
+}
+
+/* A file cut in half.  Where the demuxer hands over the partial packet
+ * (MP4 with its index in front, as cameras and streaming write it) the read
+ * fails with an error naming the file, the frame and the truncation; where it
+ * drops it (Matroska) the read ends cleanly.  Either way the frames before the
+ * cut are the full file's frames, never a half-decoded one. */
+static void check_truncated(const char *full, const char *cut, int expect_error)
+{
+    truncate_copy(full, cut, (size_t)file_size(full) / 2);
+    ds_error err = {{0}};
+    ds_video *a = ds_video_open(full, 0, 0, &err);
+    if (!a)
+        fail_msg("%s", err.msg);
+    ds_video *b = ds_video_open(cut, 0, 0, &err);
+    if (!b)
+        fail_msg("%s", err.msg);
+    ds_tensor ta = {0}, tb = {0};
+    int64_t n = 0;
+    int r;
+    while ((r = ds_video_read(b, &tb, &err)) == 1) {
+        assert_int_equal(ds_video_read(a, &ta, &err), 1);
+        assert_int_equal(ds_tensor_bytes(&ta), ds_tensor_bytes(&tb));
+        if (memcmp(ta.data, tb.data, ds_tensor_bytes(&ta)) != 0)
+            fail_msg("%s: frame %lld differs from the full file's", cut, (long long)n);
+        n++;
+    }
+    if (n < 5 || n >= 30)
+        fail_msg("%s: %lld frames before the cut, expected 5..29", cut, (long long)n);
+    if (expect_error) {
+        if (r != -1)
+            fail_msg("%s: expected a truncation error, got end of file", cut);
+        char frame_no[32];
+        snprintf(frame_no, sizeof frame_no, "frame %lld", (long long)n);
+        if (!strstr(err.msg, cut) || !strstr(err.msg, "truncated") || !strstr(err.msg, frame_no))
+            fail_msg("expected file, \"%s\" and \"truncated\" in: %s", frame_no, err.msg);
+    } else if (r != 0) {
+        fail_msg("%s: expected end of file, got: %s", cut, err.msg);
+    }
+    ds_video_close(a);
+    ds_video_close(b);
+    ds_tensor_free(&ta);
+    ds_tensor_free(&tb);
+}
+
+static void test_truncated(void **state)
+{
+    (void)state;
+    const char *src = "-f lavfi -i testsrc=size=64x48:rate=10 -frames:v 30 -c:v mpeg4 -g 5";
+    ffmpeg("%s -movflags +faststart %s", src, tmp("full.mp4"));
+    check_truncated(tmp("full.mp4"), tmp("cut.mp4"), 1);
+    ffmpeg("%s %s", src, tmp("full.mkv"));
+    check_truncated(tmp("full.mkv"), tmp("cut.mkv"), 0);
+
+    /* An MP4 whose index (moov) was at the end: nothing to play. */
+    const char *mp4 = tmp("tail.mp4"), *mp4cut = tmp("tailcut.mp4");
+    ffmpeg("%s %s", src, mp4);
+    truncate_copy(mp4, mp4cut, (size_t)file_size(mp4) / 2);
+    expect_open_error(mp4cut, 0, 0, "not a video");
+}
+
+/* Garbage over the middle of a stream.  Damage FFmpeg can conceal gives a
+ * frame and a warning; a packet the decoder rejects fails that read with the
+ * file and frame, and reading goes on.  Frame numbers stay those of the file. */
+static void damaged_clip(const char *clip, const char *bad, int nframes, int *errors,
+                         int *warnings)
+{
+    size_t n;
+    uint8_t *d = read_all(clip, &n);
+    uint32_t x = 12345;
+    for (size_t i = n / 2; i < n / 2 + 300 && i < n; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5; /* xorshift: fixed garbage */
+        d[i] = (uint8_t)x;
+    }
+    write_bytes(bad, d, n);
+    free(d);
+
+    /* Capture warnings: ds_log writes to stderr. */
+    const char *log = tmp("stderr.txt");
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    FILE *cap = fopen(log, "w");
+    assert_non_null(cap);
+    assert_true(dup2(fileno(cap), STDERR_FILENO) >= 0);
+    ds_log_set_level(DS_LOG_WARN);
+
+    ds_error err = {{0}};
+    char first_error[DS_ERROR_MAX] = "";
+    int64_t frames = 0, last = -1, bad_index = -1;
+    int r = -1, order_ok = 1;
+    *errors = 0;
+    ds_video *v = ds_video_open(bad, 0, 0, &err);
+    ds_tensor t = {0};
+    if (v) {
+        while ((r = ds_video_read(v, &t, &err)) != 0 && frames + *errors <= nframes) {
+            if (r < 0) {
+                if (!*errors) {
+                    snprintf(first_error, sizeof first_error, "%s", err.msg);
+                    bad_index = ds_video_frame_index(v); /* the lost frame */
+                }
+                (*errors)++;
+                order_ok &= ds_video_frame_index(v) > last;
+                last = ds_video_frame_index(v);
+                continue;
+            }
+            order_ok &= ds_video_frame_index(v) > last;
+            last = ds_video_frame_index(v);
+            frames++;
+        }
+        ds_video_close(v);
+    }
+
+    ds_log_set_level(DS_LOG_ERROR);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    fclose(cap);
+    ds_tensor_free(&t);
+    if (!v)
+        fail_msg("%s", err.msg);
+    assert_int_equal(r, 0);
+    assert_true(order_ok);
+    size_t len;
+    char *text = (char *)read_all(log, &len);
+    text[len] = '\0';
+    *warnings = strstr(text, bad) && strstr(text, ": damaged in the file") ? 1 : 0;
+    if (*errors) {
+        char want[64];
+        snprintf(want, sizeof want, ": frame %lld: decode error", (long long)bad_index);
+        if (!strstr(first_error, bad) || !strstr(first_error, want))
+            fail_msg("expected \"%s\" and \"%s\" in: %s", bad, want, first_error);
+    }
+    /* Every frame of the file is either returned or reported lost, except
+     * what the demuxer skips while resynchronising (a Matroska cluster). */
+    if (frames + *errors < nframes - 6)
+        fail_msg("%s: %lld frames + %d errors of %d", bad, (long long)frames, *errors, nframes);
+    free(text);
+}
+
+static void test_damaged_middle(void **state)
+{
+    (void)state;
+    int errors, warnings;
+    /* H.264 in MP4: the garbage breaks a NAL length, the decoder rejects it. */
+    ffmpeg("-f lavfi -i testsrc=size=64x48:rate=10 -frames:v 30 -c:v libx264 -g 5 "
+           "-pix_fmt yuv420p -movflags +faststart %s",
+           tmp("h264.mp4"));
+    damaged_clip(tmp("h264.mp4"), tmp("bad_h264.mp4"), 30, &errors, &warnings);
+    assert_true(errors >= 1);
+    /* MPEG-4 part 2 in Matroska: concealed, with a warning. */
+    ffmpeg("-f lavfi -i testsrc=size=64x48:rate=10 -frames:v 30 -c:v mpeg4 -g 5 %s",
+           tmp("mpeg4.mkv"));
+    damaged_clip(tmp("mpeg4.mkv"), tmp("bad_mpeg4.mkv"), 30, &errors, &warnings);
+    assert_true(warnings);
+}
+
+/* The stream changes size mid-way (two MPEG-TS clips back to back): every
+ * frame still comes out at the size chosen at open, with the new content. */
+static void test_size_change(void **state)
+{
+    (void)state;
+    const char *a = tmp("a.ts"), *b = tmp("b.ts"), *ab = tmp("ab.ts");
+    ffmpeg("-f lavfi -i testsrc=size=64x48:rate=10 -frames:v 10 -c:v mpeg2video %s", a);
+    ffmpeg("-f lavfi -i color=c=blue:size=32x24:rate=10 -frames:v 10 -c:v mpeg2video %s", b);
+    size_t na, nb;
+    uint8_t *da = read_all(a, &na), *db = read_all(b, &nb);
+    uint8_t *both = malloc(na + nb);
+    assert_non_null(both);
+    memcpy(both, da, na);
+    memcpy(both + na, db, nb);
+    write_bytes(ab, both, na + nb);
+    free(da);
+    free(db);
+    free(both);
+
+    ds_error err = {{0}};
+    ds_video *v = ds_video_open(ab, 0, 0, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    ds_tensor t = {0};
+    int64_t n = count_frames(v, &t);
+    assert_true(n >= 18 && n <= 20); /* MPEG-TS may lose a frame at the splice */
+    assert_int_equal(t.shape.dims[0], 48);
+    assert_int_equal(t.shape.dims[1], 64);
+    const uint8_t *p = ds_tensor_u8(&t); /* the last frame: blue */
+    for (int px = 0; px < 48 * 64; px += 61)
+        if (p[3 * px] > 8 || p[3 * px + 1] > 8 || p[3 * px + 2] < 247)
+            fail_msg("pixel %d of the last frame is %d,%d,%d, not blue", px, p[3 * px],
+                     p[3 * px + 1], p[3 * px + 2]);
+    ds_video_close(v);
+    ds_tensor_free(&t);
+}
+
+int main(void)
+{
+    ds_log_init("test_video", DS_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sample_clip),     cmocka_unit_test(test_synthetic_testsrc),
+        cmocka_unit_test(test_solid_colours),   cmocka_unit_test(test_conversions),
+        cmocka_unit_test(test_open_errors),     cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_damaged_middle),  cmocka_unit_test(test_size_change),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
