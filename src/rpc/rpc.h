@@ -1,0 +1,232 @@
+/* rpc.h - the project's only door to gRPC (C core) and protobuf-c messages.
+ *
+ * Nobody else includes grpc headers.  Messages are plain bytes here; the
+ * services pack/unpack them with the protobuf-c helpers below and check them
+ * with the ds_rpc_validate_* functions before use.
+ *
+ * Server:  ds_rpc_server_new -> ds_rpc_server_add_unary / _add_stream ->
+ *          ds_rpc_server_start -> ... -> ds_rpc_server_shutdown -> _free.
+ *          Handlers run on the server's threads; request bytes are hostile
+ *          data (a failed parse should return DS_RPC_INVALID_ARGUMENT).
+ * Client:  ds_rpc_channel_new -> ds_rpc_wait_ready -> ds_rpc_call_unary /
+ *          ds_rpc_reader_open + ds_rpc_reader_next -> ... -> _free.
+ *
+ * Errors name the peer, the method and gRPC's status and message:
+ *   "w0 (localhost:33330) Submit: UNAVAILABLE: failed to connect"
+ *
+ * Message size limits (both directions) default to DS_RPC_DEFAULT_MAX_MSG
+ * (1 GiB); gRPC's own default would be 4 MiB.  An oversized message fails
+ * that call with DS_RPC_RESOURCE_EXHAUSTED.
+ *
+ * gRPC is not fork-safe once initialised: fork child processes before
+ * creating any server or channel. */
+#ifndef DS_RPC_H
+#define DS_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "common/buf.h"
+#include "common/error.h"
+#include "rpc/deltaslice.pb-c.h"
+
+#define DS_RPC_DEFAULT_MAX_MSG ((size_t)1 << 30)
+/* Largest limit gRPC can express (its channel args are ints). */
+#define DS_RPC_MAX_MAX_MSG ((size_t)0x7fffffff)
+
+/* gRPC status codes (same values as grpc_status_code). */
+typedef enum ds_rpc_code {
+    DS_RPC_OK = 0,
+    DS_RPC_CANCELLED = 1,
+    DS_RPC_UNKNOWN = 2,
+    DS_RPC_INVALID_ARGUMENT = 3,
+    DS_RPC_DEADLINE_EXCEEDED = 4,
+    DS_RPC_NOT_FOUND = 5,
+    DS_RPC_ALREADY_EXISTS = 6,
+    DS_RPC_PERMISSION_DENIED = 7,
+    DS_RPC_RESOURCE_EXHAUSTED = 8,
+    DS_RPC_FAILED_PRECONDITION = 9,
+    DS_RPC_ABORTED = 10,
+    DS_RPC_OUT_OF_RANGE = 11,
+    DS_RPC_UNIMPLEMENTED = 12,
+    DS_RPC_INTERNAL = 13,
+    DS_RPC_UNAVAILABLE = 14,
+    DS_RPC_DATA_LOSS = 15,
+    DS_RPC_UNAUTHENTICATED = 16,
+} ds_rpc_code;
+
+/* "UNAVAILABLE", "INVALID_ARGUMENT", ...; "UNKNOWN_STATUS" out of range. */
+const char *ds_rpc_code_name(int code);
+
+/* Full method paths of deltaslice.proto. */
+#define DS_RPC_WORKER_SUBMIT "/deltaslice.Worker/Submit"
+#define DS_RPC_WORKER_RESULTS "/deltaslice.Worker/Results"
+#define DS_RPC_WORKER_COSTS "/deltaslice.Worker/Costs"
+#define DS_RPC_WORKER_CLOCK "/deltaslice.Worker/Clock"
+#define DS_RPC_TRAINER_PREDICTORS "/deltaslice.Trainer/Predictors"
+#define DS_RPC_TRAINER_CLOCK "/deltaslice.Trainer/Clock"
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct ds_rpc_server ds_rpc_server;
+typedef struct ds_rpc_stream ds_rpc_stream;
+
+/* Unary handler: reads req[0..req_len), writes the reply into resp (a buffer
+ * reused across calls; resp->len starts at 0) and returns DS_RPC_OK, or a
+ * status code with a one-line message in err (sent to the client as the
+ * status message).  Runs on a server thread; must be thread-safe when the
+ * server has more than one thread. */
+typedef int (*ds_rpc_unary_fn)(void *ud, const uint8_t *req, size_t req_len, ds_buf *resp,
+                               ds_error *err);
+
+/* Server-streaming handler: reads the request and returns DS_RPC_OK to accept
+ * the stream, taking ownership of one reference to `stream`: it may push
+ * messages from any thread until it calls ds_rpc_stream_close (mandatory,
+ * exactly once, also after the peer went away).  Any other return rejects
+ * the call with that status and err's message; `stream` is then not the
+ * handler's to use. */
+typedef int (*ds_rpc_stream_fn)(void *ud, const uint8_t *req, size_t req_len,
+                                ds_rpc_stream *stream, ds_error *err);
+
+/* Binds listen_addr ("0.0.0.0:33330", "127.0.0.1:0" for a free port).
+ * max_msg_bytes = 0 means DS_RPC_DEFAULT_MAX_MSG. */
+ds_rpc_server *ds_rpc_server_new(const char *listen_addr, size_t max_msg_bytes, ds_error *err);
+/* The bound port (useful with port 0). */
+int ds_rpc_server_port(const ds_rpc_server *srv);
+/* Register before ds_rpc_server_start; method is a full path
+ * ("/deltaslice.Worker/Submit"), unique per server.  Calls to unregistered
+ * methods get DS_RPC_UNIMPLEMENTED. */
+int ds_rpc_server_add_unary(ds_rpc_server *srv, const char *method, ds_rpc_unary_fn fn, void *ud,
+                            ds_error *err);
+/* stream_queue: how many messages a stream buffers before a push waits
+ * (0 = 64). */
+int ds_rpc_server_add_stream(ds_rpc_server *srv, const char *method, ds_rpc_stream_fn fn,
+                             void *ud, size_t stream_queue, ds_error *err);
+/* Starts serving with n_threads threads (0 = 2) running the handlers. */
+int ds_rpc_server_start(ds_rpc_server *srv, int n_threads, ds_error *err);
+/* Orderly stop: refuses new calls, cancels open streams (their pushes fail
+ * from then on), waits for running handlers, joins every thread.  Idempotent;
+ * safe from any thread except a handler's. */
+void ds_rpc_server_shutdown(ds_rpc_server *srv);
+/* Shuts down if needed and frees.  Streams still held by the application
+ * stay valid (closed) until ds_rpc_stream_close. */
+void ds_rpc_server_free(ds_rpc_server *srv);
+
+/* Queues one message on the stream (the bytes are copied).  When the queue
+ * is full, waits up to timeout_s seconds (< 0: forever) for room.  Fails when
+ * the stream is closed, the peer disconnected or the server shut down
+ * ("Results stream to ipv4:127.0.0.1:5555: peer disconnected"), or on timeout.
+ * Thread-safe. */
+int ds_rpc_stream_push(ds_rpc_stream *s, const void *msg, size_t len, double timeout_s,
+                       ds_error *err);
+/* 1 while the peer is connected and the stream not closed; 0 after a
+ * disconnect, a cancel or server shutdown. */
+int ds_rpc_stream_alive(ds_rpc_stream *s);
+/* The peer's address ("ipv4:127.0.0.1:40112"), for logs. */
+const char *ds_rpc_stream_peer(const ds_rpc_stream *s);
+/* Ends the stream after its queued messages with status code (DS_RPC_OK
+ * for a clean end) and message (may be NULL), and drops the handler's
+ * reference: s is invalid afterwards. */
+void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message);
+
+/* ---------------------------------------------------------------- client */
+
+typedef struct ds_rpc_channel ds_rpc_channel;
+typedef struct ds_rpc_reader ds_rpc_reader;
+
+/* peer_name names the peer in messages ("w0", "trainer"); target is
+ * "host:port".  Connects lazily.  max_msg_bytes = 0: the 1 GiB default.
+ * Reconnect backoff is 0.1 s doubling to 2 s. */
+ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
+                                   size_t max_msg_bytes, ds_error *err);
+void ds_rpc_channel_free(ds_rpc_channel *ch);
+const char *ds_rpc_channel_peer(const ds_rpc_channel *ch);
+const char *ds_rpc_channel_target(const ds_rpc_channel *ch);
+
+/* Waits until the peer accepts connections, retrying with backoff
+ * (0.1 s .. 2 s) for up to total_timeout_s seconds; logs "waiting for w0 at
+ * localhost:33330" once when the peer is not up at once. */
+int ds_rpc_wait_ready(ds_rpc_channel *ch, double total_timeout_s, ds_error *err);
+
+/* One unary call: sends req[0..len), waits for the reply (resp->len = reply
+ * length, buffer reused).  deadline_s <= 0: no deadline.  On failure returns
+ * -1, sets err and, when code is not NULL, the gRPC status code (or
+ * DS_RPC_INTERNAL for local failures); *code = DS_RPC_OK on success.
+ * Thread-safe: many threads may call on one channel. */
+int ds_rpc_call_unary(ds_rpc_channel *ch, const char *method, const void *req, size_t len,
+                      double deadline_s, ds_buf *resp, int *code, ds_error *err);
+
+/* Opens a server-streaming call (no deadline; ended by the server, by
+ * ds_rpc_reader_cancel or by ds_rpc_reader_free). */
+ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method, const void *req,
+                                  size_t len, ds_error *err);
+#define DS_RPC_TIMEOUT (-2)
+/* Waits up to timeout_s (< 0: forever) for the next message.  Returns 1 with
+ * the message in msg, 0 when the server ended the stream with OK, -1 on error
+ * (status not OK, cancelled, connection lost; *code like ds_rpc_call_unary),
+ * DS_RPC_TIMEOUT when nothing came in time (nothing is lost: call again).
+ * One thread reads a stream at a time. */
+int ds_rpc_reader_next(ds_rpc_reader *r, ds_buf *msg, double timeout_s, int *code,
+                       ds_error *err);
+/* Cancels the call from any thread; a blocked ds_rpc_reader_next returns. */
+void ds_rpc_reader_cancel(ds_rpc_reader *r);
+/* Cancels if still open and frees. */
+void ds_rpc_reader_free(ds_rpc_reader *r);
+
+/* ------------------------------------------------------- protobuf helpers */
+
+/* Packs msg into out (reused; out->len = packed size). */
+int ds_rpc_pack(const ProtobufCMessage *msg, ds_buf *out, ds_error *err);
+/* Unpacks data[0..len) as desc's message after checking len <= max_len
+ * (0 = no limit beyond the caller's message limit).  Free the result with
+ * protobuf_c_message_free_unpacked(msg, NULL).  "malformed
+ * deltaslice.FrameRequest (123 bytes)" on failure. */
+ProtobufCMessage *ds_rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+                                size_t len, size_t max_len, ds_error *err);
+
+/* ------------------------------------------------------------- validation
+ *
+ * What the services call right after unpacking a message from the network.
+ * Each checks counts, ids, string lengths and numbers so that later code may
+ * index arrays with them; each fails with one line naming the field. */
+
+/* Bounds shared by the validators (generous; real values are far smaller). */
+#define DS_RPC_MAX_WORKERS 64
+#define DS_RPC_MAX_TIMINGS 4096
+#define DS_RPC_MAX_LINKS 256
+#define DS_RPC_MAX_NAME 64     /* stage and link names */
+#define DS_RPC_MAX_TEXT 1024   /* error strings, host names, hashes, paths */
+#define DS_RPC_MAX_FRAME_DIM 16384
+
+/* FrameRequest: exactly n_workers jobs (index = worker id); every exec id in
+ * [1, max_layer_id] (0 is the network input), strictly ascending within a
+ * job, and every job's exec ids above the previous jobs' (each layer runs at
+ * most once, in chain order); out ids in [0, max_layer_id], strictly
+ * ascending; at most max_layer_id + 1 inputs, none empty; timings and link
+ * counts as in ds_rpc_validate_timings. */
+int ds_rpc_validate_frame_request(const Deltaslice__FrameRequest *m, uint32_t n_workers,
+                                  int32_t max_layer_id, ds_error *err);
+/* FinishReport: worker < n_workers; error text present iff !ok; at most
+ * max_layer_id + 1 outputs, none empty, and none unless ok; timings/links. */
+int ds_rpc_validate_finish_report(const Deltaslice__FinishReport *m, uint32_t n_workers,
+                                  int32_t max_layer_id, ds_error *err);
+/* Stage timings (worker < n_workers, stage name 1..DS_RPC_MAX_NAME bytes,
+ * start <= end, both >= 0) and link byte counts (name 1..DS_RPC_MAX_NAME). */
+int ds_rpc_validate_timings(Deltaslice__StageTiming *const *t, size_t n_t,
+                            Deltaslice__LinkBytes *const *l, size_t n_l, uint32_t n_workers,
+                            ds_error *err);
+/* LayerCosts: n_layers entries of seconds and flops, each finite and >= 0,
+ * threads >= 1, host <= DS_RPC_MAX_TEXT bytes. */
+int ds_rpc_validate_layer_costs(const Deltaslice__LayerCosts *m, size_t n_layers, ds_error *err);
+/* LayerCostsRequest / PredictorsRequest: hash 1..DS_RPC_MAX_TEXT bytes, rows
+ * and cols in [1, DS_RPC_MAX_FRAME_DIM]; video <= DS_RPC_MAX_TEXT bytes. */
+int ds_rpc_validate_costs_request(const Deltaslice__LayerCostsRequest *m, ds_error *err);
+int ds_rpc_validate_predictors_request(const Deltaslice__PredictorsRequest *m, ds_error *err);
+/* Ack: error text present iff !ok. */
+int ds_rpc_validate_ack(const Deltaslice__Ack *m, ds_error *err);
+/* ClockProbe reply: server_recv_us <= server_send_us, all >= 0. */
+int ds_rpc_validate_clock_probe(const Deltaslice__ClockProbe *m, ds_error *err);
+
+#endif
