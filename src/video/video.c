@@ -32,6 +32,7 @@ struct ds_video {
     int64_t warned; /* frame index of the last concealment warning */
     int eof_warned; /* the short-file warning was given (once per pass) */
     int64_t truncated; /* byte offset of a packet cut off by the end; -1 none */
+    int64_t first_pts; /* timestamp of frame 0, to check a rewinding seek */
     /* swscale context and the source parameters it was built for. */
     struct SwsContext *sws;
     int sws_w, sws_h, sws_fmt, sws_cs, sws_range;
@@ -64,7 +65,11 @@ static void av_log_to_ds(void *avcl, int level, const char *fmt, va_list ap)
         const char *msg = line;
         if (line[0] == '[' && strstr(line, "] "))
             msg = strstr(line, "] ") + 2;
-        snprintf(av_last_error, sizeof av_last_error, "%s", msg);
+        size_t len = strlen(msg);
+        if (len >= sizeof av_last_error)
+            len = sizeof av_last_error - 1;
+        memcpy(av_last_error, msg, len);
+        av_last_error[len] = '\0';
     }
     if (debug)
         ds_debug("ffmpeg: %s", line);
@@ -326,6 +331,7 @@ ds_video *ds_video_open(const char *path, int rows, int cols, ds_error *err)
     }
 
     AVStream *st = v->fmt->streams[v->stream];
+    v->first_pts = v->frame->best_effort_timestamp;
     int w = v->frame->width, h = v->frame->height;
     if (w <= 0 || h <= 0 || w > DS_VIDEO_MAX_SIDE || h > DS_VIDEO_MAX_SIDE) {
         ds_errorf(err, "%s: frame size %dx%d out of range (1..%d)", path, w, h,
@@ -438,29 +444,29 @@ int ds_video_rewind(ds_video *v, ds_error *err)
     av_frame_unref(v->frame);
     av_packet_unref(v->pkt);
     int seekable = v->fmt->pb && (v->fmt->pb->seekable & AVIO_SEEKABLE_NORMAL);
-    int r = seekable ? avformat_seek_file(v->fmt, v->stream, INT64_MIN, INT64_MIN, INT64_MIN,
-                                          AVSEEK_FLAG_BACKWARD)
-                     : -1;
-    if (r >= 0) {
+    if (seekable && avformat_seek_file(v->fmt, v->stream, INT64_MIN, INT64_MIN, INT64_MIN,
+                                       AVSEEK_FLAG_BACKWARD) >= 0) {
         avcodec_flush_buffers(v->dec);
         v->eof_warned = 0;
         v->truncated = -1;
         v->pending = 0;
         v->flushed = 0;
         v->next = 0;
-    } else {
-        /* Pipes and some containers cannot seek: start over. */
-        close_input(v);
-        if (open_input(v, err))
-            goto fail;
+        /* Trust the seek only if it lands on the very first frame. */
+        ds_error ignored;
+        if (prime(v, &ignored) == 0 && v->frame->best_effort_timestamp == v->first_pts)
+            return 0;
+        av_frame_unref(v->frame);
     }
-    if (prime(v, err))
-        goto fail;
-    return 0;
-fail:
-    ds_error_prefix(err, "rewinding");
+    /* Pipes and some containers cannot seek (exactly): start over. */
+    ds_debug("cannot seek back, reopening %s", v->path);
     close_input(v);
-    return -1;
+    if (open_input(v, err) || prime(v, err)) {
+        ds_error_prefix(err, "rewinding");
+        close_input(v);
+        return -1;
+    }
+    return 0;
 }
 
 void ds_video_close(ds_video *v)

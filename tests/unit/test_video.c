@@ -86,6 +86,35 @@ static void truncate_copy(const char *src, const char *dst, size_t keep)
     free(d);
 }
 
+/* Captures stderr (where ds_log writes) into a file between begin and end;
+ * end returns the text (free it).  Test failures in between would be
+ * captured too, so the captured code only records results. */
+static int capture_fd = -1;
+
+static void capture_begin(ds_log_level level)
+{
+    fflush(stderr);
+    capture_fd = dup(STDERR_FILENO);
+    FILE *cap = fopen(tmp("stderr.txt"), "w");
+    assert_non_null(cap);
+    assert_true(dup2(fileno(cap), STDERR_FILENO) >= 0);
+    fclose(cap);
+    ds_log_set_level(level);
+}
+
+static char *capture_end(void)
+{
+    ds_log_set_level(DS_LOG_ERROR);
+    fflush(stderr);
+    dup2(capture_fd, STDERR_FILENO);
+    close(capture_fd);
+    capture_fd = -1;
+    size_t len;
+    char *text = (char *)read_all(tmp("stderr.txt"), &len);
+    text[len] = '\0';
+    return text;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -491,15 +520,7 @@ static void damaged_clip(const char *clip, const char *bad, int nframes, int *er
     write_bytes(bad, d, n);
     free(d);
 
-    /* Capture warnings: ds_log writes to stderr. */
-    const char *log = tmp("stderr.txt");
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    FILE *cap = fopen(log, "w");
-    assert_non_null(cap);
-    assert_true(dup2(fileno(cap), STDERR_FILENO) >= 0);
-    ds_log_set_level(DS_LOG_WARN);
-
+    capture_begin(DS_LOG_WARN);
     ds_error err = {{0}};
     char first_error[DS_ERROR_MAX] = "";
     int64_t frames = 0, last = -1, bad_index = -1;
@@ -526,19 +547,12 @@ static void damaged_clip(const char *clip, const char *bad, int nframes, int *er
         ds_video_close(v);
     }
 
-    ds_log_set_level(DS_LOG_ERROR);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    fclose(cap);
+    char *text = capture_end();
     ds_tensor_free(&t);
     if (!v)
         fail_msg("%s", err.msg);
     assert_int_equal(r, 0);
     assert_true(order_ok);
-    size_t len;
-    char *text = (char *)read_all(log, &len);
-    text[len] = '\0';
     *warnings = strstr(text, bad) && strstr(text, ": damaged in the file") ? 1 : 0;
     if (*errors) {
         char want[64];
@@ -607,6 +621,108 @@ static void test_size_change(void **state)
     ds_tensor_free(&t);
 }
 
+/* swscale writes into the caller's tensor: it must stay inside the frame's
+ * bytes for odd sizes too (FFmpeg is not instrumented by ASan, so check with
+ * a sentinel tail).  Also a 1x1 output and an odd-sized source. */
+static void test_no_overrun(void **state)
+{
+    (void)state;
+    const char *clip = tmp("odd.mkv");
+    ffmpeg("-f lavfi -i testsrc=size=63x47:rate=10 -frames:v 3 -c:v ffv1 -pix_fmt yuv420p %s",
+           clip);
+    static const int sizes[][2] = {{0, 0}, {47, 71}, {1, 1}, {5, 3}, {33, 129}, {240, 361}};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        ds_error err = {{0}};
+        ds_video *v = ds_video_open(clip, sizes[k][0], sizes[k][1], &err);
+        if (!v)
+            fail_msg("%s", err.msg);
+        const ds_video_info *info = ds_video_get_info(v);
+        size_t fb = (size_t)info->rows * (size_t)info->cols * 3, slack = 4096;
+        ds_tensor t = {0};
+        ds_shape big = ds_shape_make(1, (const int64_t[]){(int64_t)(fb + slack)});
+        assert_int_equal(ds_tensor_reserve(&t, &big, DS_U8, &err), 0);
+        memset(t.data, 0xA5, fb + slack);
+        for (int f = 0; f < 3; f++) {
+            assert_int_equal(ds_video_read(v, &t, &err), 1);
+            assert_int_equal(ds_tensor_bytes(&t), fb);
+            const uint8_t *tail = ds_tensor_u8(&t) + fb;
+            for (size_t i = 0; i < slack; i++)
+                if (tail[i] != 0xA5)
+                    fail_msg("%dx%d: byte %zu past the frame was written", info->rows,
+                             info->cols, i);
+        }
+        assert_int_equal(info->rows, sizes[k][0] ? sizes[k][0] : 47);
+        assert_int_equal(info->cols, sizes[k][1] ? sizes[k][1] : 63);
+        ds_video_close(v);
+        ds_tensor_free(&t);
+    }
+}
+
+static char *base64(const uint8_t *d, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc(4 * ((n + 2) / 3) + 1), *o = out;
+    assert_non_null(out);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) |
+                     (i + 2 < n ? d[i + 2] : 0);
+        *o++ = tab[v >> 18 & 63];
+        *o++ = tab[v >> 12 & 63];
+        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        *o++ = i + 2 < n ? tab[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Rewind on an input that cannot seek (FFmpeg's data: URI protocol has no
+ * seek): the reader reopens it and plays the clip again from frame 0. */
+static void test_rewind_unseekable(void **state)
+{
+    (void)state;
+    const char *clip = tmp("stream.ts");
+    /* Bigger than FFmpeg's 32 KiB I/O buffer, so it cannot seek back in it. */
+    ffmpeg("-f lavfi -i testsrc=size=640x480:rate=10 -frames:v 12 -c:v mpeg2video -q:v 1 %s",
+           clip);
+    size_t n;
+    uint8_t *d = read_all(clip, &n);
+    assert_true(n > 40000);
+    char *b64 = base64(d, n);
+    free(d);
+    size_t len = strlen(b64) + 64;
+    char *uri = malloc(len);
+    assert_non_null(uri);
+    snprintf(uri, len, "data:video/mp2t;base64,%s", b64);
+    free(b64);
+
+    ds_error err = {{0}};
+    ds_video *v = ds_video_open(uri, 0, 0, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    ds_tensor t = {0}, first = {0};
+    assert_int_equal(ds_video_read(v, &t, &err), 1);
+    assert_int_equal(ds_tensor_copy(&first, &t, &err), 0);
+    assert_int_equal(1 + count_frames(v, &t), 12);
+    for (int pass = 0; pass < 2; pass++) {
+        capture_begin(DS_LOG_DEBUG);
+        int r = ds_video_rewind(v, &err);
+        char *log = capture_end();
+        if (r)
+            fail_msg("%s", err.msg);
+        assert_non_null(strstr(log, "cannot seek back, reopening data:"));
+        free(log);
+        assert_int_equal(ds_video_frame_index(v), -1);
+        assert_int_equal(ds_video_read(v, &t, &err), 1);
+        assert_int_equal(ds_video_frame_index(v), 0);
+        assert_memory_equal(t.data, first.data, ds_tensor_bytes(&first));
+        assert_int_equal(1 + count_frames(v, &t), 12);
+    }
+    ds_video_close(v);
+    ds_tensor_free(&t);
+    ds_tensor_free(&first);
+    free(uri);
+}
+
 int main(void)
 {
     ds_log_init("test_video", DS_LOG_ERROR);
@@ -615,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_solid_colours),   cmocka_unit_test(test_conversions),
         cmocka_unit_test(test_open_errors),     cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_damaged_middle),  cmocka_unit_test(test_size_change),
+        cmocka_unit_test(test_no_overrun),      cmocka_unit_test(test_rewind_unseekable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
