@@ -173,7 +173,7 @@ void ds_codec_planes(const ds_shape *shape, int64_t *planes, int64_t *plane);
  *   raw   = min(numel*es, elem, pixel)
  * and with compression c the mask part (planes + masks) and the value part
  * are scaled by constants fitted on clustered synthetic maps
- * (k_mask[c], k_val[c][dtype]; 1 for none), never above the raw form;
+ * (k_mask[dtype][c], k_val[dtype][c]; 1 for none), never above the raw form;
  * plus the header.  Fractions outside [0,1] are clamped. */
 size_t ds_codec_predict_bytes(const ds_shape *s, ds_dtype t,
                               const float *changed_fraction, ds_compress c);
