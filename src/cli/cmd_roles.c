@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "roles/roles.h"
 
 typedef struct role_opts {
     const char *config;
@@ -79,15 +81,37 @@ static int load_config(const role_opts *o, const char *role, ds_config *cfg)
     return -1;
 }
 
-static int not_built(const role_opts *o, const char *role)
+/* Loads the configuration and runs the role. */
+static int start_role(const role_opts *o, const char *role)
 {
     ds_config cfg;
-    int rc = load_config(o, role, &cfg);
+    char name[32];
+    if (!strcmp(role, "worker"))
+        snprintf(name, sizeof name, "worker%d", o->worker_id);
+    else
+        snprintf(name, sizeof name, "%s", role);
+    int rc = load_config(o, name, &cfg);
     if (rc >= 0)
         return rc;
+    if (!strcmp(role, "worker")) {
+        rc = ds_worker_main(&cfg, o->worker_id);
+    } else if (!strcmp(role, "master")) {
+        rc = ds_master_main(&cfg);
+    } else if (!strcmp(role, "trainer")) {
+        rc = ds_trainer_main(&cfg);
+    } else {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0) {
+            fprintf(stderr, "deltaslice run: cannot find its own executable\n");
+            rc = 1;
+        } else {
+            self[n] = '\0';
+            rc = ds_run_main(&cfg, o->config, self);
+        }
+    }
     ds_config_free(&cfg);
-    fprintf(stderr, "deltaslice %s: this role is not built yet\n", role);
-    return 1;
+    return rc;
 }
 
 int ds_cmd_master(int argc, char **argv)
@@ -104,7 +128,7 @@ int ds_cmd_master(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 0, &o);
-    return rc >= 0 ? rc : not_built(&o, "master");
+    return rc >= 0 ? rc : start_role(&o, "master");
 }
 
 int ds_cmd_worker(int argc, char **argv)
@@ -122,7 +146,7 @@ int ds_cmd_worker(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 1, &o);
-    return rc >= 0 ? rc : not_built(&o, "worker");
+    return rc >= 0 ? rc : start_role(&o, "worker");
 }
 
 int ds_cmd_trainer(int argc, char **argv)
@@ -139,7 +163,7 @@ int ds_cmd_trainer(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 0, &o);
-    return rc >= 0 ? rc : not_built(&o, "trainer");
+    return rc >= 0 ? rc : start_role(&o, "trainer");
 }
 
 int ds_cmd_run(int argc, char **argv)
@@ -157,5 +181,5 @@ int ds_cmd_run(int argc, char **argv)
         "      --version      show the version\n";
     role_opts o;
     int rc = parse_role_opts(argc, argv, help, 0, &o);
-    return rc >= 0 ? rc : not_built(&o, "run");
+    return rc >= 0 ? rc : start_role(&o, "run");
 }

@@ -123,6 +123,20 @@ int ds_tensor_copy(ds_tensor *dst, const ds_tensor *src, ds_error *err)
     return 0;
 }
 
+int ds_tensor_u8_to_f32(const ds_tensor *src, ds_tensor *dst, ds_error *err)
+{
+    if (src->dtype != DS_U8)
+        return ds_errorf(err, "expected a u8 tensor");
+    if (ds_tensor_reserve(dst, &src->shape, DS_F32, err))
+        return -1;
+    const uint8_t *in = src->data;
+    float *out = dst->data;
+    int64_t n = ds_shape_numel(&src->shape);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)in[i] / 255.0f;
+    return 0;
+}
+
 void ds_tensor_free(ds_tensor *t)
 {
     free(t->data);

@@ -47,6 +47,9 @@ size_t ds_tensor_bytes(const ds_tensor *t);
 int ds_tensor_reserve(ds_tensor *t, const ds_shape *shape, ds_dtype dtype, ds_error *err);
 /* Deep copy of src into dst (dst's buffer reused when large enough). */
 int ds_tensor_copy(ds_tensor *dst, const ds_tensor *src, ds_error *err);
+/* u8 -> f32 of the same shape, value/255.0f (torchvision's ToTensor of a
+ * camera frame). */
+int ds_tensor_u8_to_f32(const ds_tensor *src, ds_tensor *dst, ds_error *err);
 void ds_tensor_free(ds_tensor *t);
 
 static inline float *ds_tensor_f32(const ds_tensor *t) { return (float *)t->data; }

@@ -1,0 +1,733 @@
+/* master.c - reads the video, plans the cut points, drives every frame
+ * through the chain of workers and summarises what happened.
+ *
+ * Threads: the main thread reads, encodes and sends frames (at most pd_num
+ * in flight); one reader thread per worker drains that worker's result
+ * stream.  A frame finishes exactly once (a second report is a protocol
+ * error) or is reported failed with its reason; frames still open when the
+ * run ends are reported lost. */
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/timing.h"
+#include "common/trace.h"
+#include "dif/dif.h"
+#include "model/model.h"
+#include "roles.h"
+#include "rpc/rpc.h"
+#include "sched/plan.h"
+#include "video/video.h"
+
+#define CONNECT_TIMEOUT_S 300.0 /* workers may still be profiling */
+#define IDLE_TIMEOUT_S 120.0     /* no report for this long ends the run */
+#define MAX_LINKS (2 * DS_MAX_WORKERS + 1)
+#define CHECK_TOLERANCE 1e-5
+
+enum frame_state { FRAME_UNSENT = 0, FRAME_IN_FLIGHT, FRAME_DONE, FRAME_FAILED };
+
+typedef struct frame_rec {
+    enum frame_state state;
+    double sent;       /* ds_now() at send */
+    double latency;    /* seconds, when done */
+    ds_tensor frame;   /* u8 NCHW, kept while in flight when checking */
+    char *error;       /* when failed */
+} frame_rec;
+
+typedef struct link_total {
+    char name[24];
+    uint64_t bytes;
+} link_total;
+
+typedef struct stage_samples {
+    char name[64]; /* "w0 execute" */
+    double *values;
+    int n, cap;
+} stage_samples;
+
+typedef struct master {
+    const ds_config *cfg;
+    ds_model model;
+    ds_trace *trace;
+    int n_workers;
+    ds_rpc_channel *ch[DS_MAX_WORKERS];
+    ds_rpc_reader *reader[DS_MAX_WORKERS];
+    pthread_t reader_th[DS_MAX_WORKERS];
+    int reader_started[DS_MAX_WORKERS];
+
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    frame_rec *frames;
+    int n_frames;
+    int in_flight, finished, failed;
+    double last_report;
+    int stop;
+    link_total links[MAX_LINKS];
+    int n_links;
+    stage_samples stages[64];
+    int n_stages;
+
+    /* check: local full inference on the master */
+    pthread_mutex_t check_lock;
+    ds_executor *check_exec;
+    ds_tensor check_in;
+    ds_tensor *check_out;
+    ds_dif_cache check_cache;
+    double check_max_abs, check_max_rel;
+    int checked;
+} master;
+
+/* ---------------------------------------------------------- statistics */
+
+static void add_link_bytes(master *ms, const char *name, uint64_t bytes)
+{
+    for (int i = 0; i < ms->n_links; i++)
+        if (!strcmp(ms->links[i].name, name)) {
+            ms->links[i].bytes += bytes;
+            return;
+        }
+    if (ms->n_links < MAX_LINKS) {
+        snprintf(ms->links[ms->n_links].name, sizeof ms->links[0].name, "%s", name);
+        ms->links[ms->n_links++].bytes = bytes;
+    }
+}
+
+static void add_stage(master *ms, const char *name, double seconds)
+{
+    stage_samples *s = NULL;
+    for (int i = 0; i < ms->n_stages && !s; i++)
+        if (!strcmp(ms->stages[i].name, name))
+            s = &ms->stages[i];
+    if (!s) {
+        if (ms->n_stages == (int)(sizeof ms->stages / sizeof ms->stages[0]))
+            return;
+        s = &ms->stages[ms->n_stages++];
+        snprintf(s->name, sizeof s->name, "%s", name);
+    }
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 64;
+        double *v = realloc(s->values, sizeof *v * (size_t)cap);
+        if (!v)
+            return;
+        s->values = v;
+        s->cap = cap;
+    }
+    s->values[s->n++] = seconds;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Quantile q of sorted v[0..n). */
+static double quantile(const double *v, int n, double q)
+{
+    if (n == 0)
+        return 0;
+    double pos = q * (n - 1);
+    int i = (int)pos;
+    double f = pos - i;
+    return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+
+/* ------------------------------------------------------------ checking */
+
+/* Compares the worker's final outputs with a local full run of the frame. */
+static int check_frame(master *ms, frame_rec *fr, const Deltaslice__FinishReport *r, ds_error *err)
+{
+    const ds_model *m = &ms->model;
+    if ((int)r->n_outputs != m->n_outputs)
+        return ds_errorf(err, "check: %zu outputs returned, the model has %d", r->n_outputs, m->n_outputs);
+    pthread_mutex_lock(&ms->check_lock);
+    int rc = -1;
+    ds_job full = {m->n_layers - 1, NULL, m->n_outputs, m->outputs};
+    int *ids = malloc(sizeof(int) * (size_t)m->n_layers);
+    if (!ids) {
+        ds_errorf(err, "out of memory");
+        goto out;
+    }
+    for (int i = 1; i < m->n_layers; i++)
+        ids[i - 1] = i;
+    full.exec_ids = ids;
+    int in_id = 0;
+    const ds_tensor *in = &ms->check_in;
+    if (ds_tensor_u8_to_f32(&fr->frame, &ms->check_in, err) ||
+        ds_executor_run(ms->check_exec, &full, 1, &in_id, &in, ms->check_out, err))
+        goto out;
+    ds_dif_cache_clear(&ms->check_cache); /* results arrive in full */
+    for (size_t o = 0; o < r->n_outputs; o++) {
+        int id;
+        if (ds_dif_receive(&ms->check_cache, r->outputs[o].data, r->outputs[o].len, NULL, &id, err))
+            goto out;
+        int k = -1;
+        for (int j = 0; j < m->n_outputs; j++)
+            if (m->outputs[j] == id)
+                k = j;
+        const ds_tensor *got = &ms->check_cache.tensor[id], *want = &ms->check_out[k < 0 ? 0 : k];
+        if (k < 0 || got->dtype != DS_F32 || !ds_shape_equal(&got->shape, &want->shape)) {
+            ds_errorf(err, "check: output layer %d does not match the model's outputs", id);
+            goto out;
+        }
+        const float *a = got->data, *b = want->data;
+        int64_t n = ds_shape_numel(&want->shape);
+        double max_abs = 0, max_mag = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double d = fabs((double)a[i] - (double)b[i]);
+            if (!(d <= max_abs)) /* NaN counts as an error */
+                max_abs = isnan(d) ? INFINITY : d;
+            if (fabs((double)b[i]) > max_mag)
+                max_mag = fabs((double)b[i]);
+        }
+        double rel = max_mag > 0 ? max_abs / max_mag : max_abs;
+        if (max_abs > ms->check_max_abs)
+            ms->check_max_abs = max_abs;
+        if (rel > ms->check_max_rel)
+            ms->check_max_rel = rel;
+    }
+    ms->checked++;
+    rc = 0;
+out:
+    free(ids);
+    pthread_mutex_unlock(&ms->check_lock);
+    return rc;
+}
+
+/* -------------------------------------------------------------- results */
+
+static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
+{
+    double now = ds_now();
+    ds_error err;
+    Deltaslice__FinishReport *r = (Deltaslice__FinishReport *)ds_rpc_unpack(
+        &deltaslice__finish_report__descriptor, data, len, 0, &err);
+    if (r && ds_rpc_validate_finish_report(r, (uint32_t)ms->n_workers, ms->model.n_layers - 1, &err)) {
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        r = NULL;
+    }
+    if (!r) {
+        ds_warn("w%d sent a bad finish report: %s", from, err.msg);
+        return;
+    }
+    pthread_mutex_lock(&ms->lock);
+    if (r->frame_id >= (uint64_t)ms->n_frames || ms->frames[r->frame_id].state != FRAME_IN_FLIGHT) {
+        ds_warn("w%d reports frame %" PRIu64 ", which is not in flight: ignored", from, r->frame_id);
+        pthread_mutex_unlock(&ms->lock);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        return;
+    }
+    frame_rec *fr = &ms->frames[r->frame_id];
+    pthread_mutex_unlock(&ms->lock);
+
+    int ok = r->ok;
+    char why[DS_ERROR_MAX + 64] = "";
+    if (!ok)
+        snprintf(why, sizeof why, "w%u: %s", r->worker, r->error);
+    else if (ms->cfg->check && check_frame(ms, fr, r, &err)) {
+        ok = 0;
+        snprintf(why, sizeof why, "%s", err.msg);
+    }
+
+    pthread_mutex_lock(&ms->lock);
+    if (ok) {
+        fr->state = FRAME_DONE;
+        fr->latency = now - fr->sent;
+        ms->finished++;
+        for (size_t i = 0; i < r->n_bytes; i++)
+            add_link_bytes(ms, r->bytes[i]->link, r->bytes[i]->bytes);
+        char back[24];
+        snprintf(back, sizeof back, "w%u->m", r->worker);
+        add_link_bytes(ms, back, len);
+        for (size_t i = 0; i < r->n_timings; i++) {
+            char name[48];
+            snprintf(name, sizeof name, "w%u %s", r->timings[i]->worker, r->timings[i]->stage);
+            add_stage(ms, name, (double)(r->timings[i]->end_us - r->timings[i]->start_us) * 1e-6);
+        }
+    } else {
+        fr->state = FRAME_FAILED;
+        fr->error = strdup(why);
+        ms->failed++;
+        ds_warn("frame %" PRIu64 " failed: %s", r->frame_id, why);
+    }
+    ds_tensor_free(&fr->frame);
+    ms->in_flight--;
+    ms->last_report = now;
+    pthread_cond_broadcast(&ms->changed);
+    pthread_mutex_unlock(&ms->lock);
+    ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+typedef struct reader_arg {
+    master *ms;
+    int worker;
+} reader_arg;
+
+static void *reader_thread(void *arg)
+{
+    reader_arg *ra = arg;
+    master *ms = ra->ms;
+    int w = ra->worker;
+    free(ra);
+    ds_buf msg = {0};
+    for (;;) {
+        ds_error err;
+        int code;
+        int rc = ds_rpc_reader_next(ms->reader[w], &msg, 0.5, &code, &err);
+        if (rc == 1) {
+            handle_report(ms, w, msg.data, msg.len);
+            continue;
+        }
+        pthread_mutex_lock(&ms->lock);
+        int stop = ms->stop;
+        pthread_mutex_unlock(&ms->lock);
+        if (rc == DS_RPC_TIMEOUT && !stop)
+            continue;
+        if (!stop) {
+            ds_error("result stream of w%d ended: %s", w, rc == 0 ? "closed by the worker" : err.msg);
+            pthread_mutex_lock(&ms->lock);
+            ms->stop = 2; /* a worker is gone: frames in flight will not finish */
+            pthread_cond_broadcast(&ms->changed);
+            pthread_mutex_unlock(&ms->lock);
+        }
+        break;
+    }
+    ds_buf_free(&msg);
+    return NULL;
+}
+
+/* -------------------------------------------------------------- set-up */
+
+static int connect_workers(master *ms, ds_error *err)
+{
+    const ds_config *cfg = ms->cfg;
+    for (int i = 0; i < ms->n_workers; i++) {
+        char peer[16];
+        snprintf(peer, sizeof peer, "w%d", i);
+        ms->ch[i] = ds_rpc_channel_new(peer, cfg->route_master_worker[i], cfg->max_message_bytes, err);
+        if (!ms->ch[i] || ds_rpc_wait_ready(ms->ch[i], CONNECT_TIMEOUT_S, err))
+            return -1;
+    }
+    /* Clock offsets for aligning traces: peer = master + offset. */
+    for (int i = 0; i < ms->n_workers; i++) {
+        Deltaslice__ClockProbe p = DELTASLICE__CLOCK_PROBE__INIT;
+        ds_buf req = {0}, resp = {0};
+        int64_t best_rtt = INT64_MAX, best_off = 0;
+        for (int k = 0; k < 5; k++) {
+            p.client_send_us = ds_wall_us();
+            if (ds_rpc_pack(&p.base, &req, err) ||
+                ds_rpc_call_unary(ms->ch[i], DS_RPC_WORKER_CLOCK, req.data, req.len, 10, &resp, NULL, err))
+                break;
+            int64_t back = ds_wall_us();
+            Deltaslice__ClockProbe *a = (Deltaslice__ClockProbe *)ds_rpc_unpack(
+                &deltaslice__clock_probe__descriptor, resp.data, resp.len, 0, err);
+            if (!a)
+                break;
+            if (ds_rpc_validate_clock_probe(a, err) == 0) {
+                int64_t rtt = (back - a->client_send_us) - (a->server_send_us - a->server_recv_us);
+                if (rtt < best_rtt) {
+                    best_rtt = rtt;
+                    best_off = ((a->server_recv_us - a->client_send_us) + (a->server_send_us - back)) / 2;
+                }
+            }
+            protobuf_c_message_free_unpacked(&a->base, NULL);
+        }
+        ds_buf_free(&req);
+        ds_buf_free(&resp);
+        if (best_rtt != INT64_MAX) {
+            char name[24];
+            snprintf(name, sizeof name, "worker%d", i);
+            ds_trace_clock(ms->trace, name, best_off, best_rtt);
+        }
+    }
+    Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
+    ds_buf req = {0};
+    if (ds_rpc_pack(&rs.base, &req, err))
+        return -1;
+    for (int i = 0; i < ms->n_workers; i++) {
+        ms->reader[i] = ds_rpc_reader_open(ms->ch[i], DS_RPC_WORKER_RESULTS, req.data, req.len, err);
+        if (!ms->reader[i]) {
+            ds_buf_free(&req);
+            return -1;
+        }
+    }
+    ds_buf_free(&req);
+    return 0;
+}
+
+/* Asks every worker for its layer costs; costs[i] gets worker i's. */
+static int fetch_costs(master *ms, int rows, int cols, double **costs, ds_error *err)
+{
+    Deltaslice__LayerCostsRequest q = DELTASLICE__LAYER_COSTS_REQUEST__INIT;
+    q.model_hash = ms->model.hash;
+    q.rows = (uint32_t)rows;
+    q.cols = (uint32_t)cols;
+    ds_buf req = {0}, resp = {0};
+    int rc = ds_rpc_pack(&q.base, &req, err);
+    for (int i = 0; i < ms->n_workers && !rc; i++) {
+        rc = ds_rpc_call_unary(ms->ch[i], DS_RPC_WORKER_COSTS, req.data, req.len, CONNECT_TIMEOUT_S,
+                               &resp, NULL, err);
+        if (rc)
+            break;
+        Deltaslice__LayerCosts *c = (Deltaslice__LayerCosts *)ds_rpc_unpack(
+            &deltaslice__layer_costs__descriptor, resp.data, resp.len, 0, err);
+        if (!c || ds_rpc_validate_layer_costs(c, (size_t)ms->model.n_layers, err)) {
+            if (c)
+                protobuf_c_message_free_unpacked(&c->base, NULL);
+            rc = ds_error_prefix(err, "w%d Costs", i);
+            break;
+        }
+        costs[i] = malloc(sizeof(double) * (size_t)ms->model.n_layers);
+        if (!costs[i])
+            rc = ds_errorf(err, "out of memory");
+        else
+            memcpy(costs[i], c->seconds, sizeof(double) * (size_t)ms->model.n_layers);
+        double total = 0;
+        for (int l = 0; l < ms->model.n_layers; l++)
+            total += c->seconds[l];
+        ds_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c->host, c->threads,
+                c->threads == 1 ? "" : "s", total * 1e3);
+        protobuf_c_message_free_unpacked(&c->base, NULL);
+    }
+    ds_buf_free(&req);
+    ds_buf_free(&resp);
+    return rc;
+}
+
+/* Load-balanced plan from the workers' costs: capabilities relative to
+ * worker 0, as the original did. */
+static int make_plan(master *ms, double **costs, ds_plan *plan, ds_error *err)
+{
+    const ds_model *m = &ms->model;
+    double cap[DS_MAX_WORKERS], total0 = 0;
+    for (int l = 0; l < m->n_layers; l++)
+        total0 += costs[0][l];
+    for (int i = 0; i < ms->n_workers; i++) {
+        double t = 0;
+        for (int l = 0; l < m->n_layers; l++)
+            t += costs[i][l];
+        cap[i] = t > 0 ? total0 / t : 1;
+    }
+    int *art = malloc(sizeof(int) * (size_t)m->n_layers);
+    int *allowed = calloc((size_t)m->n_layers, sizeof(int));
+    if (!art || !allowed) {
+        free(art);
+        free(allowed);
+        return ds_errorf(err, "out of memory");
+    }
+    int n_art = ds_model_articulations(m, art);
+    for (int i = 0; i < n_art; i++)
+        allowed[art[i]] = 1;
+    int rc = ds_plan_lbc(m->n_layers, costs[0], allowed, ms->n_workers, cap, plan, err);
+    free(art);
+    free(allowed);
+    return rc;
+}
+
+/* -------------------------------------------------------------- summary */
+
+static void print_summary(master *ms, const ds_plan *plan, int rows, int cols, double elapsed)
+{
+    const ds_config *cfg = ms->cfg;
+    char plan_text[256];
+    printf("model: %s %dx%d, mode %s, scheduler %s, plan %s\n", ms->model.name, rows, cols,
+           ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler),
+           ds_plan_str(plan, plan_text, sizeof plan_text));
+    int lost = ms->n_frames - ms->finished - ms->failed;
+    printf("frames: %d finished, %d failed, %d lost (of %d)\n", ms->finished, ms->failed, lost, ms->n_frames);
+    double *lat = malloc(sizeof(double) * (size_t)(ms->n_frames ? ms->n_frames : 1));
+    int n = 0;
+    double sum = 0;
+    for (int i = 0; lat && i < ms->n_frames; i++)
+        if (ms->frames[i].state == FRAME_DONE) {
+            lat[n++] = ms->frames[i].latency;
+            sum += ms->frames[i].latency;
+        }
+    if (n) {
+        qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+        printf("latency: mean %.4f s, median %.4f s, p95 %.4f s, max %.4f s\n", sum / n,
+               quantile(lat, n, 0.5), quantile(lat, n, 0.95), lat[n - 1]);
+    }
+    free(lat);
+    printf("throughput: %.2f frames/s (%d frames in %.2f s)\n", elapsed > 0 ? ms->finished / elapsed : 0,
+           ms->finished, elapsed);
+    for (int i = 0; i < ms->n_links; i++)
+        printf("bytes %s: %.1f KB/frame, %.2f MB total\n", ms->links[i].name,
+               ms->finished ? ms->links[i].bytes / 1e3 / ms->finished : 0, ms->links[i].bytes / 1e6);
+    for (int i = 0; i < ms->n_stages; i++) {
+        stage_samples *s = &ms->stages[i];
+        qsort(s->values, (size_t)s->n, sizeof *s->values, cmp_double);
+        printf("stage %s: median %.2f ms\n", s->name, quantile(s->values, s->n, 0.5) * 1e3);
+    }
+    if (cfg->check)
+        printf("check: %d frames, max abs error %.3g, max relative error %.3g (limit %.0e)\n", ms->checked,
+               ms->check_max_abs, ms->check_max_rel, CHECK_TOLERANCE);
+    for (int i = 0, shown = 0; i < ms->n_frames && shown < 5; i++)
+        if (ms->frames[i].state == FRAME_FAILED) {
+            printf("failed frame %d: %s\n", i, ms->frames[i].error);
+            shown++;
+        }
+    fflush(stdout);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int send_frame(master *ms, ds_dif_cache *cache, const ds_codec_opts *o, uint32_t plan_id,
+                      Deltaslice__Job **jobs, int frame_id, const ds_tensor *u8, ds_buf *payload,
+                      ds_buf *req, ds_buf *resp, ds_error *err)
+{
+    ds_trace_event(ms->trace, (uint64_t)frame_id, "encode", DS_TRACE_START);
+    payload->len = 0;
+    if (ds_dif_send(cache, 0, u8, o, payload, err))
+        return -1;
+    ds_trace_event(ms->trace, (uint64_t)frame_id, "encode", DS_TRACE_FINISH);
+    Deltaslice__FrameRequest fr = DELTASLICE__FRAME_REQUEST__INIT;
+    ProtobufCBinaryData input = {payload->len, payload->data};
+    fr.frame_id = (uint64_t)frame_id;
+    fr.n_jobs = (size_t)ms->n_workers;
+    fr.jobs = jobs;
+    fr.n_inputs = 1;
+    fr.inputs = &input;
+    fr.dif = ms->cfg->mode == DS_MODE_DIF;
+    fr.plan_id = plan_id;
+    fr.check = ms->cfg->check;
+    fr.master_send_us = ds_wall_us();
+    if (ds_rpc_pack(&fr.base, req, err))
+        return -1;
+    ds_trace_event(ms->trace, (uint64_t)frame_id, "send", DS_TRACE_START);
+    int rc = ds_rpc_call_unary(ms->ch[0], DS_RPC_WORKER_SUBMIT, req->data, req->len, 60, resp, NULL, err);
+    ds_trace_event(ms->trace, (uint64_t)frame_id, "send", DS_TRACE_FINISH);
+    return rc;
+}
+
+int ds_master_main(const ds_config *cfg)
+{
+    master *ms = calloc(1, sizeof *ms);
+    if (!ms)
+        return 1;
+    ms->cfg = cfg;
+    ms->n_workers = cfg->n_workers;
+    pthread_mutex_init(&ms->lock, NULL);
+    pthread_cond_init(&ms->changed, NULL);
+    pthread_mutex_init(&ms->check_lock, NULL);
+    ds_signals_block();
+
+    int status = 1, rows = 0, cols = 0;
+    ds_error err;
+    ds_video *video = NULL;
+    double *costs[DS_MAX_WORKERS] = {0};
+    ds_plan plan = {0};
+    ds_plan_jobs pj = {0};
+    Deltaslice__Job job_msgs[DS_MAX_WORKERS], *jobs[DS_MAX_WORKERS];
+    ds_dif_cache cache = {0};
+    ds_tensor hwc = {0};
+    ds_buf payload = {0}, req = {0}, resp = {0};
+    double t_start = 0, elapsed = 0;
+
+    if (ds_trace_open(cfg->trace_dir, "master", &ms->trace, &err) || ds_model_load(cfg->dnn, &ms->model, &err) ||
+        !(video = ds_video_open(cfg->video_path, cfg->frame_rows, cfg->frame_cols, &err))) {
+        ds_error("%s", err.msg);
+        goto out;
+    }
+    rows = ds_video_get_info(video)->rows;
+    cols = ds_video_get_info(video)->cols;
+    if (ds_model_set_input(&ms->model, 1, 3, rows, cols, &err) ||
+        ds_dif_cache_init(&cache, ms->model.n_layers, &err)) {
+        ds_error("%s", err.msg);
+        goto out;
+    }
+    ds_info("%s (%d layers), video %s at %dx%d, %d workers, mode %s", ms->model.name, ms->model.n_layers,
+            cfg->video_path, rows, cols, ms->n_workers, ds_mode_name(cfg->mode));
+    if (cfg->check) {
+        ms->check_exec = ds_executor_new(&ms->model, DS_BACKEND_XNNPACK, cfg->master.threads, &err);
+        ms->check_out = calloc((size_t)ms->model.n_outputs, sizeof *ms->check_out);
+        if (!ms->check_exec || !ms->check_out ||
+            ds_dif_cache_init(&ms->check_cache, ms->model.n_layers, &err)) {
+            ds_error("%s", ms->check_out ? err.msg : "out of memory");
+            goto out;
+        }
+    }
+    if (cfg->master.scheduler != DS_SCHED_LBC) {
+        ds_error("scheduler %s is not built yet; use lbc", ds_scheduler_name(cfg->master.scheduler));
+        status = 2;
+        goto out;
+    }
+    if (connect_workers(ms, &err) || fetch_costs(ms, rows, cols, costs, &err) ||
+        make_plan(ms, costs, &plan, &err) || ds_plan_jobs_make(&ms->model, &plan, &pj, &err)) {
+        ds_error("%s", err.msg);
+        goto out;
+    }
+    char plan_text[256];
+    ds_info("plan %s", ds_plan_str(&plan, plan_text, sizeof plan_text));
+    for (int i = 0; i < ms->n_workers; i++) {
+        deltaslice__job__init(&job_msgs[i]);
+        job_msgs[i].n_exec_ids = (size_t)pj.job[i].n_exec;
+        job_msgs[i].exec_ids = pj.job[i].exec_ids;
+        job_msgs[i].n_out_ids = (size_t)pj.job[i].n_out;
+        job_msgs[i].out_ids = pj.job[i].out_ids;
+        jobs[i] = &job_msgs[i];
+    }
+    for (int i = 0; i < ms->n_workers; i++) {
+        reader_arg *ra = malloc(sizeof *ra);
+        if (!ra)
+            goto out;
+        *ra = (reader_arg){ms, i};
+        if (pthread_create(&ms->reader_th[i], NULL, reader_thread, ra)) {
+            free(ra);
+            ds_error("cannot start a reader thread");
+            goto out;
+        }
+        ms->reader_started[i] = 1;
+    }
+
+    ms->n_frames = cfg->master.ifr_num;
+    ms->frames = calloc((size_t)ms->n_frames, sizeof *ms->frames);
+    if (!ms->frames)
+        goto out;
+    ds_codec_opts o = ds_link_codec(cfg, cfg->master.bandwidth[0]);
+    uint32_t plan_id = 1;
+    t_start = ds_now();
+    ms->last_report = t_start;
+    int interrupted = 0;
+    for (int f = 0; f < ms->n_frames; f++) {
+        /* At most pd_num frames in flight. */
+        pthread_mutex_lock(&ms->lock);
+        while (cfg->master.pd_num && ms->in_flight >= cfg->master.pd_num && !ms->stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&ms->changed, &ms->lock, &ts);
+            if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
+                ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
+                ms->stop = 2;
+            }
+        }
+        int stop = ms->stop;
+        pthread_mutex_unlock(&ms->lock);
+        if (stop || ds_signals_wait(0)) {
+            interrupted = !stop;
+            break;
+        }
+        ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_START);
+        int r = ds_video_read(video, &hwc, &err);
+        if (r == 0) { /* loop the clip */
+            if (ds_video_rewind(video, &err) == 0)
+                r = ds_video_read(video, &hwc, &err);
+            if (r == 0)
+                ds_errorf(&err, "%s: no frame after rewinding", cfg->video_path);
+        }
+        frame_rec *fr = &ms->frames[f];
+        if (r != 1 || ds_frame_u8_hwc_to_nchw(&hwc, &fr->frame, &err)) {
+            ds_error("%s", err.msg);
+            break;
+        }
+        ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_FINISH);
+        pthread_mutex_lock(&ms->lock);
+        fr->state = FRAME_IN_FLIGHT;
+        fr->sent = ds_now();
+        ms->in_flight++;
+        pthread_mutex_unlock(&ms->lock);
+        ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_START);
+        if (send_frame(ms, &cache, &o, plan_id, jobs, f, &fr->frame, &payload, &req, &resp, &err)) {
+            pthread_mutex_lock(&ms->lock);
+            if (fr->state == FRAME_IN_FLIGHT) {
+                fr->state = FRAME_FAILED;
+                fr->error = strdup(err.msg);
+                ms->failed++;
+                ms->in_flight--;
+            }
+            pthread_mutex_unlock(&ms->lock);
+            ds_error("frame %d: %s", f, err.msg);
+            break; /* the chain's caches are out of step now */
+        }
+        if (!cfg->check) { /* the frame is kept only to check the result */
+            pthread_mutex_lock(&ms->lock);
+            ds_tensor_free(&fr->frame);
+            pthread_mutex_unlock(&ms->lock);
+        }
+        if (cfg->master.itv_time > 0 && ds_signals_wait(cfg->master.itv_time)) {
+            interrupted = 1;
+            break;
+        }
+    }
+    /* Wait for the frames in flight. */
+    pthread_mutex_lock(&ms->lock);
+    while (ms->in_flight > 0 && !ms->stop && !interrupted) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ms->changed, &ms->lock, &ts);
+        if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
+            ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
+            break;
+        }
+        pthread_mutex_unlock(&ms->lock);
+        interrupted = ds_signals_wait(0);
+        pthread_mutex_lock(&ms->lock);
+    }
+    ms->stop = ms->stop ? ms->stop : 1;
+    pthread_mutex_unlock(&ms->lock);
+    elapsed = ds_now() - t_start;
+    if (interrupted)
+        ds_warn("interrupted");
+    for (int i = 0; i < ms->n_workers; i++)
+        if (ms->reader[i])
+            ds_rpc_reader_cancel(ms->reader[i]);
+    for (int i = 0; i < ms->n_workers; i++)
+        if (ms->reader_started[i])
+            pthread_join(ms->reader_th[i], NULL);
+    for (int i = 0; i < ms->n_workers; i++)
+        ms->reader_started[i] = 0;
+    print_summary(ms, &plan, rows, cols, elapsed);
+    status = ms->finished == ms->n_frames &&
+                     (!cfg->check || (ms->checked == ms->n_frames && ms->check_max_rel <= CHECK_TOLERANCE))
+                 ? 0
+                 : 1;
+    if (cfg->check && ms->check_max_rel > CHECK_TOLERANCE)
+        ds_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
+out:
+    pthread_mutex_lock(&ms->lock);
+    ms->stop = ms->stop ? ms->stop : 1;
+    pthread_mutex_unlock(&ms->lock);
+    for (int i = 0; i < ms->n_workers; i++)
+        if (ms->reader[i])
+            ds_rpc_reader_cancel(ms->reader[i]);
+    for (int i = 0; i < ms->n_workers; i++)
+        if (ms->reader_started[i])
+            pthread_join(ms->reader_th[i], NULL);
+    for (int i = 0; i < ms->n_workers; i++) {
+        ds_rpc_reader_free(ms->reader[i]);
+        ds_rpc_channel_free(ms->ch[i]);
+        free(costs[i]);
+    }
+    for (int i = 0; i < ms->n_frames; i++) {
+        ds_tensor_free(&ms->frames[i].frame);
+        free(ms->frames[i].error);
+    }
+    free(ms->frames);
+    for (int i = 0; i < ms->n_stages; i++)
+        free(ms->stages[i].values);
+    ds_plan_jobs_free(&pj);
+    ds_dif_cache_free(&cache);
+    ds_dif_cache_free(&ms->check_cache);
+    ds_executor_free(ms->check_exec);
+    ds_tensor_free(&ms->check_in);
+    for (int i = 0; ms->check_out && i < ms->model.n_outputs; i++)
+        ds_tensor_free(&ms->check_out[i]);
+    free(ms->check_out);
+    ds_tensor_free(&hwc);
+    ds_buf_free(&payload);
+    ds_buf_free(&req);
+    ds_buf_free(&resp);
+    ds_video_close(video);
+    ds_model_free(&ms->model);
+    ds_trace_close(ms->trace);
+    free(ms);
+    return status;
+}
