@@ -120,38 +120,77 @@ const uint32_t *ds_codec_last_counts(const ds_codec_scratch *s, size_t *nplanes)
 
 /* ---- encode kernels ----------------------------------------------------- */
 
-/* Change mask of one plane of n elements: bit j of w[j/64] = cur[j] differs
- * from ref[j] bit for bit (ref NULL: from zero).  Returns the popcount.
- * The inner loops are branch-free so that the compiler vectorises them. */
-static inline uint32_t mask_plane(const uint8_t *cur, const uint8_t *ref, size_t n,
-                                  size_t es, uint64_t *w)
+/* Portable popcount: without -mpopcnt __builtin_popcountll is a libgcc call. */
+static inline int popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (int)((x * 0x0101010101010101ull) >> 56);
+}
+
+/* Packs 64 flag bytes (each 0 or 1) into a word, bit j = fl[j]; adds their
+ * sum to *cnt.  Multiplying 8 flag bytes by 0x0102040810204080 moves byte i
+ * to bit 56+i without carries into the top byte. */
+static inline uint64_t pack_flags(const uint8_t *fl, uint32_t *cnt)
+{
+    uint64_t m = 0;
+    uint32_t c = 0;
+    for (int k = 0; k < 8; k++) {
+        uint64_t x;
+        memcpy(&x, fl + 8 * k, 8);
+        m |= ((x * 0x0102040810204080ull) >> 56) << (8 * k);
+        c += (uint32_t)((x * 0x0101010101010101ull) >> 56);
+    }
+    *cnt += c;
+    return m;
+}
+
+/* Flags of 64 elements: fl[j] = cur[j] differs from ref[j] bit for bit (ref
+ * NULL: from zero).  Written as simple loops over fixed-size blocks so that
+ * the compiler vectorises them. */
+static inline void flags64(const uint8_t *cur, const uint8_t *ref, size_t es, uint8_t *fl)
+{
+    if (es == 4) {
+        for (int j = 0; j < 64; j++) {
+            uint32_t a, b = 0;
+            memcpy(&a, cur + 4 * j, 4);
+            if (ref)
+                memcpy(&b, ref + 4 * j, 4);
+            fl[j] = a != b;
+        }
+    } else {
+        for (int j = 0; j < 64; j++)
+            fl[j] = cur[j] != (ref ? ref[j] : 0);
+    }
+}
+
+/* Change mask of one plane of n elements into w (ceil(n/64) words, bits past
+ * n zero); returns the number of changed elements. */
+static inline uint32_t mask_plane(const uint8_t *cur, const uint8_t *ref, size_t n, size_t es,
+                                  uint64_t *w)
 {
     uint32_t cnt = 0;
-    size_t nw = (n + 63) / 64;
-    for (size_t i = 0; i < nw; i++) {
-        size_t len = n - i * 64 < 64 ? n - i * 64 : 64;
-        uint64_t m = 0;
-        if (es == 4) {
-            uint32_t a[64], b[64] = {0};
-            memcpy(a, cur + i * 256, len * 4);
-            if (ref)
-                memcpy(b, ref + i * 256, len * 4);
-            if (len < 64)
-                memset(a + len, 0, (64 - len) * 4), memset(b + len, 0, (64 - len) * 4);
-            for (int j = 0; j < 64; j++)
-                m |= (uint64_t)(a[j] != b[j]) << j;
-        } else {
-            uint8_t a[64], b[64] = {0};
-            memcpy(a, cur + i * 64, len);
-            if (ref)
-                memcpy(b, ref + i * 64, len);
-            if (len < 64)
-                memset(a + len, 0, 64 - len), memset(b + len, 0, 64 - len);
-            for (int j = 0; j < 64; j++)
-                m |= (uint64_t)(a[j] != b[j]) << j;
+    uint8_t fl[64];
+    size_t full = n / 64, i;
+    if (ref)
+        for (i = 0; i < full; i++) {
+            flags64(cur + i * 64 * es, ref + i * 64 * es, es, fl);
+            w[i] = pack_flags(fl, &cnt);
         }
-        w[i] = m;
-        cnt += (uint32_t)__builtin_popcountll(m);
+    else
+        for (i = 0; i < full; i++) {
+            flags64(cur + i * 64 * es, NULL, es, fl);
+            w[i] = pack_flags(fl, &cnt);
+        }
+    size_t rest = n - full * 64;
+    if (rest) { /* the tail through zero-padded copies */
+        uint8_t a[256] = {0}, b[256] = {0};
+        memcpy(a, cur + full * 64 * es, rest * es);
+        if (ref)
+            memcpy(b, ref + full * 64 * es, rest * es);
+        flags64(a, b, es, fl);
+        w[full] = pack_flags(fl, &cnt);
     }
     return cnt;
 }
@@ -386,7 +425,7 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
                 }
                 uint64_t pc = 0;
                 for (size_t i = 0; i < pw; i++)
-                    pc += (uint64_t)__builtin_popcountll(u[i]);
+                    pc += (uint64_t)popcount64(u[i]);
                 pix_size += pc * channels * es;
             }
         }
@@ -604,10 +643,10 @@ static int64_t mask_count(const uint8_t *m, size_t bits)
     for (; i + 8 <= mb; i += 8) {
         uint64_t w;
         memcpy(&w, m + i, 8);
-        c += __builtin_popcountll(w);
+        c += popcount64(w);
     }
     for (; i < mb; i++)
-        c += __builtin_popcount(m[i]);
+        c += popcount64(m[i]);
     if (bits % 8 && (m[mb - 1] >> (bits % 8)))
         return -1;
     return c;
