@@ -18,6 +18,7 @@ static const command commands[] = {
     {"worker", ds_cmd_worker, "serve one slice of the CNN (worker -i ID)"},
     {"trainer", ds_cmd_trainer, "learn per-layer change sparsity and serve the predictors"},
     {"zoo", ds_cmd_zoo, "write a built-in CNN trunk (alexnet, vgg16, ...) as an ONNX file"},
+    {"infer", ds_cmd_infer, "run a model on one raw float32 tensor (MODEL --input --shape --output)"},
 };
 
 static void usage(FILE *out)
