@@ -1,0 +1,198 @@
+#include "cost.h"
+
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Stage durations of one frame: stages alternate link, compute, link, ...
+ * up to the last worker with work. Returns the number of stages. */
+static int frame_stages(const ds_cost_model *cm, const ds_plan *p, const double *bytes, double *dur)
+{
+    int last = 0, prev = 0;
+    for (int i = 0; i < p->n_workers; i++)
+        if (p->cut[i] > (i ? p->cut[i - 1] : 0))
+            last = i;
+    int n = 0, crossing = 0; /* layer whose tensor travels on the next link */
+    for (int i = 0; i <= last; i++) {
+        double bw = cm->bandwidth[i] > 0 ? cm->bandwidth[i] : 1e30;
+        dur[n++] = bytes[crossing] / bw + cm->hop_latency;
+        double c = 0;
+        for (int l = prev + 1; l <= p->cut[i]; l++)
+            c += cm->compute[i][l];
+        dur[n++] = c;
+        if (p->cut[i] > prev)
+            crossing = p->cut[i];
+        prev = p->cut[i];
+    }
+    return n;
+}
+
+void ds_cost_simulate(const ds_cost_model *cm, const ds_plan *p, const double *full_bytes,
+                      const double *dif_bytes, int n_frames, int first_full, ds_sim_result *out)
+{
+    enum { MAX_STAGES = 2 * DS_MAX_WORKERS };
+    double full_dur[MAX_STAGES], dif_dur[MAX_STAGES];
+    int n_stages = frame_stages(cm, p, full_bytes, full_dur);
+    frame_stages(cm, p, dif_bytes ? dif_bytes : full_bytes, dif_dur);
+    memset(out, 0, sizeof *out);
+    if (n_frames < 1)
+        n_frames = 1;
+    /* finish[s] of the previous frame; done[] keeps every frame's end for
+     * the window (frame f waits for frame f - pd_num). */
+    double finish[MAX_STAGES] = {0};
+    double *done = malloc(sizeof(double) * (size_t)n_frames);
+    double latency_sum = 0;
+    for (int f = 0; f < n_frames; f++) {
+        const double *dur = f == 0 && first_full ? full_dur : dif_dur;
+        double t = 0;
+        if (cm->pd_num > 0 && f >= cm->pd_num && done)
+            t = done[f - cm->pd_num];
+        double start = t;
+        for (int s = 0; s < n_stages; s++) {
+            double begin = t > finish[s] ? t : finish[s];
+            if (s == 0)
+                start = begin;
+            t = begin + dur[s];
+            finish[s] = t;
+            out->stage_busy[s] += dur[s];
+        }
+        if (done)
+            done[f] = t;
+        latency_sum += t - start;
+        out->makespan = t;
+    }
+    free(done);
+    out->per_frame = out->makespan / n_frames;
+    out->mean_latency = latency_sum / n_frames;
+}
+
+/* Better: shorter time per frame, then shorter latency. */
+static int better(const ds_sim_result *a, const ds_sim_result *b)
+{
+    const double eps = 1e-12;
+    if (a->per_frame < b->per_frame - eps)
+        return 1;
+    return a->per_frame <= b->per_frame + eps && a->mean_latency < b->mean_latency - eps;
+}
+
+typedef struct search {
+    const ds_cost_model *cm;
+    const int *allowed;
+    const double *full, *dif;
+    int n_frames, first_full;
+    long evaluated, max_plans;
+    ds_plan cur, best;
+    ds_sim_result best_result;
+    int have_best;
+} search;
+
+static void enumerate(search *s, int worker, int from)
+{
+    int last = s->cm->n_layers - 1;
+    if (worker == s->cm->n_workers - 1) {
+        s->cur.cut[worker] = last;
+        ds_sim_result r;
+        ds_cost_simulate(s->cm, &s->cur, s->full, s->dif, s->n_frames, s->first_full, &r);
+        s->evaluated++;
+        if (!s->have_best || better(&r, &s->best_result)) {
+            s->best = s->cur;
+            s->best_result = r;
+            s->have_best = 1;
+        }
+        return;
+    }
+    for (int c = from; c <= last; c++) {
+        if (c != 0 && c != last && s->allowed && !s->allowed[c])
+            continue;
+        s->cur.cut[worker] = c;
+        enumerate(s, worker + 1, c);
+    }
+}
+
+/* Number of non-decreasing sequences of k cuts from m allowed positions:
+ * C(m + k - 1, k), saturating. */
+static double plan_count(int m, int k)
+{
+    double n = 1;
+    for (int i = 1; i <= k; i++)
+        n = n * (m + i - 1) / i;
+    return n;
+}
+
+long ds_sched_optimal(const ds_cost_model *cm, const int *allowed, const double *full_bytes,
+                      const double *dif_bytes, int n_frames, int first_full, long max_plans,
+                      ds_plan *best, ds_sim_result *best_result, ds_error *err)
+{
+    int positions = 0;
+    for (int l = 0; l < cm->n_layers; l++)
+        positions += l == 0 || l == cm->n_layers - 1 || !allowed || allowed[l];
+    double count = plan_count(positions, cm->n_workers - 1);
+    if (count > (double)max_plans)
+        return ds_errorf(err, "opt: %.0f plans of %d workers over %d cut points exceed the limit of %ld",
+                         count, cm->n_workers, positions, max_plans);
+    search s;
+    memset(&s, 0, sizeof s);
+    s.cm = cm;
+    s.allowed = allowed;
+    s.full = full_bytes;
+    s.dif = dif_bytes;
+    s.n_frames = n_frames;
+    s.first_full = first_full;
+    s.max_plans = max_plans;
+    s.cur.n_workers = cm->n_workers;
+    enumerate(&s, 0, 0);
+    *best = s.best;
+    *best_result = s.best_result;
+    return s.evaluated;
+}
+
+/* Moves cut k by one allowed position in direction dir; 0 if impossible. */
+static int move_cut(const ds_cost_model *cm, const int *allowed, ds_plan *p, int k, int dir)
+{
+    int lo = k ? p->cut[k - 1] : 0, hi = p->cut[k + 1];
+    for (int c = p->cut[k] + dir; c >= lo && c <= hi; c += dir)
+        if (c == 0 || c == cm->n_layers - 1 || !allowed || allowed[c]) {
+            p->cut[k] = c;
+            return 1;
+        }
+    return 0;
+}
+
+void ds_sched_nsc(const ds_cost_model *cm, const int *allowed, const double *full_bytes,
+                  const double *dif_bytes, int n_frames, int first_full, const ds_plan *start,
+                  ds_plan *best, ds_sim_result *best_result)
+{
+    ds_plan cur = *start;
+    ds_sim_result r;
+    ds_cost_simulate(cm, &cur, full_bytes, dif_bytes, n_frames, first_full, &r);
+    for (int iter = 0; iter < 4 * cm->n_layers * cm->n_workers; iter++) {
+        /* The link with the largest total transfer time (link 0 has no cut
+         * of its own to move: the input always goes to worker 0). */
+        int worst = -1;
+        double worst_t = -1;
+        for (int i = 1; i < cm->n_workers; i++)
+            if (r.stage_busy[2 * i] > worst_t) {
+                worst_t = r.stage_busy[2 * i];
+                worst = i;
+            }
+        if (worst < 0)
+            break;
+        int improved = 0;
+        for (int dir = -1; dir <= 1 && !improved; dir += 2) {
+            ds_plan cand = cur;
+            if (!move_cut(cm, allowed, &cand, worst - 1, dir))
+                continue;
+            ds_sim_result cr;
+            ds_cost_simulate(cm, &cand, full_bytes, dif_bytes, n_frames, first_full, &cr);
+            if (better(&cr, &r)) {
+                cur = cand;
+                r = cr;
+                improved = 1;
+            }
+        }
+        if (!improved)
+            break;
+    }
+    *best = cur;
+    *best_result = r;
+}

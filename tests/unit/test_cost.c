@@ -1,0 +1,127 @@
+/* The pipeline cost model, the optimal planner against an independent brute
+ * force, and NSC never beating the optimum. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/cost.h"
+
+static void test_simulation_by_hand(void **state)
+{
+    (void)state;
+    /* 3 layers; worker 0 runs 1..1, worker 1 runs 2..3. */
+    double c0[] = {0, 1, 5, 5}, c1[] = {0, 1, 2, 1};
+    ds_cost_model cm = {4, 2, {c0, c1}, {10, 5}, 0, 0};
+    double full[] = {20, 10, 40, 8}, dif[] = {10, 5, 20, 4};
+    ds_plan p = {2, {1, 3}};
+    ds_sim_result r;
+    /* Stages per dif frame: link0 10/10 = 1, w0 1, link1 5/5 = 1, w1 3. */
+    ds_cost_simulate(&cm, &p, full, dif, 1, 0, &r);
+    assert_true(fabs(r.makespan - 6) < 1e-12);
+    assert_true(fabs(r.mean_latency - 6) < 1e-12);
+    /* Unlimited window, 4 frames: bottleneck w1 (3 s) -> 6 + 3*3 = 15. */
+    ds_cost_simulate(&cm, &p, full, dif, 4, 0, &r);
+    assert_true(fabs(r.makespan - 15) < 1e-12);
+    /* First frame in full: link0 2, w0 1, link1 2, w1 3 = 8, then +3 each. */
+    ds_cost_simulate(&cm, &p, full, dif, 4, 1, &r);
+    assert_true(fabs(r.makespan - 17) < 1e-12);
+    /* One frame in flight: frames strictly one after another, 4 x 6. */
+    cm.pd_num = 1;
+    ds_cost_simulate(&cm, &p, full, dif, 4, 0, &r);
+    assert_true(fabs(r.makespan - 24) < 1e-12);
+    /* An empty worker 0 forwards the input: link1 carries layer 0. */
+    cm.pd_num = 0;
+    ds_plan q = {2, {0, 3}};
+    ds_cost_simulate(&cm, &q, full, dif, 1, 0, &r);
+    assert_true(fabs(r.makespan - (1 + 0 + 2 + 4)) < 1e-12);
+    /* Everything on worker 0: worker 1 sees nothing. */
+    ds_plan all0 = {2, {3, 3}};
+    ds_cost_simulate(&cm, &all0, full, dif, 1, 0, &r);
+    assert_true(fabs(r.makespan - (1 + 11)) < 1e-12);
+}
+
+/* Independent brute force over 3 workers with nested loops. */
+static double brute(const ds_cost_model *cm, const int *allowed, const double *full, const double *dif,
+                    int frames, ds_plan *best)
+{
+    double best_t = INFINITY;
+    int last = cm->n_layers - 1;
+    for (int a = 0; a <= last; a++)
+        for (int b = a; b <= last; b++) {
+            if ((a && a != last && !allowed[a]) || (b && b != last && !allowed[b]))
+                continue;
+            ds_plan p = {3, {a, b, last}};
+            ds_sim_result r;
+            ds_cost_simulate(cm, &p, full, dif, frames, 1, &r);
+            if (r.per_frame < best_t - 1e-12) {
+                best_t = r.per_frame;
+                *best = p;
+            }
+        }
+    return best_t;
+}
+
+static double rnd(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (double)((*s >> 8) & 0xffff) / 65536.0;
+}
+
+static void test_optimal_matches_brute_force(void **state)
+{
+    (void)state;
+    unsigned seed = 7;
+    for (int trial = 0; trial < 200; trial++) {
+        int n = 3 + (int)(rnd(&seed) * 12);
+        double c[3][16], full[16], dif[16];
+        int allowed[16];
+        for (int l = 0; l < n; l++) {
+            for (int w = 0; w < 3; w++)
+                c[w][l] = l ? rnd(&seed) * (w + 1) : 0;
+            full[l] = 1 + rnd(&seed) * 100;
+            dif[l] = full[l] * rnd(&seed);
+            allowed[l] = rnd(&seed) < 0.7;
+        }
+        ds_cost_model cm = {n, 3, {c[0], c[1], c[2]}, {1 + rnd(&seed) * 50, 1 + rnd(&seed) * 50, 1 + rnd(&seed) * 50},
+                            0.01, (int)(rnd(&seed) * 3)};
+        ds_plan bf, opt, nsc;
+        ds_sim_result ro, rn;
+        ds_error err;
+        double t = brute(&cm, allowed, full, dif, 10, &bf);
+        assert_true(ds_sched_optimal(&cm, allowed, full, dif, 10, 1, 100000, &opt, &ro, &err) > 0);
+        if (fabs(ro.per_frame - t) > 1e-9)
+            fail_msg("trial %d: opt %.9f, brute force %.9f", trial, ro.per_frame, t);
+        ds_plan start = {3, {0, 0, n - 1}};
+        ds_sched_nsc(&cm, allowed, full, dif, 10, 1, &start, &nsc, &rn);
+        assert_true(rn.per_frame >= ro.per_frame - 1e-9);
+        for (int i = 0; i < 3; i++)
+            assert_true(opt.cut[i] == 0 || opt.cut[i] == n - 1 || allowed[opt.cut[i]]);
+    }
+}
+
+static void test_optimal_refuses_huge_spaces(void **state)
+{
+    (void)state;
+    double c[200] = {0}, b[200] = {0};
+    ds_cost_model cm = {200, 8, {c, c, c, c, c, c, c, c}, {1, 1, 1, 1, 1, 1, 1, 1}, 0, 0};
+    ds_plan p;
+    ds_sim_result r;
+    ds_error err;
+    assert_int_equal(ds_sched_optimal(&cm, NULL, b, b, 2, 1, 1000000, &p, &r, &err), -1);
+    assert_non_null(strstr(err.msg, "exceed the limit"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_simulation_by_hand),
+        cmocka_unit_test(test_optimal_matches_brute_force),
+        cmocka_unit_test(test_optimal_refuses_huge_spaces),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
