@@ -11,7 +11,6 @@
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
-#include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 
@@ -255,7 +254,9 @@ static int decode_next(ds_video *v, ds_error *err)
         if (r < 0)
             return ds_errorf(err, "%s: frame %" PRId64 ": read error: %s%s", v->path, v->next,
                              av_strerr(r, e, sizeof e), av_error_detail(d, sizeof d));
-        if (v->pkt->stream_index != v->stream) {
+        /* Other streams' packets, and empty ones (which the decoder would take
+         * as "end of stream"), are skipped. */
+        if (v->pkt->stream_index != v->stream || v->pkt->size <= 0) {
             av_packet_unref(v->pkt);
             continue;
         }
