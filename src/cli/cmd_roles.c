@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -110,6 +111,9 @@ static int start_role(const role_opts *o, const char *role)
             rc = ds_run_main(&cfg, o->config, self);
         }
     }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        ds_info("peak memory %.1f MB", ru.ru_maxrss / 1024.0);
     ds_config_free(&cfg);
     return rc;
 }
