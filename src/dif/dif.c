@@ -159,6 +159,19 @@ int ds_dif_node_run(ds_dif_node *n, uint32_t plan_id, const ds_job *job, int n_i
     double t0 = ds_now();
     if (n_in < 0 || n_in > m->n_layers)
         return ds_errorf(err, "%d inputs for a model of %d layers", n_in, m->n_layers);
+    if (job->n_exec == 0) {
+        /* An empty job hands its inputs on untouched: the next receiver's
+         * copies then track the sender before this node, and this node's
+         * caches stay idle until the next plan empties them. */
+        timing->decode = timing->execute = timing->encode = 0;
+        if (!out)
+            return 0;
+        ds_payloads_reset(out);
+        for (int i = 0; i < n_in; i++)
+            if (ds_buf_append(&out->buf, in[i], in_len[i], err) || ds_payloads_close_one(out, err))
+                return -1;
+        return 0;
+    }
     ds_dif_cache_use_plan(&n->in, plan_id);
     ds_dif_cache_use_plan(&n->out, plan_id);
     for (int i = 0; i < n_in; i++) {

@@ -377,31 +377,28 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
     ds_dif_timing tm = {0};
     ProtobufCBinaryData *payloads = NULL;
     size_t n_payloads = 0;
-    int passthrough = job->n_exec_ids == 0;
-    if (!passthrough) {
-        pthread_mutex_lock(&w->setup_lock);
-        int rc = -1;
-        if (!w->node) {
-            ds_errorf(err, "%s: no frame size set up (the master asks for costs first)", w->name);
-        } else {
-            ds_job j = {(int)job->n_exec_ids, job->exec_ids, (int)job->n_out_ids, job->out_ids};
-            ds_codec_opts o = ds_link_codec(w->cfg, final ? 1e6 : w->cfg->master.bandwidth[w->id + 1]);
-            o.allow_update = m->dif;
-            rc = ds_dif_node_run(w->node, m->plan_id, &j, (int)n_in, in, in_len, &o, final,
-                                 final && !m->check ? NULL : &w->outputs, &tm, err);
-        }
-        pthread_mutex_unlock(&w->setup_lock);
-        if (rc)
-            return -1;
-        if (!final || m->check) {
-            n_payloads = (size_t)w->outputs.n;
-            payloads = calloc(n_payloads ? n_payloads : 1, sizeof *payloads);
-            if (!payloads)
-                return ds_errorf(err, "out of memory");
-            for (size_t i = 0; i < n_payloads; i++) {
-                payloads[i].data = w->outputs.buf.data + w->outputs.off[i];
-                payloads[i].len = w->outputs.off[i + 1] - w->outputs.off[i];
-            }
+    pthread_mutex_lock(&w->setup_lock);
+    int rc = -1;
+    if (!w->node) {
+        ds_errorf(err, "%s: no frame size set up (the master asks for costs first)", w->name);
+    } else {
+        ds_job j = {(int)job->n_exec_ids, job->exec_ids, (int)job->n_out_ids, job->out_ids};
+        ds_codec_opts o = ds_link_codec(w->cfg, final ? 1e6 : w->cfg->master.bandwidth[w->id + 1]);
+        o.allow_update = m->dif;
+        rc = ds_dif_node_run(w->node, m->plan_id, &j, (int)n_in, in, in_len, &o, final,
+                             final && !m->check ? NULL : &w->outputs, &tm, err);
+    }
+    pthread_mutex_unlock(&w->setup_lock);
+    if (rc)
+        return -1;
+    if (!final || m->check) {
+        n_payloads = (size_t)w->outputs.n;
+        payloads = calloc(n_payloads ? n_payloads : 1, sizeof *payloads);
+        if (!payloads)
+            return ds_errorf(err, "out of memory");
+        for (size_t i = 0; i < n_payloads; i++) {
+            payloads[i].data = w->outputs.buf.data + w->outputs.off[i];
+            payloads[i].len = w->outputs.off[i + 1] - w->outputs.off[i];
         }
     }
     /* Stage timings: decode, execute, encode, as measured (µs). */
@@ -422,7 +419,7 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
     };
     Deltaslice__StageTiming **timings = malloc(sizeof *timings * (n_t + 4));
     Deltaslice__LinkBytes **links = NULL;
-    int rc = -1;
+    rc = -1;
     if (!timings || !own[0] || !own[1] || !own[2] || !own[3]) {
         ds_errorf(err, "out of memory");
         goto out;
@@ -460,13 +457,10 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
         r.outputs = payloads;
         rc = queue_send(w, &r.base, 1, m->frame_id, err);
     } else {
-        /* Forward: same jobs, this worker's outputs (or, passing through,
-         * its inputs untouched) as the next worker's inputs. */
+        /* Forward: same jobs, this worker's outputs as the next inputs. */
         Deltaslice__FrameRequest fwd = *m;
-        if (!passthrough) {
-            fwd.n_inputs = n_payloads;
-            fwd.inputs = payloads;
-        }
+        fwd.n_inputs = n_payloads;
+        fwd.inputs = payloads;
         fwd.n_timings = n_t + 4;
         fwd.timings = timings;
         fwd.n_bytes = n_b + 1;
