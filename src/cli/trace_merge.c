@@ -18,12 +18,14 @@ enum { KIND_MASTER, KIND_WORKER, KIND_TRAINER, KIND_OTHER };
 enum { PH_START, PH_FINISH };
 
 /* Track keys (major): chain positions first, then result links, trainer,
- * other services.  minor 0 = the track itself, 1+s = unknown stage s. */
+ * other services.  minor 0 = the track itself, 1+s = unknown stage s, and
+ * -1-s = stage s shown just before the track (a worker's receive). */
 #define KEY_MASTER 0
 #define KEY_M_W0 1
 #define KEY_WORKER(k) (2 + 2 * (int64_t)(k))
 #define KEY_LINK(k) (3 + 2 * (int64_t)(k))
 #define KEY_RESULT(k) (100000 + (int64_t)(k))
+#define KEY_LATENCY 150000
 #define KEY_TRAINER 200000
 #define KEY_OTHER(i) (300000 + (int64_t)(i))
 
@@ -84,8 +86,8 @@ struct ds_timeline {
     int built;
 };
 
-static const char *const master_local[] = {"read", "plan", "encode", "finish"};
-static const char *const worker_local[] = {"receive", "decode", "execute", "encode"};
+static const char *const master_local[] = {"read", "plan", "encode"};
+static const char *const worker_local[] = {"decode", "execute", "encode"};
 
 static void warnf(ds_timeline *tl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void warnf(ds_timeline *tl, const char *fmt, ...)
@@ -723,7 +725,7 @@ static int add_link(ds_timeline *tl, const tm_pair *p, ds_tm_slice *s)
             major = KEY_RESULT(f->worker);
             to = master;
             to_name = "master";
-            end = fin->start + tl->files[master]->shift;
+            end = fin->end + tl->files[master]->shift;
         } else {
             major = next >= 0 ? KEY_LINK(f->worker) : KEY_RESULT(f->worker);
             to = -1;
@@ -761,10 +763,14 @@ static int make_items(ds_timeline *tl)
         case KIND_MASTER:
         case KIND_WORKER: {
             int64_t major = f->kind == KIND_MASTER ? KEY_MASTER : KEY_WORKER(f->worker);
-            int local = f->kind == KIND_MASTER ? is_in(stage, master_local, 4)
-                                               : is_in(stage, worker_local, 4);
+            int local = f->kind == KIND_MASTER ? is_in(stage, master_local, 3)
+                                               : is_in(stage, worker_local, 3);
             if (!strcmp(stage, "send"))
                 rc = add_link(tl, p, &s);
+            else if (f->kind == KIND_MASTER && !strcmp(stage, "finish"))
+                rc = add_item(tl, KEY_LATENCY, 0, &s);
+            else if (f->kind == KIND_WORKER && !strcmp(stage, "receive"))
+                rc = add_item(tl, major, -1 - p->stage, &s);
             else
                 rc = add_item(tl, major, local ? 0 : 1 + p->stage, &s);
             break;
@@ -793,14 +799,16 @@ static void track_name(const ds_timeline *tl, int64_t major, int64_t minor, char
         snprintf(base, sizeof base, "w%" PRId64, (major - 2) / 2);
     else if (major < KEY_RESULT(0))
         snprintf(base, sizeof base, "w%" PRId64 "→w%" PRId64, (major - 3) / 2, (major - 3) / 2 + 1);
-    else if (major < KEY_TRAINER)
+    else if (major < KEY_LATENCY)
         snprintf(base, sizeof base, "w%" PRId64 "→m", major - KEY_RESULT(0));
+    else if (major == KEY_LATENCY)
+        snprintf(base, sizeof base, "latency");
     else if (major == KEY_TRAINER)
         snprintf(base, sizeof base, "trainer");
     else
         snprintf(base, sizeof base, "%s", tl->files[major - KEY_OTHER(0)]->service);
     if (minor)
-        snprintf(out, len, "%s:%s", base, tl->stages[minor - 1]);
+        snprintf(out, len, "%s:%s", base, tl->stages[minor > 0 ? minor - 1 : -minor - 1]);
     else
         snprintf(out, len, "%s", base);
 }

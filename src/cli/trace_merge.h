@@ -2,12 +2,16 @@
  * timeline of the chain, written as Chrome trace-event JSON or an SVG Gantt.
  *
  * Tracks, in chain order:
- *   m        the master's own stages (read, plan, encode, finish)
- *   m→w0     master send start .. worker0 arrival (receive start, else decode)
- *   w0       worker0's own stages (receive, decode, execute, encode)
- *   w0→w1    worker0 send start .. worker1 arrival
+ *   m          the master's own stages (read, plan, encode)
+ *   m→w0       master send start .. worker0 arrival (receive start, else
+ *              decode start)
+ *   w0:receive worker0's receive (the RPC handler; overlaps decode)
+ *   w0         worker0's own stages (decode, execute, encode)
+ *   w0→w1      worker0 send start .. worker1 arrival
  *   ...
- *   wK→m     result return: worker K send start .. master finish start
+ *   wK→m       result return: worker K send start .. the end of the master's
+ *              "finish" stage (the result's arrival)
+ *   latency    the master's "finish" stage: frame in flight .. result
  *   trainer, then services with other names.
  * A stage a service is not known to write ("cache" on a worker, say) gets
  * its own track "w0:cache" right after the service's track, so nothing is
@@ -54,7 +58,7 @@ typedef struct ds_tm_slice {
 } ds_tm_slice;
 
 typedef struct ds_tm_track {
-    char name[2 * DS_TM_MAX_NAME + 8]; /* "m", "m→w0", "w0", "w1→m", "w0:cache" */
+    char name[2 * DS_TM_MAX_NAME + 8]; /* "m", "m→w0", "w0", "w1→m", "w0:cache", ... */
     int lanes;
 } ds_tm_track;
 

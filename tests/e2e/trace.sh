@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # deltaslice trace: merges the fixture traces (3 frames over master, worker0,
 # worker1) into Chrome trace-event JSON and SVG; the set with skewed clocks
-# (worker1 2.5 s ahead, worker0 1.2 ms behind, both with '# clock master'
-# lines) must give exactly the same timeline as the set on one clock.
+# (worker1 2.5 s ahead with '# clock master' lines in its file, worker0
+# 1.2 ms behind with a '# clock worker0' line in the master's file) must give
+# exactly the same timeline as the set on one clock.
 set -u
 bin=${DS_BIN:?DS_BIN not set}
 src=${DS_SOURCE_DIR:?DS_SOURCE_DIR not set}
@@ -23,6 +24,7 @@ for set in aligned skewed; do
   run "$set svg" 0 "$bin" trace "$data/$set"/*.tc -o "$tmp/$set.svg"
 done
 grep -q "worker1: -2.500000 s" "$tmp/out" || fail "skewed: shift of worker1 not reported"
+grep -q "worker0: +0.001200 s" "$tmp/out" || fail "skewed: shift of worker0 not reported"
 
 # The JSON: tracks in chain order, 15 slices per frame, times aligned.
 "$py" - "$tmp/aligned.json" "$tmp/skewed.json" <<'PY' || fails=$((fails+1))
@@ -35,22 +37,28 @@ def slices(doc):
     for e in doc["traceEvents"]:
         if e["ph"] == "X":
             assert isinstance(e["ts"], int) and isinstance(e["dur"], int) and e["dur"] >= 0, e
-            out.append((names[e["tid"]], e["args"]["frame"], e["cat"], e["ts"], e["dur"]))
+            track = names[e["tid"]].split(" #")[0]  # lanes of one track: "latency #2"
+            out.append((track, e["args"]["frame"], e["cat"], e["ts"], e["dur"]))
     return names, sorted(out)
 ok = True
 names, a = slices(docs[0])
-want = ["m", "m→w0", "w0", "w0→w1", "w1", "w1→m"]
+# Frames in flight overlap on the latency track: three lanes.
+want = ["m", "m→w0", "w0:receive", "w0", "w0→w1", "w1:receive", "w1", "w1→m", "latency",
+        "latency #2", "latency #3"]
 if [names[t] for t in sorted(names)] != want:
     print("FAIL: tracks", [names[t] for t in sorted(names)], "expected", want); ok = False
 if len(a) != 45:
     print("FAIL: %d slices, expected 45 (15 per frame)" % len(a)); ok = False
-for track, n in {"m": 12, "m→w0": 3, "w0": 12, "w0→w1": 3, "w1": 12, "w1→m": 3}.items():
+for track, n in {"m": 9, "m→w0": 3, "w0:receive": 3, "w0": 9, "w0→w1": 3, "w1": 9, "w1→m": 3,
+                 "latency": 3}.items():
     got = sum(1 for s in a if s[0] == track)
     if got != n:
         print("FAIL: track %s has %d slices, expected %d" % (track, got, n)); ok = False
 # Links run from the send start to the receiver's arrival: m→w0 of frame 0
-# is 15 ms .. 40 ms, w0→w1 100 .. 150 ms, w1→m 205 .. 215 ms.
-for track, ts, dur in (("m→w0", 15000, 25000), ("w0→w1", 100000, 50000), ("w1→m", 205000, 10000)):
+# is 15 ms .. 40 ms, w0→w1 100 .. 150 ms, w1→m 205 .. 215 ms (the end of
+# the master's finish stage, which spans 9 .. 215 ms).
+for track, ts, dur in (("m→w0", 15000, 25000), ("w0→w1", 100000, 50000), ("w1→m", 205000, 10000),
+                       ("latency", 9000, 206000)):
     s = [x for x in a if x[0] == track and x[1] == 0]
     if not s or s[0][3:] != (ts, dur):
         print("FAIL: frame 0 on %s: %s, expected ts %d dur %d" % (track, s, ts, dur)); ok = False
@@ -83,7 +91,7 @@ texts = [t.text for t in root.iter(ns + "text")]
 ok = True
 if len(rects) != 45:
     print("FAIL: %d slice rects, expected 45" % len(rects)); ok = False
-for t in ["m", "m→w0", "w0", "w0→w1", "w1", "w1→m", "time (s)"]:
+for t in ["m", "m→w0", "w0:receive", "w0", "w0→w1", "w1", "w1→m", "latency", "time (s)"]:
     if t not in texts:
         print("FAIL: no label %r" % t); ok = False
 colours = {r.get("fill") for r in rects}

@@ -81,14 +81,16 @@ static void test_fixtures(void **state)
 {
     (void)state;
     ds_timeline *a = load_set("aligned"), *b = load_set("skewed");
-    static const char *const chain[] = {"m", "m→w0", "w0", "w0→w1", "w1", "w1→m"};
-    assert_int_equal(ds_timeline_n_tracks(a), 6);
-    for (int i = 0; i < 6; i++) {
+    static const char *const chain[] = {"m",          "m→w0", "w0:receive", "w0",     "w0→w1",
+                                        "w1:receive", "w1",   "w1→m",       "latency"};
+    assert_int_equal(ds_timeline_n_tracks(a), 9);
+    for (int i = 0; i < 9; i++) {
         assert_string_equal(ds_timeline_track(a, i)->name, chain[i]);
-        assert_int_equal(ds_timeline_track(a, i)->lanes, 1);
+        assert_int_equal(ds_timeline_track(a, i)->lanes, i == 8 ? 3 : 1); /* frames in flight */
     }
     assert_int_equal(ds_timeline_n_slices(a), 45);
-    assert_int_equal(count_on(a, "m"), 12);
+    assert_int_equal(count_on(a, "m"), 9);
+    assert_int_equal(count_on(a, "latency"), 3);
     assert_int_equal(count_on(a, "w0→w1"), 3);
     /* Clock lines: the smallest RTT wins (-2500000, not -2499100). */
     int64_t shift;
@@ -128,7 +130,7 @@ static void test_clock_chain(void **state)
     assert_int_equal(add(tl, "m", "# deltaslice trace v1 service=master host=a\n"
                                    "# clock worker0 700000 100\n"
                                    "1000 5 send start\n1100 5 send finish\n"
-                                   "9000 5 finish start\n9001 5 finish finish\n", &err), 0);
+                                   "900 5 finish start\n9000 5 finish finish\n", &err), 0);
     /* worker0 = master + 0.7 s */
     assert_int_equal(add(tl, "w0", "# deltaslice trace v1 service=worker0 host=b\n"
                                     "702000 5 receive start\n702100 5 receive finish\n"
