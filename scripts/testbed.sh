@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# testbed.sh - the whole system on one machine, one network namespace per
+# role, joined by veth pairs with a tc rate limit per chain link.
+#
+#   master --(m->w0, limited)--> w0 --(w0->w1, limited)--> w1 ...
+#   master --(unlimited)--> w1, w2, ...   (the result streams the master opens)
+#   master --(unlimited)--> trainer       (when the scheduler needs it)
+#
+# It writes the matching config, runs trainer, workers and master in their
+# namespaces, prints the master's summary and tears everything down, also on
+# Ctrl-C or failure. Only the namespaces' own addresses (10.77.x.y) are used.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: scripts/testbed.sh [options]
+
+Runs master, workers (and trainer) in network namespaces with rate-limited
+links and prints the master's summary.
+
+options:
+  --bandwidth LIST   MB/s of the chain links m->w0,w0->w1,... (default 4,1);
+                     its length is the number of workers
+  --model SPEC       zoo:NAME or an .onnx path (default zoo:alexnet)
+  --size RxC         frame size (default 480x720)
+  --mode itg|dif     (default dif)
+  --frames N         frames to send (default 50)
+  --pd-num N         frames in flight (default 2)
+  --scheduler S      lbc | nsc | opt (default lbc)
+  --check            recompute every frame on the master and compare
+  --video FILE       (default data/sample.mp4)
+  --trace DIR        write trace files there (default: none)
+  --cache DIR        profiles and predictors (default .cache)
+  --bin FILE         the deltaslice binary (default build/deltaslice)
+  --config-out FILE  keep the generated config there
+  --dry-run          print the commands instead of running them
+  -h, --help         show this help
+EOF
+}
+
+die() { echo "testbed: $*" >&2; exit 2; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bandwidth="4,1" model="zoo:alexnet" size="480x720" mode="dif" frames=50 pd_num=2
+scheduler="lbc" check=false video="$root/data/sample.mp4" trace="" cache="$root/.cache"
+bin="$root/build/deltaslice" config_out="" dry=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bandwidth) bandwidth=${2:?}; shift 2 ;;
+    --model) model=${2:?}; shift 2 ;;
+    --size) size=${2:?}; shift 2 ;;
+    --mode) mode=${2:?}; shift 2 ;;
+    --frames) frames=${2:?}; shift 2 ;;
+    --pd-num) pd_num=${2:?}; shift 2 ;;
+    --scheduler) scheduler=${2:?}; shift 2 ;;
+    --check) check=true; shift ;;
+    --video) video=${2:?}; shift 2 ;;
+    --trace) trace=${2:?}; shift 2 ;;
+    --cache) cache=${2:?}; shift 2 ;;
+    --bin) bin=${2:?}; shift 2 ;;
+    --config-out) config_out=${2:?}; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option '$1'" ;;
+  esac
+done
+IFS=, read -r -a bw <<<"$bandwidth"
+n=${#bw[@]}
+[ "$n" -ge 1 ] && [ "$n" -le 16 ] || die "--bandwidth: expected 1..16 comma-separated rates"
+for r in "${bw[@]}"; do [[ "$r" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--bandwidth: '$r' is not a rate in MB/s"; done
+[[ "$size" =~ ^([0-9]+)x([0-9]+)$ ]] || die "--size: expected ROWSxCOLS, got '$size'"
+rows=${BASH_REMATCH[1]} cols=${BASH_REMATCH[2]}
+[[ "$frames" =~ ^[0-9]+$ && "$pd_num" =~ ^[0-9]+$ ]] || die "--frames and --pd-num take whole numbers"
+case "$mode" in itg|dif) ;; *) die "--mode: expected itg or dif" ;; esac
+case "$scheduler" in lbc|nsc|opt) ;; *) die "--scheduler: expected lbc, nsc or opt" ;; esac
+if [ $dry -eq 0 ]; then
+  [ "$(id -u)" -eq 0 ] || die "needs root for network namespaces and tc (try sudo, or --dry-run)"
+  [ -x "$bin" ] || die "$bin is not built (cmake --build build)"
+  command -v tc >/dev/null && command -v ip >/dev/null || die "needs iproute2 (ip, tc)"
+fi
+
+tag=$(( $$ % 10000 ))
+ns_m="ds${tag}-m" ns_t="ds${tag}-t"
+ns_w() { echo "ds${tag}-w$1"; }
+port=40000
+tmp=$(mktemp -d)
+config=${config_out:-$tmp/testbed.yml}
+namespaces=() pids=()
+
+run() { # prints in dry-run mode, runs otherwise
+  if [ $dry -eq 1 ]; then echo "$*"; else "$@"; fi
+}
+
+teardown() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+if [ $dry -eq 0 ]; then trap teardown EXIT; trap 'exit 130' INT TERM; fi
+
+add_ns() {
+  run ip netns add "$1"
+  run ip netns exec "$1" ip link set lo up
+  namespaces+=("$1")
+}
+
+# link NS_A NS_B SUBNET RATE_MB: veth pair A<->B with 10.77.SUBNET.1 on A and
+# .2 on B; RATE_MB (MB/s, empty = unlimited) shapes A's egress towards B.
+link() {
+  local a=$1 b=$2 net=$3 rate=$4 va="d${tag}a$3" vb="d${tag}b$3"
+  run ip link add "$va" netns "$a" type veth peer name "$vb" netns "$b"
+  run ip -n "$a" addr add "10.77.$net.1/30" dev "$va"
+  run ip -n "$b" addr add "10.77.$net.2/30" dev "$vb"
+  run ip -n "$a" link set "$va" up
+  run ip -n "$b" link set "$vb" up
+  if [ -n "$rate" ]; then
+    # tc's "mbps" is megabytes per second; a generous queue avoids drops.
+    local kbps
+    kbps=$(awk -v r="$rate" 'BEGIN { printf "%d", r * 1000 }')
+    run ip netns exec "$a" tc qdisc add dev "$va" root tbf rate "${kbps}kbps" burst 64kb latency 2s
+  fi
+}
+
+add_ns "$ns_m"
+for ((i = 0; i < n; i++)); do add_ns "$(ns_w $i)"; done
+link "$ns_m" "$(ns_w 0)" 0 "${bw[0]}"
+for ((i = 1; i < n; i++)); do
+  link "$(ns_w $((i-1)))" "$(ns_w $i)" "$i" "${bw[$i]}"
+  link "$ns_m" "$(ns_w $i)" "$((100 + i))" ""
+done
+need_trainer=0
+[ "$scheduler" != lbc ] && need_trainer=1
+if [ $need_trainer -eq 1 ]; then add_ns "$ns_t"; link "$ns_m" "$ns_t" 200 ""; fi
+
+{
+  echo "# written by scripts/testbed.sh"
+  printf 'port: {master: %d, trainer: %d, worker: [' $port $((port + 1))
+  for ((i = 0; i < n; i++)); do printf '%s%d' "$([ $i -gt 0 ] && echo ', ')" $((port + 2 + i)); done
+  echo ']}'
+  printf "net: {"
+  [ $need_trainer -eq 1 ] && printf "m->t: '10.77.200.2:%d', " $((port + 1))
+  printf "m->w0: '10.77.0.2:%d'" $((port + 2))
+  for ((i = 1; i < n; i++)); do
+    printf ", m->w%d: '10.77.%d.2:%d', w%d->w%d: '10.77.%d.2:%d'" $i $((100 + i)) $((port + 2 + i)) \
+      $((i - 1)) $i $i $((port + 2 + i))
+  done
+  echo "}"
+  echo "dnn: $model"
+  echo "video_path: $video"
+  echo "frame_size: [$rows, $cols]"
+  echo "mode: $mode"
+  echo "check: $check"
+  echo "master: {ifr_num: $frames, pd_num: $pd_num, scheduler: $scheduler, bandwidth: [$bandwidth]}"
+  echo "trace_dir: '$trace'"
+  echo "cache_dir: $cache"
+} >"$config"
+[ $dry -eq 1 ] && { echo "# config:"; sed 's/^/# /' "$config"; }
+
+start() { # start NS ARGS...: a role in the background
+  local ns=$1; shift
+  if [ $dry -eq 1 ]; then echo "ip netns exec $ns $bin $* &"; return; fi
+  ip netns exec "$ns" "$bin" "$@" 2>>"$tmp/roles.log" &
+  pids+=($!)
+}
+[ $need_trainer -eq 1 ] && start "$ns_t" trainer -c "$config"
+for ((i = 0; i < n; i++)); do start "$(ns_w $i)" worker -i $i -c "$config"; done
+if [ $dry -eq 1 ]; then
+  echo "ip netns exec $ns_m $bin master -c $config"
+  exit 0
+fi
+status=0
+ip netns exec "$ns_m" "$bin" master -c "$config" || status=$?
+if [ $status -ne 0 ]; then
+  echo "testbed: the master failed (status $status); role logs:" >&2
+  tail -n 30 "$tmp/roles.log" >&2
+fi
+exit $status
