@@ -18,6 +18,7 @@ static const command commands[] = {
     {"worker", ds_cmd_worker, "serve one slice of the CNN (worker -i ID)"},
     {"trainer", ds_cmd_trainer, "learn per-layer change sparsity and serve the predictors"},
     {"trace", ds_cmd_trace, "merge trace files into a timeline (Perfetto JSON or SVG)"},
+    {"dag", ds_cmd_dag, "draw a model's layer DAG with costs and cut points (Graphviz SVG or DOT)"},
     {"zoo", ds_cmd_zoo, "write a built-in CNN trunk (alexnet, vgg16, ...) as an ONNX file"},
     {"infer", ds_cmd_infer, "run a model on one raw float32 tensor (MODEL --input --shape --output)"},
 };
