@@ -11,6 +11,7 @@ packages=(
   libyaml-dev liblz4-dev libzstd-dev liblbfgs-dev
   libcmocka-dev clang libclang-rt-14-dev     # tests, sanitizers, libFuzzer
   python3-onnx libonnx-testdata              # ONNX checker and node test cases
+  iproute2                                   # the namespace testbed (ip, tc)
 )
 
 missing=()

@@ -19,6 +19,7 @@
 #include "common/trace.h"
 #include "dif/dif.h"
 #include "model/model.h"
+#include "planner.h"
 #include "roles.h"
 #include "rpc/rpc.h"
 #include "sched/plan.h"
@@ -400,45 +401,64 @@ static int fetch_costs(master *ms, int rows, int cols, double **costs, ds_error 
     return rc;
 }
 
-/* Load-balanced plan from the workers' costs: capabilities relative to
- * worker 0, as the original did. */
-static int make_plan(master *ms, double **costs, ds_plan *plan, ds_error *err)
+/* The trainer's predictors for this model, video and frame size. */
+static ds_predictors *fetch_predictors(master *ms, int rows, int cols, ds_error *err)
 {
-    const ds_model *m = &ms->model;
-    double cap[DS_MAX_WORKERS], total0 = 0;
-    for (int l = 0; l < m->n_layers; l++)
-        total0 += costs[0][l];
-    for (int i = 0; i < ms->n_workers; i++) {
-        double t = 0;
-        for (int l = 0; l < m->n_layers; l++)
-            t += costs[i][l];
-        cap[i] = t > 0 ? total0 / t : 1;
+    const ds_config *cfg = ms->cfg;
+    ds_rpc_channel *ch = ds_rpc_channel_new("trainer", cfg->route_master_trainer, cfg->max_message_bytes, err);
+    if (!ch || ds_rpc_wait_ready(ch, CONNECT_TIMEOUT_S, err)) {
+        ds_rpc_channel_free(ch);
+        return NULL;
     }
-    int *art = malloc(sizeof(int) * (size_t)m->n_layers);
-    int *allowed = calloc((size_t)m->n_layers, sizeof(int));
-    if (!art || !allowed) {
-        free(art);
-        free(allowed);
-        return ds_errorf(err, "out of memory");
+    Deltaslice__PredictorsRequest q = DELTASLICE__PREDICTORS_REQUEST__INIT;
+    q.model_hash = ms->model.hash;
+    q.video = cfg->video_path;
+    q.rows = (uint32_t)rows;
+    q.cols = (uint32_t)cols;
+    q.frame_num = (uint32_t)cfg->trainer.frame_num;
+    ds_buf req = {0}, resp = {0};
+    ds_predictors *pred = NULL;
+    if (ds_rpc_pack(&q.base, &req, err) == 0 &&
+        ds_rpc_call_unary(ch, DS_RPC_TRAINER_PREDICTORS, req.data, req.len, 3600, &resp, NULL, err) == 0) {
+        Deltaslice__Predictors *a = (Deltaslice__Predictors *)ds_rpc_unpack(
+            &deltaslice__predictors__descriptor, resp.data, resp.len, 0, err);
+        if (a) {
+            if (ds_predictors_decode(a->blob.data, a->blob.len, &ms->model, &pred, err))
+                ds_error_prefix(err, "trainer Predictors");
+            protobuf_c_message_free_unpacked(&a->base, NULL);
+        }
     }
-    int n_art = ds_model_articulations(m, art);
-    for (int i = 0; i < n_art; i++)
-        allowed[art[i]] = 1;
-    int rc = ds_plan_lbc(m->n_layers, costs[0], allowed, ms->n_workers, cap, plan, err);
-    free(art);
-    free(allowed);
-    return rc;
+    ds_buf_free(&req);
+    ds_buf_free(&resp);
+    ds_rpc_channel_free(ch);
+    return pred;
+}
+
+/* Job messages of a plan (pointing into pj). */
+static void job_messages(const ds_plan_jobs *pj, int n_workers, Deltaslice__Job *msgs, Deltaslice__Job **jobs)
+{
+    for (int i = 0; i < n_workers; i++) {
+        deltaslice__job__init(&msgs[i]);
+        msgs[i].n_exec_ids = (size_t)pj->job[i].n_exec;
+        msgs[i].exec_ids = pj->job[i].exec_ids;
+        msgs[i].n_out_ids = (size_t)pj->job[i].n_out;
+        msgs[i].out_ids = pj->job[i].out_ids;
+        jobs[i] = &msgs[i];
+    }
 }
 
 /* -------------------------------------------------------------- summary */
 
-static void print_summary(master *ms, const ds_plan *plan, int rows, int cols, double elapsed)
+static void print_summary(master *ms, const ds_planner *pl, int plan_changes, int rows, int cols,
+                          double elapsed)
 {
     const ds_config *cfg = ms->cfg;
     char plan_text[256];
     printf("model: %s %dx%d, mode %s, scheduler %s, plan %s\n", ms->model.name, rows, cols,
            ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler),
-           ds_plan_str(plan, plan_text, sizeof plan_text));
+           ds_plan_str(&pl->current, plan_text, sizeof plan_text));
+    printf("plans: %d used, last predicted %.4f s per frame, latency %.4f s\n", plan_changes,
+           pl->predicted.per_frame, pl->predicted.mean_latency);
     int lost = ms->n_frames - ms->finished - ms->failed;
     printf("frames: %d finished, %d failed, %d lost (of %d)\n", ms->finished, ms->failed, lost, ms->n_frames);
     double *lat = malloc(sizeof(double) * (size_t)(ms->n_frames ? ms->n_frames : 1));
@@ -484,6 +504,7 @@ static int send_frame(master *ms, ds_dif_cache *cache, const ds_codec_opts *o, u
 {
     ds_trace_event(ms->trace, (uint64_t)frame_id, "encode", DS_TRACE_START);
     payload->len = 0;
+    ds_dif_cache_use_plan(cache, plan_id); /* a new plan starts in full */
     if (ds_dif_send(cache, 0, u8, o, payload, err))
         return -1;
     ds_trace_event(ms->trace, (uint64_t)frame_id, "encode", DS_TRACE_FINISH);
@@ -522,8 +543,11 @@ int ds_master_main(const ds_config *cfg)
     ds_error err;
     ds_video *video = NULL;
     double *costs[DS_MAX_WORKERS] = {0};
-    ds_plan plan = {0};
+    ds_planner planner = {0};
+    int planner_ready = 0, plan_changes = 0;
     ds_plan_jobs pj = {0};
+    ds_tensor prev_frame = {0};
+    float input_frac[16];
     Deltaslice__Job job_msgs[DS_MAX_WORKERS], *jobs[DS_MAX_WORKERS];
     ds_dif_cache cache = {0};
     ds_tensor hwc = {0};
@@ -553,26 +577,19 @@ int ds_master_main(const ds_config *cfg)
             goto out;
         }
     }
-    if (cfg->master.scheduler != DS_SCHED_LBC) {
-        ds_error("scheduler %s is not built yet; use lbc", ds_scheduler_name(cfg->master.scheduler));
-        status = 2;
+    if (ms->model.layers[0].out_shape.dims[1] > 16) {
+        ds_error("%s: the network input has %lld channels; frames have 3", ms->model.name,
+                 (long long)ms->model.layers[0].out_shape.dims[1]);
         goto out;
     }
+    ds_predictors *pred = NULL;
     if (connect_workers(ms, &err) || fetch_costs(ms, rows, cols, costs, &err) ||
-        make_plan(ms, costs, &plan, &err) || ds_plan_jobs_make(&ms->model, &plan, &pj, &err)) {
+        (ds_config_needs_trainer(cfg) && !(pred = fetch_predictors(ms, rows, cols, &err))) ||
+        ds_planner_init(&planner, cfg, &ms->model, costs, pred, &err)) {
         ds_error("%s", err.msg);
         goto out;
     }
-    char plan_text[256];
-    ds_info("plan %s", ds_plan_str(&plan, plan_text, sizeof plan_text));
-    for (int i = 0; i < ms->n_workers; i++) {
-        deltaslice__job__init(&job_msgs[i]);
-        job_msgs[i].n_exec_ids = (size_t)pj.job[i].n_exec;
-        job_msgs[i].exec_ids = pj.job[i].exec_ids;
-        job_msgs[i].n_out_ids = (size_t)pj.job[i].n_out;
-        job_msgs[i].out_ids = pj.job[i].out_ids;
-        jobs[i] = &job_msgs[i];
-    }
+    planner_ready = 1;
     for (int i = 0; i < ms->n_workers; i++) {
         reader_arg *ra = malloc(sizeof *ra);
         if (!ra)
@@ -591,7 +608,6 @@ int ds_master_main(const ds_config *cfg)
     if (!ms->frames)
         goto out;
     ds_codec_opts o = ds_link_codec(cfg, cfg->master.bandwidth[0]);
-    uint32_t plan_id = 1;
     t_start = ds_now();
     ms->last_report = t_start;
     int interrupted = 0;
@@ -628,13 +644,28 @@ int ds_master_main(const ds_config *cfg)
             break;
         }
         ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_FINISH);
+        ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_START);
+        int changed = 0;
+        if (f > 0)
+            ds_input_change(&prev_frame, &fr->frame, input_frac);
+        if (ds_planner_plan(&planner, f, f > 0 ? input_frac : NULL, &changed, &err) ||
+            ds_tensor_copy(&prev_frame, &fr->frame, &err) ||
+            (changed && (ds_plan_jobs_free(&pj), ds_plan_jobs_make(&ms->model, &planner.current, &pj, &err)))) {
+            ds_error("frame %d: %s", f, err.msg);
+            break;
+        }
+        if (changed) {
+            job_messages(&pj, ms->n_workers, job_msgs, jobs);
+            plan_changes++;
+        }
+        ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_FINISH);
         pthread_mutex_lock(&ms->lock);
         fr->state = FRAME_IN_FLIGHT;
         fr->sent = ds_now();
         ms->in_flight++;
         pthread_mutex_unlock(&ms->lock);
         ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_START);
-        if (send_frame(ms, &cache, &o, plan_id, jobs, f, &fr->frame, &payload, &req, &resp, &err)) {
+        if (send_frame(ms, &cache, &o, planner.plan_id, jobs, f, &fr->frame, &payload, &req, &resp, &err)) {
             pthread_mutex_lock(&ms->lock);
             if (fr->state == FRAME_IN_FLIGHT) {
                 fr->state = FRAME_FAILED;
@@ -684,7 +715,7 @@ int ds_master_main(const ds_config *cfg)
             pthread_join(ms->reader_th[i], NULL);
     for (int i = 0; i < ms->n_workers; i++)
         ms->reader_started[i] = 0;
-    print_summary(ms, &plan, rows, cols, elapsed);
+    print_summary(ms, &planner, plan_changes, rows, cols, elapsed);
     status = ms->finished == ms->n_frames &&
                      (!cfg->check || (ms->checked == ms->n_frames && ms->check_max_rel <= CHECK_TOLERANCE))
                  ? 0
@@ -714,6 +745,9 @@ out:
     for (int i = 0; i < ms->n_stages; i++)
         free(ms->stages[i].values);
     ds_plan_jobs_free(&pj);
+    if (planner_ready)
+        ds_planner_free(&planner);
+    ds_tensor_free(&prev_frame);
     ds_dif_cache_free(&cache);
     ds_dif_cache_free(&ms->check_cache);
     ds_executor_free(ms->check_exec);

@@ -1,0 +1,193 @@
+#include "planner.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "common/log.h"
+#include "roles.h"
+
+#define HOP_LATENCY_S 0.002  /* one RPC hop with encode and decode, measured on loopback */
+#define MAX_PLANS 2000000L
+
+static ds_compress sizing_compress(const ds_config *cfg)
+{
+    double slowest = cfg->master.bandwidth[0];
+    for (int i = 1; i < cfg->n_workers; i++)
+        if (cfg->master.bandwidth[i] < slowest)
+            slowest = cfg->master.bandwidth[i];
+    return ds_link_codec(cfg, slowest).compress;
+}
+
+/* full_bytes from the non-zero fractions; dif_bytes from frac. */
+static void size_layers(ds_planner *p, int with_dif)
+{
+    const ds_model *m = p->model;
+    ds_compress c = sizing_compress(p->cfg);
+    for (int l = 0; l < m->n_layers; l++) {
+        const ds_shape *s = &m->layers[l].out_shape;
+        ds_dtype t = l == 0 ? DS_U8 : DS_F32; /* frames travel as u8 */
+        int ch = ds_predict_channels(s);
+        if (!p->pred) {
+            p->full_bytes[l] = (double)ds_shape_numel(s) * ds_dtype_size(t);
+            continue;
+        }
+        const double *nz = ds_predictors_nonzero(p->pred, l);
+        float nzf[4096];
+        for (int k = 0; k < ch && k < 4096; k++)
+            nzf[k] = l == 0 ? 1.0f : (float)nz[k];
+        p->full_bytes[l] = (double)ds_codec_predict_bytes(s, t, nzf, c);
+        if (with_dif)
+            p->dif_bytes[l] = (double)ds_codec_predict_bytes(s, t, p->frac[l], c);
+    }
+}
+
+int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, double **costs,
+                    ds_predictors *pred, ds_error *err)
+{
+    memset(p, 0, sizeof *p);
+    p->cfg = cfg;
+    p->model = m;
+    p->pred = pred;
+    int n = m->n_layers;
+    for (int i = 0; i < cfg->n_workers; i++) {
+        p->costs[i] = costs[i];
+        costs[i] = NULL;
+    }
+    p->allowed = calloc((size_t)n, sizeof *p->allowed);
+    p->full_bytes = calloc((size_t)n, sizeof *p->full_bytes);
+    p->dif_bytes = calloc((size_t)n, sizeof *p->dif_bytes);
+    p->frac = calloc((size_t)n, sizeof *p->frac);
+    int *art = malloc(sizeof(int) * (size_t)n);
+    if (!p->allowed || !p->full_bytes || !p->dif_bytes || !p->frac || !art) {
+        free(art);
+        return ds_errorf(err, "out of memory");
+    }
+    for (int l = 0; l < n; l++) {
+        int ch = ds_predict_channels(&m->layers[l].out_shape);
+        if (ch > 4096) {
+            free(art);
+            return ds_errorf(err, "layer %d (%s) has %d channels, more than the planner's 4096", l,
+                             m->layers[l].name, ch);
+        }
+        p->frac[l] = calloc((size_t)(ch ? ch : 1), sizeof(float));
+        if (!p->frac[l]) {
+            free(art);
+            return ds_errorf(err, "out of memory");
+        }
+    }
+    int n_art = ds_model_articulations(m, art);
+    for (int i = 0; i < n_art; i++)
+        p->allowed[art[i]] = 1;
+    free(art);
+
+    p->cm.n_layers = n;
+    p->cm.n_workers = cfg->n_workers;
+    p->cm.hop_latency = HOP_LATENCY_S;
+    p->cm.pd_num = cfg->master.pd_num;
+    double cap[DS_MAX_WORKERS], total0 = 0;
+    for (int l = 0; l < n; l++)
+        total0 += p->costs[0][l];
+    for (int i = 0; i < cfg->n_workers; i++) {
+        p->cm.compute[i] = p->costs[i];
+        p->cm.bandwidth[i] = cfg->master.bandwidth[i] * 1e6;
+        double t = 0;
+        for (int l = 0; l < n; l++)
+            t += p->costs[i][l];
+        cap[i] = t > 0 ? total0 / t : 1; /* relative to worker 0, as the original */
+    }
+    return ds_plan_lbc(n, p->costs[0], p->allowed, cfg->n_workers, cap, &p->lbc, err);
+}
+
+void ds_input_change(const ds_tensor *prev, const ds_tensor *cur, float *frac)
+{
+    int64_t c = cur->shape.dims[1], plane = cur->shape.dims[2] * cur->shape.dims[3];
+    const uint8_t *a = prev->data, *b = cur->data;
+    for (int64_t k = 0; k < c; k++) {
+        int64_t changed = 0;
+        for (int64_t i = 0; i < plane; i++)
+            changed += a[k * plane + i] != b[k * plane + i];
+        frac[k] = plane ? (float)changed / (float)plane : 0;
+    }
+}
+
+static void log_plan(const ds_planner *p, const char *why)
+{
+    char text[256];
+    ds_info("plan %u (%s): %s, predicted %.3f s per frame, latency %.3f s", p->plan_id, why,
+            ds_plan_str(&p->current, text, sizeof text), p->predicted.per_frame, p->predicted.mean_latency);
+}
+
+int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *changed, ds_error *err)
+{
+    const ds_config *cfg = p->cfg;
+    *changed = 0;
+    int dif = cfg->mode == DS_MODE_DIF;
+    int frames_left = cfg->master.ifr_num - frame;
+    if (frame == 0) {
+        p->plan_id = 1;
+        *changed = 1;
+        if (cfg->master.scheduler == DS_SCHED_LBC || !p->pred) {
+            p->current = p->lbc;
+            size_layers(p, 0);
+            ds_cost_simulate(&p->cm, &p->current, p->full_bytes, NULL, frames_left, 1, &p->predicted);
+            log_plan(p, "load-balanced");
+            return 0;
+        }
+        /* Frame 0 travels in full: plan it on its own. */
+        size_layers(p, 0);
+        if (cfg->master.scheduler == DS_SCHED_NSC)
+            ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, NULL, 1, 1, &p->lbc, &p->current, &p->predicted);
+        else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, NULL, dif ? 1 : frames_left, 1,
+                                  MAX_PLANS, &p->current, &p->predicted, err) < 0)
+            return -1;
+        log_plan(p, dif ? "first frame, full tensors" : "full tensors");
+        return 0;
+    }
+    if (!p->pred || cfg->master.scheduler == DS_SCHED_LBC || !dif)
+        return 0; /* lbc and itg plans do not depend on the frames */
+    int replan = cfg->master.scheduler == DS_SCHED_NSC ? frame == 1
+                                                        : frame == 1 || frame % DS_REPLAN_FRAMES == 0;
+    if (!replan || !input_frac)
+        return 0;
+    if (ds_predictors_eval(p->pred, p->model, input_frac, p->frac, err))
+        return -1;
+    size_layers(p, 1);
+    int horizon = cfg->master.scheduler == DS_SCHED_NSC ? frames_left
+                  : frames_left < DS_REPLAN_FRAMES     ? frames_left
+                                                        : DS_REPLAN_FRAMES;
+    ds_plan cand;
+    ds_sim_result cr, keep;
+    if (cfg->master.scheduler == DS_SCHED_NSC)
+        ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, &p->lbc, &cand, &cr);
+    else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, MAX_PLANS,
+                              &cand, &cr, err) < 0)
+        return -1;
+    /* Keeping the plan costs no full transfer; a new plan pays one. */
+    ds_cost_simulate(&p->cm, &p->current, p->full_bytes, p->dif_bytes, horizon, 0, &keep);
+    if (memcmp(cand.cut, p->current.cut, sizeof cand.cut) == 0 || keep.makespan <= cr.makespan) {
+        p->predicted = keep;
+        return 0;
+    }
+    p->current = cand;
+    p->predicted = cr;
+    p->plan_id++;
+    *changed = 1;
+    log_plan(p, frame == 1 ? "updates" : "re-planned for the recent change");
+    return 0;
+}
+
+void ds_planner_free(ds_planner *p)
+{
+    for (int i = 0; i < DS_MAX_WORKERS; i++)
+        free(p->costs[i]);
+    if (p->frac)
+        for (int l = 0; l < p->model->n_layers; l++)
+            free(p->frac[l]);
+    free(p->frac);
+    free(p->allowed);
+    free(p->full_bytes);
+    free(p->dif_bytes);
+    ds_predictors_free(p->pred);
+    memset(p, 0, sizeof *p);
+}
