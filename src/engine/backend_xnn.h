@@ -7,10 +7,13 @@
  * and reused; pools whose padding depends on the input size are re-created
  * when the input size changes.  Ops XNNPACK lacks (LRN, Softmax, Concat,
  * BatchNorm, pools with count_include_pad over padding) run in plain C on the
- * NHWC data.  One ds_xnn per thread. */
+ * NHWC data.  Stride-1 3x3 and 5x5 convolutions with >= 16 channels run as
+ * Winograd F(2x2, rxr) (winograd.h); environment DS_WINOGRAD=0 turns that
+ * off (for comparisons).  One ds_xnn per thread. */
 #ifndef DS_ENGINE_BACKEND_XNN_H
 #define DS_ENGINE_BACKEND_XNN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -27,6 +30,11 @@ ds_xnn *ds_xnn_new(const ds_model *m, int threads, ds_error *err);
 int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *const *in,
                ds_tensor *out, ds_error *err);
 void ds_xnn_free(ds_xnn *x);
+
+/* Convs whose XNNPACK indirection buffer would exceed this many bytes (and
+ * whose weights are small) run in bands of output rows.  Process-wide; for
+ * tests, which set it tiny to exercise the banded path. */
+void ds_xnn_set_band_limit(size_t bytes);
 
 /* Layout conversion of n images of c channels x hw pixels. */
 void ds_nchw_to_nhwc(const float *src, float *dst, int64_t n, int64_t c, int64_t hw);

@@ -10,18 +10,37 @@
 #include <xnnpack.h>
 
 #include "ops.h"
+#include "winograd.h"
 
 typedef struct xlayer {
     xnn_operator_t op;      /* the layer's operator (conv: without Relu) */
     xnn_operator_t op_relu; /* conv with the Relu fused as a clamp */
     int64_t h, w;           /* input size a pool operator was made for */
     int fallback;           /* pool: plain C (XNNPACK lacks the semantics) */
+    ds_wino *wino;          /* conv run as Winograd (Relu fused or not) */
+    struct band_op {        /* conv run in bands of output rows */
+        xnn_operator_t op;
+        int pt, pb, relu;   /* vertical pads of the band, Relu fused */
+    } band[6];
+    int n_band;
 } xlayer;
+
+/* Above this many bytes of XNNPACK indirection pointers (output pixels x
+ * kernel taps x 8: 20 MB for AlexNet's first conv at 480x720), a conv with
+ * small weights runs in bands of output rows, each needing a fraction. */
+static size_t band_limit = 2u << 20;
+
+void ds_xnn_set_band_limit(size_t bytes)
+{
+    band_limit = bytes;
+}
 
 struct ds_xnn {
     const ds_model *m;
     pthreadpool_t pool;
     xlayer *l;
+    int winograd;
+    ds_wino_scratch ws;
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -50,6 +69,8 @@ ds_xnn *ds_xnn_new(const ds_model *m, int threads, ds_error *err)
         return NULL;
     }
     x->m = m;
+    const char *env = getenv("DS_WINOGRAD");
+    x->winograd = !(env && !strcmp(env, "0"));
     if (threads > 1 && !(x->pool = pthreadpool_create((size_t)threads))) {
         ds_xnn_free(x);
         ds_errorf(err, "cannot create a pool of %d threads", threads);
@@ -68,7 +89,11 @@ void ds_xnn_free(ds_xnn *x)
                 xnn_delete_operator(x->l[i].op);
             if (x->l[i].op_relu)
                 xnn_delete_operator(x->l[i].op_relu);
+            ds_wino_free(x->l[i].wino);
+            for (int b = 0; b < x->l[i].n_band; b++)
+                xnn_delete_operator(x->l[i].band[b].op);
         }
+    ds_wino_scratch_free(&x->ws);
     if (x->pool)
         pthreadpool_destroy(x->pool);
     free(x->l);
@@ -116,7 +141,8 @@ static int dil(const ds_layer *l, int i)
     return l->dilation[i] > 0 ? l->dilation[i] : 1;
 }
 
-static int make_conv(const ds_layer *l, int relu, xnn_operator_t *op, ds_error *err)
+static int make_conv(const ds_layer *l, int relu, int pt, int pb, xnn_operator_t *op,
+                     ds_error *err)
 {
     const int64_t *wd = l->weight.shape.dims;
     const int64_t O = wd[0], Cg = wd[1], KH = wd[2], KW = wd[3], G = l->group;
@@ -131,8 +157,7 @@ static int make_conv(const ds_layer *l, int relu, xnn_operator_t *op, ds_error *
                 for (int64_t kw = 0; kw < KW; kw++)
                     t[((o * KH + kh) * KW + kw) * Cg + ic] = w[((o * Cg + ic) * KH + kh) * KW + kw];
     enum xnn_status st = xnn_create_convolution2d_nhwc_f32(
-        (uint32_t)l->pads[0], (uint32_t)l->pads[3], (uint32_t)l->pads[2], (uint32_t)l->pads[1],
-        (uint32_t)KH, (uint32_t)KW, (uint32_t)l->stride[0], (uint32_t)l->stride[1],
+        (uint32_t)pt, (uint32_t)l->pads[3], (uint32_t)pb, (uint32_t)l->pads[1], (uint32_t)KH, (uint32_t)KW, (uint32_t)l->stride[0], (uint32_t)l->stride[1],
         (uint32_t)dil(l, 0), (uint32_t)dil(l, 1), (uint32_t)G, (size_t)Cg, (size_t)(O / G),
         (size_t)(Cg * G), (size_t)O, t, l->bias.shape.ndim ? ds_tensor_f32(&l->bias) : NULL,
         relu ? 0.0f : -INFINITY, INFINITY, 0, op);
@@ -196,6 +221,65 @@ static int make_pool(const ds_layer *l, xlayer *s, const int64_t *xd, const int6
     return 0;
 }
 
+static int run_op(ds_xnn *x, const ds_layer *l, xnn_operator_t op, enum xnn_status st,
+                  ds_error *err)
+{
+    if (st != xnn_status_success)
+        return xfail(err, l, "setup", st);
+    st = xnn_run_operator(op, x->pool);
+    return st == xnn_status_success ? 0 : xfail(err, l, "run", st);
+}
+
+static int banded(const ds_layer *l, const int64_t *xd, const int64_t *yd)
+{
+    const int64_t *wd = l->weight.shape.dims;
+    double ind = (double)yd[2] * (double)yd[3] * (double)(wd[2] * wd[3]) * 8.0;
+    size_t wbytes = (size_t)ds_shape_numel(&l->weight.shape) * sizeof(float);
+    (void)xd;
+    /* 1x1 stride-1 convs are plain GEMMs without indirection */
+    return ind > (double)band_limit && wbytes <= (1u << 20) && yd[2] > 1 &&
+           !(wd[2] == 1 && wd[3] == 1 && l->stride[0] == 1 && l->stride[1] == 1);
+}
+
+static int run_banded(ds_xnn *x, const ds_layer *l, xlayer *s, int relu, const float *xp,
+                      const int64_t *xd, float *yp, const int64_t *yd, ds_error *err)
+{
+    const int64_t H = xd[2], W = xd[3], C = xd[1], OH = yd[2], OW = yd[3], O = yd[1];
+    const int64_t KH = l->weight.shape.dims[2], KW = l->weight.shape.dims[3];
+    const int sh = l->stride[0], dh = dil(l, 0);
+    int64_t rows = (int64_t)(band_limit / (size_t)(OW * KH * KW * 8));
+    if (rows < 1)
+        rows = 1;
+    for (int64_t img = 0; img < xd[0]; img++)
+        for (int64_t r0 = 0; r0 < OH; r0 += rows) {
+            int64_t r1 = r0 + rows < OH ? r0 + rows : OH;
+            int64_t top = r0 * sh - l->pads[0], bot = (r1 - 1) * sh - l->pads[0] + (KH - 1) * dh;
+            int pt = top < 0 ? (int)-top : 0, pb = bot > H - 1 ? (int)(bot - (H - 1)) : 0;
+            int64_t first = top < 0 ? 0 : top, last = bot > H - 1 ? H - 1 : bot;
+            struct band_op *b = NULL;
+            for (int i = 0; i < s->n_band; i++)
+                if (s->band[i].pt == pt && s->band[i].pb == pb && s->band[i].relu == relu)
+                    b = &s->band[i];
+            if (!b) {
+                if (s->n_band == (int)(sizeof s->band / sizeof s->band[0]))
+                    return ds_errorf(err, "layer %d: too many conv band shapes", l->id);
+                b = &s->band[s->n_band];
+                if (make_conv(l, relu, pt, pb, &b->op, err))
+                    return -1;
+                b->pt = pt;
+                b->pb = pb;
+                b->relu = relu;
+                s->n_band++;
+            }
+            enum xnn_status st = xnn_setup_convolution2d_nhwc_f32(
+                b->op, 1, (size_t)(last - first + 1), (size_t)W,
+                xp + ((img * H + first) * W) * C, yp + ((img * OH + r0) * OW) * O, x->pool);
+            if (run_op(x, l, b->op, st, err))
+                return -1;
+        }
+    return 0;
+}
+
 /* physical (NHWC) position of logical axis ax of a rank-4 tensor */
 static int phys_axis(int ax)
 {
@@ -233,14 +317,6 @@ static int norm_axis(int axis, int rank)
     return axis < 0 ? axis + rank : axis;
 }
 
-static int run_op(ds_xnn *x, const ds_layer *l, xnn_operator_t op, enum xnn_status st,
-                  ds_error *err)
-{
-    if (st != xnn_status_success)
-        return xfail(err, l, "setup", st);
-    st = xnn_run_operator(op, x->pool);
-    return st == xnn_status_success ? 0 : xfail(err, l, "run", st);
-}
 
 int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *const *in,
                ds_tensor *out, ds_error *err)
@@ -267,8 +343,16 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     enum xnn_status st;
     switch (l->op) {
     case DS_OP_CONV: {
+        if (x->winograd && ds_wino_suitable(l)) {
+            if (!s->wino && !(s->wino = ds_wino_new(l, err)))
+                return -1;
+            return ds_wino_run(s->wino, xp, xd[0], xd[2], xd[3], yp, yd[2], yd[3], fuse_relu,
+                               x->pool, &x->ws, err);
+        }
         xnn_operator_t *op = fuse_relu ? &s->op_relu : &s->op;
-        if (!*op && make_conv(l, fuse_relu, op, err))
+        if (banded(l, xd, yd))
+            return run_banded(x, l, s, fuse_relu, xp, xd, yp, yd, err);
+        if (!*op && make_conv(l, fuse_relu, l->pads[0], l->pads[2], op, err))
             return -1;
         st = xnn_setup_convolution2d_nhwc_f32(*op, (size_t)xd[0], (size_t)xd[2], (size_t)xd[3],
                                               xp, yp, x->pool);

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "engine/backend_xnn.h"
 #include "engine/exec.h"
 #include "engine/ops.h"
 
@@ -316,6 +317,61 @@ static void test_conv_random(void **state)
         ds_shape in = rand4(8, 14);
         rand_conv(&t, in, 0);
         single(&t, in, 1 + it % 2);
+        tm_free(&t);
+    }
+}
+
+/* With a tiny indirection limit every conv with spatial taps runs in bands
+ * of output rows (operators reused across bands of the same shape). */
+static void test_conv_banded(void **state)
+{
+    (void)state;
+    ds_xnn_set_band_limit(2048);
+    for (int it = 0; it < 60; it++) {
+        tmodel t;
+        ds_shape in = rand4(8, 20);
+        rand_conv(&t, in, it % 2);
+        int in_ids[1] = {0}, ex_ids[2] = {1, 2}, out_ids[1] = {t.m.n_layers - 1};
+        ds_tensor x = {0};
+        fill(&x, &in);
+        both_backends(&t, 1, in_ids, &x, t.m.n_layers - 1, ex_ids, 1, out_ids, 1 + it % 2);
+        ds_tensor_free(&x);
+        tm_free(&t);
+    }
+    ds_xnn_set_band_limit(2u << 20);
+}
+
+/* Stride-1 3x3 and 5x5 convs with >= 16 channels take the Winograd path. */
+static void test_conv_winograd(void **state)
+{
+    (void)state;
+    for (int it = 0; it < 24; it++) {
+        tmodel t;
+        ds_shape in = ds_shape_nchw(rint_(1, 2), rint_(16, 40), rint_(1, 19), rint_(1, 23));
+        int k = it % 3 == 2 ? 5 : 3;
+        tm_init(&t, in);
+        ds_layer *l = tm_add(&t, DS_OP_CONV, 1, 0);
+        l->kernel[0] = l->kernel[1] = k;
+        for (int i = 0; i < 4; i++)
+            l->pads[i] = rint_(0, k / 2 + 1);
+        int64_t o = rint_(16, 48);
+        ds_shape ws = ds_shape_nchw(o, in.dims[1], k, k);
+        fill(&l->weight, &ws);
+        if (it % 2) {
+            ds_shape bs = ds_shape_make(1, &o);
+            fill(&l->bias, &bs);
+        }
+        if (tm_shape(&t, l)) {
+            tm_free(&t);
+            continue;
+        }
+        assert_int_equal(tm_shape(&t, tm_add(&t, DS_OP_RELU, 1, 1)), 0);
+        ds_tensor x = {0};
+        fill(&x, &in);
+        int in_ids[1] = {0}, ex_ids[2] = {1, 2}, out_relu[1] = {2}, out_conv[1] = {1};
+        both_backends(&t, 1, in_ids, &x, 2, ex_ids, 1, out_relu, 1 + it % 2);
+        both_backends(&t, 1, in_ids, &x, 1, ex_ids, 1, out_conv, 1);
+        ds_tensor_free(&x);
         tm_free(&t);
     }
 }
@@ -688,6 +744,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ref_values),
         cmocka_unit_test(test_conv_random),
+        cmocka_unit_test(test_conv_winograd),
+        cmocka_unit_test(test_conv_banded),
         cmocka_unit_test(test_conv_relu_fusion),
         cmocka_unit_test(test_fusion_keeps_requested_conv),
         cmocka_unit_test(test_pools_random),

@@ -1,0 +1,339 @@
+/* winograd.c - Winograd F(2x2, rxr) convolution over XNNPACK GEMMs. */
+#include "winograd.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xnnpack.h>
+
+#define WMAX 6 /* largest tile edge n = m + r - 1 */
+#define CH 64  /* channels per transform chunk (stack buffers) */
+
+struct ds_wino {
+    int m, r, n;
+    int64_t c, o;
+    int pt, pl;
+    float bt[WMAX][WMAX]; /* input transform B^T (n x n) */
+    float at[WMAX][WMAX]; /* output transform A^T (m x n) */
+    float *bias;          /* o floats or NULL */
+    xnn_operator_t fc[WMAX * WMAX];
+    int64_t block; /* tiles per block */
+};
+
+int ds_wino_suitable(const ds_layer *l)
+{
+    const ds_tensor *w = &l->weight;
+    if (l->op != DS_OP_CONV || w->shape.ndim != 4 || l->group != 1)
+        return 0;
+    int64_t r = w->shape.dims[2];
+    if (r != w->shape.dims[3] || (r != 3 && r != 5))
+        return 0;
+    if (l->stride[0] != 1 || l->stride[1] != 1 || l->dilation[0] > 1 || l->dilation[1] > 1)
+        return 0;
+    /* few channels: the transforms cost more than the GEMMs save */
+    return w->shape.dims[0] >= 16 && w->shape.dims[1] >= 16;
+}
+
+/* Toom-Cook matrices for F(m, r) on points 0, 1, -1, 2, -2 and infinity:
+ * y = AT [(G g) . (BT d)] computes y_i = sum_k g_k d_{i+k}. */
+static void toom_cook(int m, int r, double bt[WMAX][WMAX], double g[WMAX][WMAX],
+                      double at[WMAX][WMAX])
+{
+    static const double pts[WMAX - 1] = {0, 1, -1, 2, -2};
+    const int n = m + r - 1;
+    memset(bt, 0, sizeof(double) * WMAX * WMAX);
+    memset(g, 0, sizeof(double) * WMAX * WMAX);
+    memset(at, 0, sizeof(double) * WMAX * WMAX);
+    for (int j = 0; j < n; j++) {
+        /* coefficients of prod (x - a_l) over l != j (all l for j = n-1) */
+        double poly[WMAX + 1] = {1};
+        int deg = 0;
+        double f = 1;
+        for (int l = 0; l < n - 1; l++) {
+            if (l == j)
+                continue;
+            for (int k = deg + 1; k > 0; k--)
+                poly[k] = poly[k - 1] - pts[l] * poly[k];
+            poly[0] = -pts[l] * poly[0];
+            deg++;
+            if (j < n - 1)
+                f *= pts[j] - pts[l];
+        }
+        for (int k = 0; k <= deg; k++)
+            bt[j][k] = poly[k];
+        for (int k = 0; k < r; k++)
+            g[j][k] = j < n - 1 ? pow(pts[j], k) / f : (k == r - 1);
+    }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            at[i][j] = j < n - 1 ? (i == 0 ? 1.0 : pow(pts[j], i)) : (i == m - 1);
+}
+
+/* Checks the matrices on a 1-D example (guards the construction). */
+static int toom_cook_ok(int m, int r, double bt[WMAX][WMAX], double g[WMAX][WMAX],
+                        double at[WMAX][WMAX])
+{
+    const int n = m + r - 1;
+    double d[WMAX], k[WMAX], u[WMAX], v[WMAX];
+    for (int i = 0; i < n; i++)
+        d[i] = 0.37 * i * i - 1.3 * i + 0.5;
+    for (int i = 0; i < r; i++)
+        k[i] = 0.9 - 0.45 * i + 0.11 * i * i;
+    for (int j = 0; j < n; j++) {
+        u[j] = v[j] = 0;
+        for (int i = 0; i < r; i++)
+            u[j] += g[j][i] * k[i];
+        for (int i = 0; i < n; i++)
+            v[j] += bt[j][i] * d[i];
+    }
+    for (int i = 0; i < m; i++) {
+        double y = 0, want = 0;
+        for (int j = 0; j < n; j++)
+            y += at[i][j] * u[j] * v[j];
+        for (int q = 0; q < r; q++)
+            want += k[q] * d[i + q];
+        if (fabs(y - want) > 1e-9 * (1 + fabs(want)))
+            return 0;
+    }
+    return 1;
+}
+
+void ds_wino_free(ds_wino *w)
+{
+    if (!w)
+        return;
+    for (int p = 0; p < WMAX * WMAX; p++)
+        if (w->fc[p])
+            xnn_delete_operator(w->fc[p]);
+    free(w->bias);
+    free(w);
+}
+
+void ds_wino_scratch_free(ds_wino_scratch *s)
+{
+    free(s->v);
+    free(s->m);
+    memset(s, 0, sizeof *s);
+}
+
+ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
+{
+    const int64_t *wd = l->weight.shape.dims;
+    ds_wino *w = calloc(1, sizeof *w);
+    if (!w) {
+        ds_errorf(err, "layer %d: out of memory (Winograd)", l->id);
+        return NULL;
+    }
+    w->r = (int)wd[2];
+    w->m = 2;
+    w->n = w->m + w->r - 1;
+    w->o = wd[0];
+    w->c = wd[1];
+    w->pt = l->pads[0];
+    w->pl = l->pads[1];
+    const int n = w->n, r = w->r;
+    double bt[WMAX][WMAX], g[WMAX][WMAX], at[WMAX][WMAX];
+    toom_cook(w->m, r, bt, g, at);
+    if (!toom_cook_ok(w->m, r, bt, g, at)) {
+        ds_errorf(err, "layer %d: Winograd F(%d,%d) matrices failed their check", l->id, w->m, r);
+        ds_wino_free(w);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            w->bt[i][j] = (float)bt[i][j];
+            w->at[i][j] = (float)at[i][j];
+        }
+    int64_t big = w->c > w->o ? w->c : w->o;
+    w->block = (1 << 18) / (n * n * big);
+    w->block = w->block < 32 ? 32 : w->block > 4096 ? 4096 : w->block;
+    if (l->bias.shape.ndim) {
+        w->bias = malloc((size_t)w->o * sizeof *w->bias);
+        if (!w->bias) {
+            ds_errorf(err, "layer %d: out of memory (Winograd)", l->id);
+            ds_wino_free(w);
+            return NULL;
+        }
+        memcpy(w->bias, l->bias.data, (size_t)w->o * sizeof *w->bias);
+    }
+    /* U[p] = (G g G^T)[p] for every (out, in) pair, as an O x C matrix;
+     * one position at a time keeps the temporary at O x C floats */
+    const size_t oc = (size_t)(w->o * w->c);
+    float *u = malloc(oc * sizeof *u);
+    if (!u) {
+        ds_errorf(err, "layer %d: out of memory (Winograd weights)", l->id);
+        ds_wino_free(w);
+        return NULL;
+    }
+    const float *k = ds_tensor_f32(&l->weight);
+    for (int p = 0; p < n * n; p++) {
+        const int i = p / n, j = p % n;
+        for (size_t q = 0; q < oc; q++) {
+            const float *kk = k + q * (size_t)(r * r);
+            double s = 0;
+            for (int b = 0; b < r; b++) {
+                double gk = 0; /* (G g)[i][b] */
+                for (int a = 0; a < r; a++)
+                    gk += g[i][a] * kk[a * r + b];
+                s += gk * g[j][b];
+            }
+            u[q] = (float)s;
+        }
+        enum xnn_status st = xnn_create_fully_connected_nc_f32(
+            (size_t)w->c, (size_t)w->o, (size_t)w->c, (size_t)w->o, u, NULL, -INFINITY,
+            INFINITY, 0, &w->fc[p]);
+        if (st != xnn_status_success) {
+            free(u);
+            ds_errorf(err, "layer %d: XNNPACK fully connected create failed (status %d)", l->id,
+                      (int)st);
+            ds_wino_free(w);
+            return NULL;
+        }
+    }
+    free(u);
+    return w;
+}
+
+typedef struct task {
+    const ds_wino *w;
+    const float *x;
+    float *y, *v, *mm;
+    int64_t h, wd, oh, ow, th, tw, t0, nb;
+    int relu;
+} task;
+
+static void input_tile(void *ctx, size_t tb)
+{
+    const task *t = ctx;
+    const ds_wino *w = t->w;
+    const int n = w->n;
+    const int64_t C = w->c, B = w->block;
+    int64_t tile = t->t0 + (int64_t)tb;
+    int64_t img = tile / (t->th * t->tw), rem = tile % (t->th * t->tw);
+    int64_t iy0 = (rem / t->tw) * w->m - w->pt, ix0 = (rem % t->tw) * w->m - w->pl;
+    float d[WMAX][WMAX][CH], tmp[WMAX][WMAX][CH];
+    for (int64_t c0 = 0; c0 < C; c0 += CH) {
+        int cl = (int)(C - c0 < CH ? C - c0 : CH);
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) {
+                int64_t iy = iy0 + a, ix = ix0 + b;
+                if (iy >= 0 && iy < t->h && ix >= 0 && ix < t->wd)
+                    memcpy(d[a][b], t->x + ((img * t->h + iy) * t->wd + ix) * C + c0,
+                           (size_t)cl * sizeof(float));
+                else
+                    memset(d[a][b], 0, (size_t)cl * sizeof(float));
+            }
+        for (int i = 0; i < n; i++)
+            for (int b = 0; b < n; b++) {
+                float *o = tmp[i][b];
+                memset(o, 0, (size_t)cl * sizeof(float));
+                for (int a = 0; a < n; a++) {
+                    float f = w->bt[i][a];
+                    if (f != 0.0f)
+                        for (int c = 0; c < cl; c++)
+                            o[c] += f * d[a][b][c];
+                }
+            }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                float *o = t->v + ((int64_t)(i * n + j) * B + (int64_t)tb) * C + c0;
+                memset(o, 0, (size_t)cl * sizeof(float));
+                for (int b = 0; b < n; b++) {
+                    float f = w->bt[j][b];
+                    if (f != 0.0f)
+                        for (int c = 0; c < cl; c++)
+                            o[c] += tmp[i][b][c] * f;
+                }
+            }
+    }
+}
+
+static void output_tile(void *ctx, size_t tb)
+{
+    const task *t = ctx;
+    const ds_wino *w = t->w;
+    const int n = w->n, m = w->m;
+    const int64_t O = w->o, B = w->block;
+    int64_t tile = t->t0 + (int64_t)tb;
+    int64_t img = tile / (t->th * t->tw), rem = tile % (t->th * t->tw);
+    int64_t oy0 = (rem / t->tw) * m, ox0 = (rem % t->tw) * m;
+    float tmp[WMAX][WMAX][CH], out[CH];
+    for (int64_t c0 = 0; c0 < O; c0 += CH) {
+        int cl = (int)(O - c0 < CH ? O - c0 : CH);
+        for (int i = 0; i < m; i++)
+            for (int b = 0; b < n; b++) {
+                float *o = tmp[i][b];
+                memset(o, 0, (size_t)cl * sizeof(float));
+                for (int a = 0; a < n; a++) {
+                    float f = w->at[i][a];
+                    if (f != 0.0f) {
+                        const float *src = t->mm + ((int64_t)(a * n + b) * B + (int64_t)tb) * O + c0;
+                        for (int c = 0; c < cl; c++)
+                            o[c] += f * src[c];
+                    }
+                }
+            }
+        for (int i = 0; i < m; i++) {
+            if (oy0 + i >= t->oh)
+                break;
+            for (int j = 0; j < m; j++) {
+                if (ox0 + j >= t->ow)
+                    break;
+                for (int c = 0; c < cl; c++)
+                    out[c] = w->bias ? w->bias[c0 + c] : 0.0f;
+                for (int b = 0; b < n; b++) {
+                    float f = w->at[j][b];
+                    if (f != 0.0f)
+                        for (int c = 0; c < cl; c++)
+                            out[c] += tmp[i][b][c] * f;
+                }
+                if (t->relu)
+                    for (int c = 0; c < cl; c++)
+                        out[c] = out[c] > 0.0f ? out[c] : 0.0f;
+                memcpy(t->y + ((img * t->oh + oy0 + i) * t->ow + ox0 + j) * O + c0, out,
+                       (size_t)cl * sizeof(float));
+            }
+        }
+    }
+}
+
+static int grow(float **p, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    float *q = realloc(*p, need * sizeof **p);
+    if (!q)
+        return -1;
+    *p = q;
+    *cap = need;
+    return 0;
+}
+
+int ds_wino_run(ds_wino *w, const float *x, int64_t n, int64_t h, int64_t wd, float *y,
+                int64_t oh, int64_t ow, int relu, pthreadpool_t pool, ds_wino_scratch *s,
+                ds_error *err)
+{
+    const int nn = w->n * w->n;
+    if (grow(&s->v, &s->v_cap, (size_t)(nn * w->block * w->c)) ||
+        grow(&s->m, &s->m_cap, (size_t)(nn * w->block * w->o)))
+        return ds_errorf(err, "out of memory (Winograd scratch)");
+    task t = {w, x, y, s->v, s->m, h, wd, oh, ow, (oh + w->m - 1) / w->m,
+              (ow + w->m - 1) / w->m, 0, 0, relu};
+    const int64_t tiles = n * t.th * t.tw;
+    for (t.t0 = 0; t.t0 < tiles; t.t0 += w->block) {
+        t.nb = tiles - t.t0 < w->block ? tiles - t.t0 : w->block;
+        pthreadpool_parallelize_1d(pool, input_tile, &t, (size_t)t.nb, 0);
+        for (int p = 0; p < nn; p++) {
+            enum xnn_status st = xnn_setup_fully_connected_nc_f32(
+                w->fc[p], (size_t)t.nb, s->v + (size_t)p * (size_t)(w->block * w->c),
+                s->m + (size_t)p * (size_t)(w->block * w->o), pool);
+            if (st == xnn_status_success)
+                st = xnn_run_operator(w->fc[p], pool);
+            if (st != xnn_status_success)
+                return ds_errorf(err, "Winograd GEMM %d failed (XNNPACK status %d)", p, (int)st);
+        }
+        pthreadpool_parallelize_1d(pool, output_tile, &t, (size_t)t.nb, 0);
+    }
+    return 0;
+}
