@@ -19,6 +19,36 @@ int ds_rpc_pack(const ProtobufCMessage *msg, ds_buf *out, ds_error *err)
     return 0;
 }
 
+/* protobuf-c accepts a field number 0 written as an overlong varint, keeps
+ * it as an unknown field, and then refuses its own re-encoding of it: a
+ * message a worker accepted would fail at the next hop.  Field number 0 is
+ * invalid in protobuf, so such messages are malformed. */
+static int has_field_zero(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *sub = *(ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t j = 0; j < n; j++)
+                if (sub[j] && has_field_zero(sub[j]))
+                    return 1;
+        } else {
+            const ProtobufCMessage *sub = *(ProtobufCMessage *const *)(base + f->offset);
+            if (sub && has_field_zero(sub))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 ProtobufCMessage *ds_rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
                                 size_t len, size_t max_len, ds_error *err)
 {
@@ -27,8 +57,13 @@ ProtobufCMessage *ds_rpc_unpack(const ProtobufCMessageDescriptor *desc, const ui
         return NULL;
     }
     ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, len ? data : NULL);
-    if (!m)
+    if (!m) {
         ds_errorf(err, "malformed %s (%zu bytes)", desc->name, len);
+    } else if (has_field_zero(m)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        m = NULL;
+        ds_errorf(err, "malformed %s (%zu bytes): field number 0", desc->name, len);
+    }
     return m;
 }
 
