@@ -424,6 +424,43 @@ static void test_topological_order(void **state)
     ds_model_free(&m);
 }
 
+/* The fuzzer's seed model (written by python3-onnx's helper): every op kind
+ * in one graph, including grouped conv, SAME_UPPER pooling, ceil mode, a
+ * residual Add and a MatMul+Add head. */
+static void test_mini_net(void **state)
+{
+    (void)state;
+    ds_model m;
+    ds_error err;
+    if (ds_model_load(DS_SOURCE_DIR "/fuzz/corpus/fuzz_onnx/mini_net", &m, &err))
+        fail_msg("%s", err.msg);
+    static const ds_op ops[] = {DS_OP_INPUT, DS_OP_CONV, DS_OP_RELU, DS_OP_MAXPOOL, DS_OP_CONV,
+                                DS_OP_ADD, DS_OP_AVGPOOL, DS_OP_CONCAT, DS_OP_LRN, DS_OP_GLOBALAVGPOOL,
+                                DS_OP_FLATTEN, DS_OP_GEMM, DS_OP_SOFTMAX};
+    assert_int_equal(m.n_layers, (int)(sizeof ops / sizeof ops[0]));
+    for (int i = 0; i < m.n_layers; i++)
+        assert_int_equal(m.layers[i].op, ops[i]);
+    assert_int_equal(m.layers[4].group, 2);
+    assert_int_equal(m.layers[6].auto_pad, 2);
+    assert_non_null(m.layers[11].bias.data);
+    assert_int_equal(ds_model_set_input(&m, 1, 3, 16, 16, &err), 0);
+    /* pool1: k3 s2 p1 ceil on 16 -> 9 (last window starts inside). */
+    assert_true(ds_shape_equal(&m.layers[3].out_shape, &(ds_shape){4, {1, 4, 9, 9}}));
+    assert_true(ds_shape_equal(&m.layers[6].out_shape, &(ds_shape){4, {1, 4, 9, 9}}));
+    assert_int_equal(m.layers[6].pads[0] + m.layers[6].pads[2], 1);
+    assert_int_equal(m.layers[6].pads[2], 1); /* SAME_UPPER: extra pad at the end */
+    assert_true(ds_shape_equal(&m.layers[7].out_shape, &(ds_shape){4, {1, 8, 9, 9}}));
+    assert_true(ds_shape_equal(&m.layers[12].out_shape, &(ds_shape){2, {1, 5}}));
+    int ids[13];
+    int n = ds_model_articulations(&m, ids);
+    /* The residual Add skips conv2; the concat skips avg. */
+    static const int want[] = {0, 1, 2, 3, 5, 7, 8, 9, 10, 11, 12};
+    assert_int_equal(n, (int)(sizeof want / sizeof want[0]));
+    for (int i = 0; i < n; i++)
+        assert_int_equal(ids[i], want[i]);
+    ds_model_free(&m);
+}
+
 /* ---- failures ---------------------------------------------------------- */
 
 static tb conv_graph(void)
@@ -813,6 +850,7 @@ int main(void)
         cmocka_unit_test(test_bn_fold),
         cmocka_unit_test(test_matmul_add_aliases),
         cmocka_unit_test(test_topological_order),
+        cmocka_unit_test(test_mini_net),
         cmocka_unit_test(test_fail_truncated_and_garbage),
         cmocka_unit_test(test_fail_cycle),
         cmocka_unit_test(test_fail_unknown_op),
