@@ -449,7 +449,7 @@ static void job_messages(const ds_plan_jobs *pj, int n_workers, Deltaslice__Job 
 
 /* -------------------------------------------------------------- summary */
 
-static void print_summary(master *ms, const ds_planner *pl, int plan_changes, int rows, int cols,
+static void print_summary(master *ms, ds_planner *pl, int plan_changes, int rows, int cols,
                           double elapsed)
 {
     const ds_config *cfg = ms->cfg;
@@ -457,8 +457,9 @@ static void print_summary(master *ms, const ds_planner *pl, int plan_changes, in
     printf("model: %s %dx%d, mode %s, scheduler %s, plan %s\n", ms->model.name, rows, cols,
            ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler),
            ds_plan_str(&pl->current, plan_text, sizeof plan_text));
-    printf("plans: %d used, last predicted %.4f s per frame, latency %.4f s\n", plan_changes,
-           pl->predicted.per_frame, pl->predicted.mean_latency);
+    printf("plans: %d used, predicted %.4f s per frame%s\n", plan_changes,
+           ds_planner_predicted_per_frame(pl, ms->n_frames),
+           pl->pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: full tensor sizes)");
     int lost = ms->n_frames - ms->finished - ms->failed;
     printf("frames: %d finished, %d failed, %d lost (of %d)\n", ms->finished, ms->failed, lost, ms->n_frames);
     double *lat = malloc(sizeof(double) * (size_t)(ms->n_frames ? ms->n_frames : 1));

@@ -58,8 +58,10 @@ int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, doub
     p->full_bytes = calloc((size_t)n, sizeof *p->full_bytes);
     p->dif_bytes = calloc((size_t)n, sizeof *p->dif_bytes);
     p->frac = calloc((size_t)n, sizeof *p->frac);
+    p->seg_full = calloc((size_t)n, sizeof *p->seg_full);
+    p->seg_dif = calloc((size_t)n, sizeof *p->seg_dif);
     int *art = malloc(sizeof(int) * (size_t)n);
-    if (!p->allowed || !p->full_bytes || !p->dif_bytes || !p->frac || !art) {
+    if (!p->allowed || !p->full_bytes || !p->dif_bytes || !p->frac || !p->seg_full || !p->seg_dif || !art) {
         free(art);
         return ds_errorf(err, "out of memory");
     }
@@ -118,63 +120,101 @@ static void log_plan(const ds_planner *p, const char *why)
             ds_plan_str(&p->current, text, sizeof text), p->predicted.per_frame, p->predicted.mean_latency);
 }
 
+/* Closes the segment [seg_start, end) into the run's prediction. */
+static void close_segment(ds_planner *p, int end)
+{
+    if (end <= p->seg_start)
+        return;
+    ds_sim_result r;
+    ds_cost_simulate(&p->cm, &p->current, p->seg_full, p->seg_has_dif ? p->seg_dif : NULL,
+                     end - p->seg_start, 1, &r);
+    p->predicted_run += r.makespan;
+}
+
+static void open_segment(ds_planner *p, int start)
+{
+    size_t n = sizeof(double) * (size_t)p->model->n_layers;
+    p->seg_start = start;
+    memcpy(p->seg_full, p->full_bytes, n);
+    memcpy(p->seg_dif, p->dif_bytes, n);
+}
+
 int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *changed, ds_error *err)
 {
     const ds_config *cfg = p->cfg;
     *changed = 0;
     int dif = cfg->mode == DS_MODE_DIF;
     int frames_left = cfg->master.ifr_num - frame;
+    ds_scheduler sched = p->pred ? cfg->master.scheduler : DS_SCHED_LBC;
     if (frame == 0) {
         p->plan_id = 1;
         *changed = 1;
-        if (cfg->master.scheduler == DS_SCHED_LBC || !p->pred) {
-            p->current = p->lbc;
-            size_layers(p, 0);
-            ds_cost_simulate(&p->cm, &p->current, p->full_bytes, NULL, frames_left, 1, &p->predicted);
-            log_plan(p, "load-balanced");
-            return 0;
-        }
-        /* Frame 0 travels in full: plan it on its own. */
         size_layers(p, 0);
-        if (cfg->master.scheduler == DS_SCHED_NSC)
+        if (sched == DS_SCHED_LBC) {
+            p->current = p->lbc;
+            ds_cost_simulate(&p->cm, &p->current, p->full_bytes, NULL, frames_left, 1, &p->predicted);
+        } else if (sched == DS_SCHED_NSC) {
+            /* Frame 0 travels in full: plan it on its own. */
             ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, NULL, 1, 1, &p->lbc, &p->current, &p->predicted);
-        else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, NULL, dif ? 1 : frames_left, 1,
-                                  MAX_PLANS, &p->current, &p->predicted, err) < 0)
+        } else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, NULL, dif ? 1 : frames_left, 1,
+                                   MAX_PLANS, &p->current, &p->predicted, err) < 0) {
             return -1;
-        log_plan(p, dif ? "first frame, full tensors" : "full tensors");
+        }
+        open_segment(p, 0);
+        log_plan(p, sched == DS_SCHED_LBC ? "load-balanced" : dif ? "first frame, full tensors" : "full tensors");
         return 0;
     }
-    if (!p->pred || cfg->master.scheduler == DS_SCHED_LBC || !dif)
-        return 0; /* lbc and itg plans do not depend on the frames */
-    int replan = cfg->master.scheduler == DS_SCHED_NSC ? frame == 1
-                                                        : frame == 1 || frame % DS_REPLAN_FRAMES == 0;
-    if (!replan || !input_frac)
+    /* Plans depend on the frames only through the predicted updates. */
+    if (!p->pred || !dif || !input_frac)
+        return 0;
+    int replan = frame == 1 || (sched == DS_SCHED_OPT && frame % DS_REPLAN_FRAMES == 0);
+    if (!replan)
         return 0;
     if (ds_predictors_eval(p->pred, p->model, input_frac, p->frac, err))
         return -1;
     size_layers(p, 1);
-    int horizon = cfg->master.scheduler == DS_SCHED_NSC ? frames_left
-                  : frames_left < DS_REPLAN_FRAMES     ? frames_left
-                                                        : DS_REPLAN_FRAMES;
+    if (!p->seg_has_dif) { /* the first segment's later frames are updates */
+        memcpy(p->seg_dif, p->dif_bytes, sizeof(double) * (size_t)p->model->n_layers);
+        p->seg_has_dif = 1;
+    }
+    int horizon = sched == DS_SCHED_OPT && frames_left > DS_REPLAN_FRAMES ? DS_REPLAN_FRAMES : frames_left;
+    ds_sim_result keep;
+    ds_cost_simulate(&p->cm, &p->current, p->full_bytes, p->dif_bytes, horizon, 0, &keep);
+    if (sched == DS_SCHED_LBC) {
+        p->predicted = keep;
+        return 0;
+    }
     ds_plan cand;
-    ds_sim_result cr, keep;
-    if (cfg->master.scheduler == DS_SCHED_NSC)
+    ds_sim_result cr;
+    if (sched == DS_SCHED_NSC)
         ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, &p->lbc, &cand, &cr);
     else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, MAX_PLANS,
                               &cand, &cr, err) < 0)
         return -1;
     /* Keeping the plan costs no full transfer; a new plan pays one. */
-    ds_cost_simulate(&p->cm, &p->current, p->full_bytes, p->dif_bytes, horizon, 0, &keep);
     if (memcmp(cand.cut, p->current.cut, sizeof cand.cut) == 0 || keep.makespan <= cr.makespan) {
         p->predicted = keep;
         return 0;
     }
+    close_segment(p, frame);
     p->current = cand;
     p->predicted = cr;
     p->plan_id++;
     *changed = 1;
+    open_segment(p, frame);
     log_plan(p, frame == 1 ? "updates" : "re-planned for the recent change");
     return 0;
+}
+
+double ds_planner_predicted_per_frame(ds_planner *p, int n_frames)
+{
+    if (n_frames <= 0)
+        return 0;
+    double closed = p->predicted_run;
+    close_segment(p, n_frames);
+    double total = p->predicted_run;
+    p->predicted_run = closed; /* the open segment may still grow */
+    return total / n_frames;
 }
 
 void ds_planner_free(ds_planner *p)
@@ -188,6 +228,8 @@ void ds_planner_free(ds_planner *p)
     free(p->allowed);
     free(p->full_bytes);
     free(p->dif_bytes);
+    free(p->seg_full);
+    free(p->seg_dif);
     ds_predictors_free(p->pred);
     memset(p, 0, sizeof *p);
 }

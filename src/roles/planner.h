@@ -37,7 +37,13 @@ typedef struct ds_planner {
     ds_plan lbc;
     ds_plan current;
     uint32_t plan_id;
-    ds_sim_result predicted;       /* of the current plan, per frame */
+    ds_sim_result predicted;       /* of the current plan over its horizon */
+    /* The run's prediction, segment by segment (a segment = the frames
+     * under one plan, priced with the sizes predicted at its start). */
+    int seg_start;
+    int seg_has_dif;
+    double *seg_full, *seg_dif;
+    double predicted_run;          /* seconds of the closed segments */
 } ds_planner;
 
 /* Takes ownership of costs[i] (malloc'd, n_layers each); pred may be NULL
@@ -48,6 +54,8 @@ int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, doub
  * between frame f-1 and f (NULL for frame 0). Sets *changed when the plan
  * differs from the previous frame's (the plan id then moves on). */
 int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *changed, ds_error *err);
+/* Predicted seconds per frame of the whole run of n_frames frames. */
+double ds_planner_predicted_per_frame(ds_planner *p, int n_frames);
 /* Changed fraction per channel between two u8 NCHW frames of one shape. */
 void ds_input_change(const ds_tensor *prev, const ds_tensor *cur, float *frac);
 void ds_planner_free(ds_planner *p);
