@@ -386,6 +386,42 @@ static void test_matmul_add_aliases(void **state)
     ds_model_free(&m);
 }
 
+/* Weights from a Constant node; an initializer also listed as a graph input
+ * (IR < 4 style) is not a network input; a shared initializer is copied. */
+static void test_constant_and_listed_initializers(void **state)
+{
+    (void)state;
+    float w[2 * 3] = {1, 2, 3, 4, 5, 6};
+    tb b = tb_new(11);
+    tb_input(&b, "x", 1, 3, 0, 0);
+    tb_input(&b, "W", 2, 3, 1, 1);
+    int64_t wd[4] = {2, 3, 1, 1};
+    tb_init(&b, "W", 4, wd, w);
+    Onnx__NodeProto *n = tb_node(&b, "Constant", "k", "", "Wc");
+    Onnx__AttributeProto *a = attr(n, "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
+    a->t = tensor("Wc", 4, (int64_t[]){3, 3, 1, 1}, (float[]){1, 0, 0, 0, 1, 0, 0, 0, 1});
+    tb_node(&b, "Conv", "eye", "x,Wc", "e");
+    tb_node(&b, "Conv", "c1", "e,W", "y1");
+    tb_node(&b, "Conv", "c2", "e,W", "y2");
+    tb_output(&b, "y1");
+    tb_output(&b, "y2");
+    ds_model m;
+    ds_error err;
+    if (tb_load(&b, &m, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(m.n_layers, 4);
+    assert_int_equal(m.n_outputs, 2);
+    for (int i = 0; i < 9; i++)
+        assert_true(ds_tensor_f32(&m.layers[1].weight)[i] == (i % 4 == 0 ? 1.0f : 0.0f));
+    assert_memory_equal(m.layers[2].weight.data, w, sizeof w);
+    assert_memory_equal(m.layers[3].weight.data, w, sizeof w);
+    assert_ptr_not_equal(m.layers[2].weight.data, m.layers[3].weight.data);
+    int ids[4];
+    assert_int_equal(ds_model_articulations(&m, ids), 2); /* two outputs: only x and eye */
+    assert_int_equal(ids[1], 1);
+    ds_model_free(&m);
+}
+
 /* Nodes listed out of order get topological ids; consumers ascending. */
 static void test_topological_order(void **state)
 {
@@ -851,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_matmul_add_aliases),
         cmocka_unit_test(test_topological_order),
         cmocka_unit_test(test_mini_net),
+        cmocka_unit_test(test_constant_and_listed_initializers),
         cmocka_unit_test(test_fail_truncated_and_garbage),
         cmocka_unit_test(test_fail_cycle),
         cmocka_unit_test(test_fail_unknown_op),
