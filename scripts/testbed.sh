@@ -28,6 +28,7 @@ options:
   --pd-num N         frames in flight (default 2)
   --scheduler S      lbc | nsc | opt (default lbc)
   --check            recompute every frame on the master and compare
+  --train-frames N   frames the trainer learns from (default 400)
   --video FILE       (default data/sample.mp4)
   --trace DIR        write trace files there (default: none)
   --cache DIR        profiles and predictors (default .cache)
@@ -42,7 +43,7 @@ die() { echo "testbed: $*" >&2; exit 2; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bandwidth="4,1" model="zoo:alexnet" size="480x720" mode="dif" frames=50 pd_num=2
-scheduler="lbc" check=false video="$root/data/sample.mp4" trace="" cache="$root/.cache"
+scheduler="lbc" check=false train_frames=400 video="$root/data/sample.mp4" trace="" cache="$root/.cache"
 bin="$root/build/deltaslice" config_out="" dry=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,6 +55,7 @@ while [ $# -gt 0 ]; do
     --pd-num) pd_num=${2:?}; shift 2 ;;
     --scheduler) scheduler=${2:?}; shift 2 ;;
     --check) check=true; shift ;;
+    --train-frames) train_frames=${2:?}; shift 2 ;;
     --video) video=${2:?}; shift 2 ;;
     --trace) trace=${2:?}; shift 2 ;;
     --cache) cache=${2:?}; shift 2 ;;
@@ -70,7 +72,8 @@ n=${#bw[@]}
 for r in "${bw[@]}"; do [[ "$r" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--bandwidth: '$r' is not a rate in MB/s"; done
 [[ "$size" =~ ^([0-9]+)x([0-9]+)$ ]] || die "--size: expected ROWSxCOLS, got '$size'"
 rows=${BASH_REMATCH[1]} cols=${BASH_REMATCH[2]}
-[[ "$frames" =~ ^[0-9]+$ && "$pd_num" =~ ^[0-9]+$ ]] || die "--frames and --pd-num take whole numbers"
+[[ "$frames" =~ ^[0-9]+$ && "$pd_num" =~ ^[0-9]+$ && "$train_frames" =~ ^[0-9]+$ ]] ||
+  die "--frames, --pd-num and --train-frames take whole numbers"
 case "$mode" in itg|dif) ;; *) die "--mode: expected itg or dif" ;; esac
 case "$scheduler" in lbc|nsc|opt) ;; *) die "--scheduler: expected lbc, nsc or opt" ;; esac
 if [ $dry -eq 0 ]; then
@@ -152,6 +155,7 @@ if [ $need_trainer -eq 1 ]; then add_ns "$ns_t"; link "$ns_m" "$ns_t" 200 ""; fi
   echo "mode: $mode"
   echo "check: $check"
   echo "master: {ifr_num: $frames, pd_num: $pd_num, scheduler: $scheduler, bandwidth: [$bandwidth]}"
+  echo "trainer: {frame_num: $train_frames}"
   echo "trace_dir: '$trace'"
   echo "cache_dir: $cache"
 } >"$config"
