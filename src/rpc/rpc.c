@@ -266,7 +266,7 @@ struct ds_rpc_stream {
     grpc_slice close_details;
     const char *gone_why;
     int grpc_refs; /* outstanding batches */
-    int app_ref;   /* the handler's reference */
+    int app_refs;  /* the handler's, plus ours while the handler runs */
     char peer[128];
     char method[64];
 };
@@ -460,7 +460,7 @@ static int stream_grpc_unref(ds_rpc_stream *s)
     grpc_call_unref(s->call);
     s->call = NULL;
     s->srv = NULL;
-    return !s->app_ref;
+    return s->app_refs == 0;
 }
 
 static void stream_event(tag *t, int success)
@@ -504,6 +504,16 @@ static void stream_event(tag *t, int success)
         stream_free(s);
 }
 
+/* Drops one application-side reference. */
+static void stream_release(ds_rpc_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int free_it = --s->app_refs == 0 && s->grpc_refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (free_it)
+        stream_free(s);
+}
+
 static void handle_stream(worker_thread *w, method *m, grpc_call *call,
                           grpc_byte_buffer *payload)
 {
@@ -527,7 +537,7 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
     s->call = call;
     s->max_msg = w->srv->max_msg;
     s->cap = m->queue;
-    s->app_ref = 1;
+    s->app_refs = 2;
     s->grpc_refs = 1;
     snprintf(s->method, sizeof s->method, "%s", short_method(m->path));
     char *peer = grpc_call_get_peer(call);
@@ -566,8 +576,15 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
     }
     if (payload)
         grpc_byte_buffer_destroy(payload);
-    if (code != DS_RPC_OK)
-        ds_rpc_stream_close(s, code, err.msg);
+    if (code != DS_RPC_OK) {
+        /* Rejected: end the call, unless the handler already closed it. */
+        pthread_mutex_lock(&s->mu);
+        int closed = s->close_requested;
+        pthread_mutex_unlock(&s->mu);
+        if (!closed)
+            ds_rpc_stream_close(s, code, err.msg);
+    }
+    stream_release(s);
 }
 
 int ds_rpc_stream_push(ds_rpc_stream *s, const void *msg, size_t len, double timeout_s,
@@ -629,12 +646,9 @@ void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
         s->close_msg = message ? dup_str(message) : NULL;
         stream_pump(s);
     }
-    s->app_ref = 0;
-    int free_it = s->grpc_refs == 0;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    if (free_it)
-        stream_free(s);
+    stream_release(s);
 }
 
 /* ---- server threads */

@@ -85,8 +85,8 @@ typedef int (*ds_rpc_unary_fn)(void *ud, const uint8_t *req, size_t req_len, ds_
  * the stream, taking ownership of one reference to `stream`: it may push
  * messages from any thread until it calls ds_rpc_stream_close (mandatory,
  * exactly once, also after the peer went away).  Any other return rejects
- * the call with that status and err's message; `stream` is then not the
- * handler's to use. */
+ * the call with that status and err's message (unless the handler closed the
+ * stream already: its status stands); the handler must not keep `stream`. */
 typedef int (*ds_rpc_stream_fn)(void *ud, const uint8_t *req, size_t req_len,
                                 ds_rpc_stream *stream, ds_error *err);
 

@@ -26,6 +26,7 @@
 #define PARSE "/test.Svc/Parse"
 #define COUNT "/test.Svc/Count"
 #define HOLD "/test.Svc/Hold"
+#define ODD "/test.Svc/Odd"
 
 static int baseline_threads;
 
@@ -134,6 +135,19 @@ static int hold(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s, ds_e
     return DS_RPC_OK;
 }
 
+/* Closes the stream itself, then returns an error anyway: its own status
+ * stands and nothing is closed twice. */
+static int odd(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s, ds_error *err)
+{
+    (void)ud, (void)req, (void)len;
+    if (ds_rpc_stream_push(s, "x", 1, 1, err) == 0)
+        ds_rpc_stream_close(s, DS_RPC_OK, NULL);
+    else
+        ds_rpc_stream_close(s, DS_RPC_INTERNAL, err->msg);
+    ds_errorf(err, "ignored");
+    return DS_RPC_ABORTED;
+}
+
 static ds_rpc_stream *wait_held(void)
 {
     for (int i = 0; i < 500; i++) {
@@ -159,6 +173,7 @@ static ds_rpc_server *start_server(const char *addr, size_t max_msg)
     assert_int_equal(ds_rpc_server_add_unary(srv, PARSE, parse, NULL, &err), 0);
     assert_int_equal(ds_rpc_server_add_stream(srv, COUNT, count, NULL, 8, &err), 0);
     assert_int_equal(ds_rpc_server_add_stream(srv, HOLD, hold, NULL, 4, &err), 0);
+    assert_int_equal(ds_rpc_server_add_stream(srv, ODD, odd, NULL, 0, &err), 0);
     assert_int_equal(ds_rpc_server_start(srv, 2, &err), 0);
     return srv;
 }
@@ -307,11 +322,29 @@ static void test_client_before_server(void **state)
     assert_non_null(ch);
     pthread_t th;
     pthread_create(&th, NULL, late_server, &a);
+    /* Capture the log to check the wait is announced exactly once. */
+    FILE *log = tmpfile();
+    assert_non_null(log);
+    int saved = dup(2);
+    dup2(fileno(log), 2);
+    ds_log_set_level(DS_LOG_INFO);
     double t0 = ds_now();
     int rc = ds_rpc_wait_ready(ch, 10, &err);
     double dt = ds_now() - t0;
+    ds_log_set_level(DS_LOG_WARN);
+    dup2(saved, 2);
+    close(saved);
     pthread_join(th, NULL);
     assert_int_equal(rc, 0);
+    char text[4096] = {0}, want[96];
+    rewind(log);
+    size_t got = fread(text, 1, sizeof text - 1, log);
+    fclose(log);
+    text[got] = 0;
+    snprintf(want, sizeof want, "waiting for w0 at %s", target);
+    const char *hit = strstr(text, want);
+    assert_non_null(hit);
+    assert_null(strstr(hit + 1, want));
     assert_true(dt >= 0.5);
     assert_true(dt < 4.0); /* backoff is capped at 2 s */
     ds_buf resp = {0};
@@ -351,6 +384,13 @@ static void test_stream_in_order(void **state)
     assert_int_equal(ds_rpc_reader_next(r, &msg, 5, &code, &err), -1);
     assert_int_equal(code, DS_RPC_INVALID_ARGUMENT);
     assert_non_null(strstr(err.msg, "Count: INVALID_ARGUMENT: bad count"));
+    ds_rpc_reader_free(r);
+
+    r = ds_rpc_reader_open(ch, ODD, "", 0, &err);
+    assert_non_null(r);
+    assert_int_equal(ds_rpc_reader_next(r, &msg, 5, &code, &err), 1);
+    assert_int_equal(ds_rpc_reader_next(r, &msg, 5, &code, &err), 0);
+    assert_int_equal(code, DS_RPC_OK);
     ds_rpc_reader_free(r);
     ds_buf_free(&msg);
     ds_rpc_channel_free(ch);
