@@ -38,17 +38,21 @@ static void write_seeds(const char *dir)
         {DS_F32, DS_COMPRESS_NONE, 0, 1}, {DS_F32, DS_COMPRESS_NONE, 1, 1},
         {DS_F32, DS_COMPRESS_LZ4, 1, 1},  {DS_F32, DS_COMPRESS_ZSTD, 1, 0},
         {DS_U8, DS_COMPRESS_NONE, 1, 1},  {DS_U8, DS_COMPRESS_LZ4, 0, 0},
-        {DS_U8, DS_COMPRESS_ZSTD, 1, 1},
+        {DS_U8, DS_COMPRESS_ZSTD, 1, 1},  {DS_F32, DS_COMPRESS_LZ4, 1, 1}, /* 6x6x6: shuffled */
     };
     ds_error err;
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-        ds_shape s = ds_shape_nchw(1, 3, 5, 6);
+        int big = k == 7;
+        ds_shape s = big ? ds_shape_nchw(1, 6, 6, 6) : ds_shape_nchw(1, 3, 5, 6);
         ds_tensor ref = {0}, cur = {0};
         if (ds_tensor_reserve(&ref, &s, kinds[k].t, &err) ||
             ds_tensor_reserve(&cur, &s, kinds[k].t, &err))
             exit(1);
         fill(&ref, 1);
         fill(&cur, 1);
+        for (size_t i = 0; big && i < 216; i++) /* smooth new values: shuffling helps */
+            if (i % 3)
+                ds_tensor_f32(&cur)[i] = 1.0f + (float)i / 512.0f;
         /* a changed block in every channel (PIXEL for u8) or in one (ELEM) */
         size_t es = ds_dtype_size(kinds[k].t);
         for (int ch = 0; ch < 3; ch++)
@@ -62,16 +66,21 @@ static void write_seeds(const char *dir)
         ds_codec_opts o = {kinds[k].c, 1, kinds[k].update};
         g_out.len = 0;
         uint8_t prefix[5] = {(uint8_t)((kinds[k].t == DS_F32 ? 1 : 2) | 4), 0, 2, 4, 5};
+        if (big)
+            prefix[2] = prefix[3] = prefix[4] = 5;
         if (ds_buf_append(&g_out, prefix, 5, &err) ||
             ds_codec_encode((int)k, &cur, kinds[k].with_ref ? &ref : NULL, &o, &g_enc, &g_out,
                             &err)) {
             fprintf(stderr, "%s\n", err.msg);
             exit(1);
         }
+        ds_codec_header h;
+        if (ds_codec_peek(g_out.data + 5, g_out.len - 5, &h, &err))
+            exit(1);
         char path[4096];
-        snprintf(path, sizeof path, "%s/seed_%zu_%s_%s_%s", dir, k,
+        snprintf(path, sizeof path, "%s/seed_%zu_%s_%s_%s%s", dir, k,
                  kinds[k].t == DS_F32 ? "f32" : "u8", kinds[k].update ? "upd" : "dense",
-                 ds_compress_name(kinds[k].c));
+                 ds_compress_name(h.compress), h.shuffled ? "_shuffled" : "");
         FILE *f = fopen(path, "wb");
         if (!f || fwrite(g_out.data, 1, g_out.len, f) != g_out.len || fclose(f)) {
             perror(path);

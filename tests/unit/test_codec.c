@@ -669,6 +669,66 @@ static void test_append(void **state)
     ds_buf_free(&out);
 }
 
+/* f32 values of a ReLU map travel byte-shuffled inside lz4/zstd; an 8-bit
+ * frame stored as f32 does not (the probe picks); both round-trip exactly,
+ * and the flag is rejected where it cannot apply. */
+static void test_shuffle(void **state)
+{
+    (void)state;
+    ds_tensor a = make4(1, 8, 32, 32, DS_F32), b = make4(1, 8, 32, 32, DS_F32);
+    for (size_t i = 0; i < numel(&a); i++)
+        ds_tensor_f32(&a)[i] = rnd() % 2 ? (float)(rnd() % 1000000) / 500000.0f : 0.0f;
+    assert_int_equal(ds_tensor_copy(&b, &a, NULL), 0);
+    for (size_t i = 0; i < numel(&b); i += 1 + rnd() % 5)
+        ds_tensor_f32(&b)[i] = (float)(rnd() % 1000000) / 500000.0f;
+    ds_tensor f = make4(1, 3, 32, 32, DS_F32), g = make4(1, 3, 32, 32, DS_F32);
+    for (size_t i = 0; i < numel(&f); i++)
+        ds_tensor_f32(&f)[i] = (float)(rnd() % 256) / 255.0f;
+    assert_int_equal(ds_tensor_copy(&g, &f, NULL), 0);
+    for (size_t i = 0; i < numel(&g); i += 1 + rnd() % 4)
+        ds_tensor_f32(&g)[i] = (float)(rnd() % 256) / 255.0f;
+    ds_codec_scratch s = {0};
+    ds_buf out = {0};
+    ds_compress cs[] = {DS_COMPRESS_LZ4, DS_COMPRESS_ZSTD};
+    for (int c = 0; c < 2; c++)
+        for (int update = 0; update <= 1; update++) {
+            encode_ok(1, &b, &a, cs[c], update, &s, &out);
+            ds_codec_header h = peek_ok(&out);
+            assert_int_equal(h.compress, cs[c]);
+            if (update) /* changed values of a ReLU map: shuffling helps */
+                assert_int_equal(h.shuffled, 1);
+            ds_tensor cache = {0};
+            assert_int_equal(ds_tensor_copy(&cache, &a, NULL), 0);
+            decode_ok(&out, &b.shape, &cache, &s);
+            assert_same(&cache, &b);
+            for (size_t cut = h.header_size; cut < out.len; cut += 97)
+                expect_reject(out.data, cut, &b.shape, &a, "truncated");
+            encode_ok(1, &g, &f, cs[c], update, &s, &out);
+            h = peek_ok(&out);
+            assert_int_equal(h.shuffled, 0);
+            assert_int_equal(ds_tensor_copy(&cache, &f, NULL), 0);
+            decode_ok(&out, &g.shape, &cache, &s);
+            assert_same(&cache, &g);
+            ds_tensor_free(&cache);
+        }
+    /* flag on an uncompressed f32 payload, and on a compressed u8 one */
+    encode_ok(1, &b, &a, DS_COMPRESS_NONE, 1, &s, &out);
+    out.data[5] |= 0x80;
+    expect_reject(out.data, out.len, &b.shape, &a, "shuffle");
+    ds_tensor u = make4(1, 2, 16, 16, DS_U8);
+    encode_ok(1, &u, NULL, DS_COMPRESS_LZ4, 0, &s, &out);
+    assert_int_equal(out.data[5], DS_COMPRESS_LZ4);
+    out.data[5] |= 0x80;
+    expect_reject(out.data, out.len, &u.shape, NULL, "shuffle");
+    ds_tensor_free(&u);
+    ds_tensor_free(&a);
+    ds_tensor_free(&b);
+    ds_tensor_free(&f);
+    ds_tensor_free(&g);
+    ds_codec_scratch_free(&s);
+    ds_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -683,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_compressed_body),
         cmocka_unit_test(test_encode_rejects_bad_input),
         cmocka_unit_test(test_append),
+        cmocka_unit_test(test_shuffle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,8 +32,8 @@ static uint64_t rnd(void)
 static double unif(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 
 /* Coded constants, repeated here to compare with the fit (index [u8][c]). */
-static const double coded_k_mask[2][3] = {{1.0, 0.90, 0.83}, {1.0, 0.41, 0.24}};
-static const double coded_k_val[2][3] = {{1.0, 0.89, 0.76}, {1.0, 1.00, 0.95}};
+static const double coded_k_mask[2][3] = {{1.0, 0.91, 0.84}, {1.0, 0.41, 0.24}};
+static const double coded_k_val[2][3] = {{1.0, 0.82, 0.74}, {1.0, 1.00, 0.95}};
 
 typedef struct {
     double mask, val, hdr, actual[3], pred[3];
