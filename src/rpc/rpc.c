@@ -145,7 +145,7 @@ static char *dup_str(const char *s)
 
 /* Channel/server args: message limits (+ reconnect backoff for channels). */
 typedef struct arg_set {
-    grpc_arg a[6];
+    grpc_arg a[12];
     grpc_channel_args args;
 } arg_set;
 
@@ -167,12 +167,28 @@ static int check_max(size_t *max_msg, ds_error *err)
     return 0;
 }
 
+/* Keepalive pings on open calls: a result stream idles between runs, NAT
+ * boxes drop idle flows, and a peer that vanished without closing its
+ * socket must still end the stream.  The server accepts the clients' pings
+ * (its default would answer pings every 30 s with GOAWAY "too many pings"). */
+static atomic_int keepalive_ms = 30000;
+
+void ds_rpc_set_keepalive(double seconds)
+{
+    double ms = seconds * 1000;
+    atomic_store(&keepalive_ms, ms < 100 ? 100 : ms > 3.6e6 ? 3600000 : (int)ms);
+}
+
 static void make_args(arg_set *s, size_t max_msg, int client)
 {
     memset(s, 0, sizeof *s);
     s->args.args = s->a;
     arg_int(s, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)max_msg);
     arg_int(s, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)max_msg);
+    int ka = atomic_load(&keepalive_ms);
+    arg_int(s, GRPC_ARG_KEEPALIVE_TIME_MS, ka);
+    arg_int(s, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ka / 3 > 20000 ? 20000 : ka / 3 + 1000);
+    arg_int(s, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0); /* no cap while idle */
     if (client) {
         arg_int(s, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
         arg_int(s, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
@@ -183,6 +199,7 @@ static void make_args(arg_set *s, size_t max_msg, int client)
         /* gRPC's default SO_REUSEPORT would let a second server (a worker
          * started twice) share the port silently. */
         arg_int(s, GRPC_ARG_ALLOW_REUSEPORT, 0);
+        arg_int(s, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, ka / 3);
     }
 }
 

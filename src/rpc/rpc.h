@@ -68,6 +68,14 @@ const char *ds_rpc_code_name(int code);
 #define DS_RPC_TRAINER_PREDICTORS "/deltaslice.Trainer/Predictors"
 #define DS_RPC_TRAINER_CLOCK "/deltaslice.Trainer/Clock"
 
+/* Keepalive: peers ping each other every `seconds` (default 30, clamped to
+ * [0.1, 3600]) on open calls and drop a connection whose pings go
+ * unanswered, so a stream through a NAT does not idle out and a vanished
+ * peer ends it.  Servers accept pings up to 3x that rate.  Process-wide;
+ * applies to servers and channels created afterwards; use one value for
+ * all processes of a deployment. */
+void ds_rpc_set_keepalive(double seconds);
+
 /* ---------------------------------------------------------------- server */
 
 typedef struct ds_rpc_server ds_rpc_server;
