@@ -204,35 +204,47 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* Everything below is released at `out:`, so every error path is one
+     * goto (the bench also runs under the sanitizers). */
+    int rc = 1;
     ds_error err = {0};
     ds_model m;
     memset(&m, 0, sizeof m);
-    if (ds_model_load(spec, &m, &err) || ds_model_set_input(&m, 1, 3, rows, cols, &err)) {
-        fprintf(stderr, "codec: %s\n", err.msg);
-        return 1;
-    }
-    const int L = m.n_layers;
+    ds_video *v = NULL;
+    ds_executor *ex = NULL;
+    int *ids = NULL, *is_cut = NULL;
+    layer_stat *st = NULL;
+    ds_tensor *outs = NULL, *prev = NULL, *rx = NULL;
+    ds_tensor hwc = {0}, x8 = {0}, xf = {0}, prevf = {0}, check = {0};
+    ds_codec_scratch enc = {0}, dec = {0};
+    ds_buf out = {0};
+    int L = 0;
+
+    if (ds_model_load(spec, &m, &err) || ds_model_set_input(&m, 1, 3, rows, cols, &err))
+        goto fail;
+    L = m.n_layers;
     for (int i = 0; i < n_speed; i++)
         if (speed_ids[i] >= L) {
             fprintf(stderr, "codec: --layers: %s has no layer %d (0..%d)\n", spec, speed_ids[i],
                     L - 1);
-            return 2;
+            rc = 2;
+            goto out;
         }
-    ds_video *v = ds_video_open(clip, rows, cols, &err);
-    if (!v) {
-        fprintf(stderr, "codec: %s\n", err.msg);
-        return 1;
-    }
-    ds_executor *ex = ds_executor_new(&m, DS_BACKEND_XNNPACK, threads, &err);
-    int *ids = malloc((size_t)L * sizeof *ids);
-    int *is_cut = calloc((size_t)L, sizeof *is_cut);
-    layer_stat *st = calloc((size_t)L, sizeof *st);
-    ds_tensor *outs = calloc((size_t)L, sizeof *outs);  /* outs[l-1]: layer l */
-    ds_tensor *prev = calloc((size_t)L, sizeof *prev);  /* prev[0]: u8 input */
-    ds_tensor *rx = calloc((size_t)NVAR * L, sizeof *rx); /* receivers' caches */
-    if (!ex || !ids || !is_cut || !st || !outs || !prev || !rx) {
-        fprintf(stderr, "codec: %s\n", ex ? "out of memory" : err.msg);
-        return 1;
+    v = ds_video_open(clip, rows, cols, &err);
+    if (!v)
+        goto fail;
+    ex = ds_executor_new(&m, DS_BACKEND_XNNPACK, threads, &err);
+    if (!ex)
+        goto fail;
+    ids = malloc((size_t)L * sizeof *ids);
+    is_cut = calloc((size_t)L, sizeof *is_cut);
+    st = calloc((size_t)L, sizeof *st);
+    outs = calloc((size_t)L, sizeof *outs);       /* outs[l-1]: layer l */
+    prev = calloc((size_t)L, sizeof *prev);       /* prev[0]: u8 input */
+    rx = calloc((size_t)NVAR * L, sizeof *rx);    /* receivers' caches */
+    if (!ids || !is_cut || !st || !outs || !prev || !rx) {
+        ds_errorf(&err, "out of memory");
+        goto fail;
     }
     {
         int n_art = ds_model_articulations(&m, ids);
@@ -243,21 +255,16 @@ int main(int argc, char **argv)
         ids[i - 1] = i;
     ds_job job = {L - 1, ids, L - 1, ids};
     const int in_id = 0;
-    ds_tensor hwc = {0}, x8 = {0}, xf = {0}, prevf = {0}, check = {0};
-    ds_codec_scratch enc = {0}, dec = {0};
-    ds_buf out = {0};
-    /* The largest payload (a dense f32 tensor, or its zstd bound) fits the
-     * buffer from the start. */
-    size_t max_bytes = (size_t)ds_shape_numel(&m.layers[0].out_shape) * 4;
+    /* The largest payload (a dense f32 tensor plus header and compression
+     * slack) fits the buffer from the start. */
+    size_t max_bytes = 0;
     for (int l = 0; l < L; l++) {
         st[l].numel = ds_shape_numel(&m.layers[l].out_shape);
         if ((size_t)st[l].numel * 4 > max_bytes)
             max_bytes = (size_t)st[l].numel * 4;
     }
-    if (ds_buf_reserve(&out, max_bytes + max_bytes / 64 + 4096, &err)) {
-        fprintf(stderr, "codec: %s\n", err.msg);
-        return 1;
-    }
+    if (ds_buf_reserve(&out, max_bytes + max_bytes / 64 + 4096, &err))
+        goto fail;
 
     const int warm = frames >= 3 ? 2 : 1; /* first timed update */
     const int tty = isatty(2);
@@ -269,16 +276,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "codec: %s has only %d frames\n", clip, f);
             break;
         }
-        if (r < 0 || ds_frame_u8_hwc_to_nchw(&hwc, &x8, &err) ||
-            ds_frame_u8_to_f32_nchw(&hwc, &xf, &err)) {
-            fprintf(stderr, "codec: %s\n", err.msg);
-            return 1;
-        }
         const ds_tensor *inp[1] = {&xf};
-        if (ds_executor_run(ex, &job, 1, &in_id, inp, outs, &err)) {
-            fprintf(stderr, "codec: %s\n", err.msg);
-            return 1;
-        }
+        if (r < 0 || ds_frame_u8_hwc_to_nchw(&hwc, &x8, &err) ||
+            ds_frame_u8_to_f32_nchw(&hwc, &xf, &err) ||
+            ds_executor_run(ex, &job, 1, &in_id, inp, outs, &err))
+            goto fail;
         for (int l = 0; l < L; l++) {
             layer_stat *s = &st[l];
             const ds_tensor *cur = l ? &outs[l - 1] : &x8;   /* what we send */
@@ -298,14 +300,13 @@ int main(int argc, char **argv)
                 if (ds_codec_encode(l, cur, NULL, &o, &enc, &out, &err) ||
                     ds_codec_decode(out.data, out.len, &cur->shape, f ? &check : cache, &dec,
                                     &err)) {
-                    fprintf(stderr, "codec: frame %d layer %d itg %s: %s\n", f, l, comp_name[k],
-                            err.msg);
-                    return 1;
+                    ds_error_prefix(&err, "frame %d layer %d itg %s", f, l, comp_name[k]);
+                    goto fail;
                 }
                 if (memcmp((f ? &check : cache)->data, cur->data, ds_tensor_bytes(cur))) {
-                    fprintf(stderr, "codec: frame %d layer %d itg %s: decoded tensor differs\n",
-                            f, l, comp_name[k]);
-                    return 1;
+                    ds_errorf(&err, "frame %d layer %d itg %s: decoded tensor differs", f, l,
+                              comp_name[k]);
+                    goto fail;
                 }
                 s->itg[k] += (double)out.len;
                 if ((double)out.len < best_itg)
@@ -315,27 +316,26 @@ int main(int argc, char **argv)
                 /* dif: an update against the previous frame, timed. */
                 out.len = 0;
                 double t0 = cpu_now();
-                int rc = ds_codec_encode(l, cur, &prev[l], &o, &enc, &out, &err);
+                int e = ds_codec_encode(l, cur, &prev[l], &o, &enc, &out, &err);
                 double t1 = cpu_now();
-                if (!rc && k == 0) {
+                if (!e && k == 0) {
                     size_t np;
                     const uint32_t *cnt = ds_codec_last_counts(&enc, &np);
                     for (size_t i = 0; i < np; i++)
                         s->changed += cnt[i];
                 }
                 double t2 = cpu_now();
-                if (!rc)
-                    rc = ds_codec_decode(out.data, out.len, &cur->shape, cache, &dec, &err);
+                if (!e)
+                    e = ds_codec_decode(out.data, out.len, &cur->shape, cache, &dec, &err);
                 double t3 = cpu_now();
-                if (rc) {
-                    fprintf(stderr, "codec: frame %d layer %d dif %s: %s\n", f, l, comp_name[k],
-                            err.msg);
-                    return 1;
+                if (e) {
+                    ds_error_prefix(&err, "frame %d layer %d dif %s", f, l, comp_name[k]);
+                    goto fail;
                 }
                 if (memcmp(cache->data, cur->data, ds_tensor_bytes(cur))) {
-                    fprintf(stderr, "codec: frame %d layer %d dif %s: receiver's cache differs\n",
-                            f, l, comp_name[k]);
-                    return 1;
+                    ds_errorf(&err, "frame %d layer %d dif %s: receiver's cache differs", f, l,
+                              comp_name[k]);
+                    goto fail;
                 }
                 s->dif[k] += (double)out.len;
                 if ((double)out.len < best_dif)
@@ -351,10 +351,8 @@ int main(int argc, char **argv)
             if (f >= warm)
                 s->timed++;
             if (ds_tensor_copy(&prev[l], cur, &err) ||
-                (l == 0 && ds_tensor_copy(&prevf, &xf, &err))) {
-                fprintf(stderr, "codec: %s\n", err.msg);
-                return 1;
-            }
+                (l == 0 && ds_tensor_copy(&prevf, &xf, &err)))
+                goto fail;
         }
         done++;
         if (tty)
@@ -363,8 +361,8 @@ int main(int argc, char **argv)
     if (tty)
         fprintf(stderr, "\r\033[K");
     if (done < 2) {
-        fprintf(stderr, "codec: need at least 2 frames, got %d\n", done);
-        return 1;
+        ds_errorf(&err, "need at least 2 frames, got %d", done);
+        goto fail;
     }
     const int nupd = done - 1;
 
@@ -468,10 +466,17 @@ int main(int argc, char **argv)
                comp_name[k], d, pass(d >= TARGET_MBS));
     }
 
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "codec: %s\n", err.msg);
+out:
     for (int l = 0; l < L; l++) {
-        ds_tensor_free(&outs[l]);
-        ds_tensor_free(&prev[l]);
-        for (int k = 0; k < NVAR; k++)
+        if (outs)
+            ds_tensor_free(&outs[l]);
+        if (prev)
+            ds_tensor_free(&prev[l]);
+        for (int k = 0; rx && k < NVAR; k++)
             ds_tensor_free(&rx[k * L + l]);
     }
     free(outs);
@@ -491,5 +496,5 @@ int main(int argc, char **argv)
     ds_executor_free(ex);
     ds_video_close(v);
     ds_model_free(&m);
-    return 0;
+    return rc;
 }
