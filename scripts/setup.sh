@@ -12,6 +12,7 @@ packages=(
   libcmocka-dev clang libclang-rt-14-dev     # tests, sanitizers, libFuzzer
   python3-onnx libonnx-testdata              # ONNX checker and node test cases
   iproute2                                   # the namespace testbed (ip, tc)
+  graphviz                                   # deltaslice dag -o X.svg
 )
 
 missing=()

@@ -1,5 +1,5 @@
 /* cmd_trace.c - deltaslice trace: per-service trace files -> one timeline
- * (Chrome trace-event JSON or an SVG Gantt chart), see trace_merge.h. */
+ * (Chrome trace-event JSON or an SVG Gantt chart), see timeline/timeline.h. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "commands.h"
-#include "trace_merge.h"
+#include "timeline/timeline.h"
 
 #define SHOWN_WARNINGS 10
 

@@ -1,6 +1,5 @@
-/* The trace merger (src/cli/trace_merge.c, compiled into the binary; built
- * here from its source): fixtures, clock alignment, tracks and lanes,
- * unpaired events, hostile input, the JSON and SVG writers. */
+/* The trace merger (src/timeline): fixtures, clock alignment, tracks and
+ * lanes, unpaired events, hostile input, the JSON and SVG writers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/trace_merge.c"
+#include "timeline/timeline.h"
 
 typedef struct warns {
     int n;

@@ -1,5 +1,5 @@
-/* trace_merge.c - per-service trace files -> one timeline (see trace_merge.h). */
-#include "trace_merge.h"
+/* timeline.c - per-service trace files -> one timeline (see timeline.h). */
+#include "timeline.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,4 +1,4 @@
-/* trace_merge.h - merges per-service trace files (common/trace.h) into one
+/* timeline.h - merges per-service trace files (common/trace.h) into one
  * timeline of the chain, written as Chrome trace-event JSON or an SVG Gantt.
  *
  * Tracks, in chain order:
@@ -29,8 +29,8 @@
  * name characters, counts) and a bad one fails with "FILE:LINE: reason".
  * Unpaired start/finish events are not fatal (a killed service leaves them):
  * they are counted and reported through the warning callback. */
-#ifndef DS_TRACE_MERGE_H
-#define DS_TRACE_MERGE_H
+#ifndef DS_TIMELINE_H
+#define DS_TIMELINE_H
 
 #include <stddef.h>
 #include <stdint.h>
