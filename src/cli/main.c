@@ -35,8 +35,9 @@ static void usage(FILE *out)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,
             "\n"
-            "Every command takes -c/--config FILE (default config.yml), -h/--help and\n"
-            "--version. 'deltaslice COMMAND --help' describes one command.\n");
+            "The roles (run, master, worker, trainer) read -c/--config FILE (default\n"
+            "config.yml). Every command takes -h/--help and --version;\n"
+            "'deltaslice COMMAND --help' describes one command.\n");
 }
 
 void ds_cli_version(void)
