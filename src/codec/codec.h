@@ -60,7 +60,10 @@
  * elements and 29% of pixels change, so PIXEL (0.33 of dense u8) beats ELEM
  * (0.39); after a conv+ReLU 76% of pixels but 33% of elements change and
  * ELEM wins.  Run-length masks measured no smaller than bitmasks on both and
- * are slower to decode on scattered changes, so masks are bitmaps.
+ * are slower to decode on scattered changes, so masks are bitmaps.  Frames
+ * 1-29 of that clip as u8 updates: PIXEL chosen for 26 of 29, 40% of dense
+ * u8 = 10% of dense f32 = 16.5% of the original system's per-channel CSR
+ * bytes (lz4 15.6%, zstd-1 14.4%).
  *
  * The decoder validates the whole payload (header limits, expected shape,
  * raw size against the bound for the shape, decompressed size, modes, mask
@@ -161,7 +164,9 @@ const uint32_t *ds_codec_last_counts(const ds_codec_scratch *s, size_t *nplanes)
 int ds_codec_peek(const uint8_t *p, size_t n, ds_codec_header *h, ds_error *err);
 
 /* Decodes p[0..n) into cache, the receiver's tensor for this layer.
- * expected: the shape the receiver expects (NULL = accept the header's).
+ * expected: the shape the receiver expects (NULL = accept the header's; pass
+ * it for untrusted input, since a few-byte SPARSE payload may otherwise make
+ * cache as large as 2^31 elements).
  * DENSE and SPARSE overwrite cache (reshaping it); UPDATE needs cache to hold
  * a tensor of the payload's dtype and shape and overwrites changed elements
  * in place.  On error cache is unchanged. */
