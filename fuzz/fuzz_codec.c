@@ -39,6 +39,8 @@ static void write_seeds(const char *dir)
         {DS_F32, DS_COMPRESS_LZ4, 1, 1},  {DS_F32, DS_COMPRESS_ZSTD, 1, 0},
         {DS_U8, DS_COMPRESS_NONE, 1, 1},  {DS_U8, DS_COMPRESS_LZ4, 0, 0},
         {DS_U8, DS_COMPRESS_ZSTD, 0, 0},  {DS_F32, DS_COMPRESS_LZ4, 1, 1}, /* 6x6x6: shuffled */
+        {DS_F32, DS_COMPRESS_NONE, DS_CODEC_EXACT_DELTA, 1},
+        {DS_U8, DS_COMPRESS_NONE, DS_CODEC_EXACT_DELTA, 1},
     };
     ds_error err;
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
@@ -79,7 +81,8 @@ static void write_seeds(const char *dir)
             exit(1);
         char path[4096];
         snprintf(path, sizeof path, "%s/seed_%zu_%s_%s_%s%s", dir, k,
-                 kinds[k].t == DS_F32 ? "f32" : "u8", kinds[k].update ? "upd" : "dense",
+                 kinds[k].t == DS_F32 ? "f32" : "u8",
+                 h.exact_delta ? "delta" : kinds[k].update ? "upd" : "dense",
                  ds_compress_name(h.compress), h.shuffled ? "_shuffled" : "");
         FILE *f = fopen(path, "wb");
         if (!f || fwrite(g_out.data, 1, g_out.len, f) != g_out.len || fclose(f)) {
@@ -142,7 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* Accepted: the result must survive a round trip of its own. */
     {
-        ds_codec_opts o = {(ds_compress)(data[1] % 3), 1, 1};
+        ds_codec_opts o = {(ds_compress)(data[1] % 3), 1, data[2] % 2 ? DS_CODEC_EXACT_DELTA : 1};
         ds_tensor again = {0};
         g_out.len = 0;
         if (ds_codec_encode(1, &cache, kind ? &before : NULL, &o, &g_enc, &g_out, &err) &&

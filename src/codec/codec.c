@@ -196,23 +196,60 @@ static inline uint32_t mask_plane(const uint8_t *cur, const uint8_t *ref, size_t
     return cnt;
 }
 
-/* Appends the elements of src at the set bits of w (nw words) to dst;
- * returns bytes written. */
-static inline size_t gather(uint8_t *dst, const uint8_t *src, const uint64_t *w, size_t nw,
-                            size_t es)
+/* Exact element deltas (DELTA flag): f32 bit patterns XORed, u8 subtracted
+ * modulo 256.  Integer operations, so old (op) delta restores new bit for
+ * bit; no floating-point arithmetic is involved. */
+static inline void put_delta(uint8_t *d, const uint8_t *cur, const uint8_t *ref, size_t es)
+{
+    if (es == 4) {
+        uint32_t a, b;
+        memcpy(&a, cur, 4);
+        memcpy(&b, ref, 4);
+        a ^= b;
+        memcpy(d, &a, 4);
+    } else {
+        d[0] = (uint8_t)(cur[0] - ref[0]);
+    }
+}
+
+static inline void apply_delta(uint8_t *d, const uint8_t *v, size_t es)
+{
+    if (es == 4) {
+        uint32_t a, x;
+        memcpy(&a, d, 4);
+        memcpy(&x, v, 4);
+        a ^= x;
+        memcpy(d, &a, 4);
+    } else {
+        d[0] = (uint8_t)(d[0] + v[0]);
+    }
+}
+
+/* Appends the elements of src at the set bits of w (nw words) to dst, or
+ * their deltas against ref when ref is not NULL; returns bytes written. */
+static inline size_t gather(uint8_t *dst, const uint8_t *src, const uint8_t *ref,
+                            const uint64_t *w, size_t nw, size_t es)
 {
     uint8_t *d = dst;
     for (size_t i = 0; i < nw; i++) {
         uint64_t m = w[i];
         const uint8_t *s = src + i * 64 * es;
+        const uint8_t *r = ref ? ref + i * 64 * es : NULL;
         if (m == ALL_ONES) {
-            memcpy(d, s, 64 * es);
+            if (r)
+                for (size_t j = 0; j < 64; j++)
+                    put_delta(d + j * es, s + j * es, r + j * es, es);
+            else
+                memcpy(d, s, 64 * es);
             d += 64 * es;
             continue;
         }
         while (m) {
             int j = __builtin_ctzll(m);
-            memcpy(d, s + (size_t)j * es, es);
+            if (r)
+                put_delta(d, s + (size_t)j * es, r + (size_t)j * es, es);
+            else
+                memcpy(d, s + (size_t)j * es, es);
             d += es;
             m &= m - 1;
         }
@@ -221,9 +258,9 @@ static inline size_t gather(uint8_t *dst, const uint8_t *src, const uint64_t *w,
 }
 
 /* Writes the elements at the set bits of the mask (mb bytes) from vals into
- * dst; returns bytes read from vals. */
+ * dst (applies them as deltas when delta); returns bytes read from vals. */
 static inline size_t scatter(uint8_t *dst, const uint8_t *vals, const uint8_t *mask, size_t mb,
-                             size_t es)
+                             size_t es, int delta)
 {
     const uint8_t *v = vals;
     size_t nw = (mb + 7) / 8;
@@ -231,13 +268,20 @@ static inline size_t scatter(uint8_t *dst, const uint8_t *vals, const uint8_t *m
         uint64_t m = mask_word(mask, mb, i);
         uint8_t *d = dst + i * 64 * es;
         if (m == ALL_ONES) {
-            memcpy(d, v, 64 * es);
+            if (delta)
+                for (size_t j = 0; j < 64; j++)
+                    apply_delta(d + j * es, v + j * es, es);
+            else
+                memcpy(d, v, 64 * es);
             v += 64 * es;
             continue;
         }
         while (m) {
             int j = __builtin_ctzll(m);
-            memcpy(d + (size_t)j * es, v, es);
+            if (delta)
+                apply_delta(d + (size_t)j * es, v, es);
+            else
+                memcpy(d + (size_t)j * es, v, es);
             v += es;
             m &= m - 1;
         }
@@ -252,15 +296,48 @@ static uint32_t mask_plane_es(const uint8_t *cur, const uint8_t *ref, size_t n, 
     return es == 4 ? mask_plane(cur, ref, n, 4, w) : mask_plane(cur, ref, n, 1, w);
 }
 
-static size_t gather_es(uint8_t *dst, const uint8_t *src, const uint64_t *w, size_t nw, size_t es)
+static size_t gather_es(uint8_t *dst, const uint8_t *src, const uint8_t *ref, const uint64_t *w,
+                        size_t nw, size_t es)
 {
-    return es == 4 ? gather(dst, src, w, nw, 4) : gather(dst, src, w, nw, 1);
+    if (ref)
+        return es == 4 ? gather(dst, src, ref, w, nw, 4) : gather(dst, src, ref, w, nw, 1);
+    return es == 4 ? gather(dst, src, NULL, w, nw, 4) : gather(dst, src, NULL, w, nw, 1);
 }
 
 static size_t scatter_es(uint8_t *dst, const uint8_t *vals, const uint8_t *mask, size_t mb,
-                         size_t es)
+                         size_t es, int delta)
 {
-    return es == 4 ? scatter(dst, vals, mask, mb, 4) : scatter(dst, vals, mask, mb, 1);
+    if (delta)
+        return es == 4 ? scatter(dst, vals, mask, mb, 4, 1) : scatter(dst, vals, mask, mb, 1, 1);
+    return es == 4 ? scatter(dst, vals, mask, mb, 4, 0) : scatter(dst, vals, mask, mb, 1, 0);
+}
+
+/* A whole plane of n values: copy, or deltas (encode: ref given; decode:
+ * delta set). */
+static void plane_put(uint8_t *d, const uint8_t *cur, const uint8_t *ref, size_t n, size_t es)
+{
+    if (!ref) {
+        memcpy(d, cur, n * es);
+    } else if (es == 4) {
+        for (size_t i = 0; i < n; i++)
+            put_delta(d + 4 * i, cur + 4 * i, ref + 4 * i, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            put_delta(d + i, cur + i, ref + i, 1);
+    }
+}
+
+static void plane_apply(uint8_t *d, const uint8_t *v, size_t n, size_t es, int delta)
+{
+    if (!delta) {
+        memcpy(d, v, n * es);
+    } else if (es == 4) {
+        for (size_t i = 0; i < n; i++)
+            apply_delta(d + 4 * i, v + 4 * i, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            apply_delta(d + i, v + i, 1);
+    }
 }
 
 /* Byte planes of n 4-byte values: dst[k*n + i] = src[4*i + k].  Exponent
@@ -337,16 +414,17 @@ static size_t header_size(int ndim)
 }
 
 #define SHUFFLED 0x80 /* compression byte flag: f32 values byte-shuffled */
+#define DELTA 0x40    /* mask byte flag: UPDATE values are exact deltas */
 
 static void write_header(uint8_t *p, int layer_id, const ds_tensor *t, ds_codec_encoding enc,
-                         ds_codec_mask mask, ds_compress c, int shuffled, int level,
-                         uint64_t raw, uint64_t stored)
+                         ds_codec_mask mask, int delta, ds_compress c, int shuffled,
+                         int level, uint64_t raw, uint64_t stored)
 {
     p[0] = DS_CODEC_MAGIC;
     p[1] = DS_CODEC_VERSION;
     p[2] = (uint8_t)t->dtype;
     p[3] = (uint8_t)enc;
-    p[4] = (uint8_t)mask;
+    p[4] = (uint8_t)((unsigned)mask | (delta ? DELTA : 0));
     p[5] = (uint8_t)((unsigned)c | (shuffled ? SHUFFLED : 0));
     p[6] = (uint8_t)(int8_t)(c == DS_COMPRESS_ZSTD ? level : 0);
     p[7] = (uint8_t)t->shape.ndim;
@@ -490,6 +568,8 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
      * s->body. */
     const uint8_t *body = cd;
     size_t voff = 0; /* offset of the values in the body */
+    const int delta = o->allow_update == DS_CODEC_EXACT_DELTA && enc == DS_ENC_UPDATE;
+    const uint8_t *dref = delta ? rd : NULL;
     if (enc != DS_ENC_DENSE) {
         if (raw > SIZE_MAX || ds_buf_reserve(&s->body, (size_t)raw, err))
             return -1;
@@ -509,11 +589,12 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
             voff = off;
             for (size_t p = 0; p < planes; p++) {
                 const uint8_t *src = cd + p * plane * es;
+                const uint8_t *ref = dref ? dref + p * plane * es : NULL;
                 if (modes[p] == 1) {
-                    memcpy(b + off, src, plane * es);
+                    plane_put(b + off, src, ref, plane, es);
                     off += plane * es;
                 } else if (modes[p] == 2) {
-                    off += gather_es(b + off, src, s->bits + p * pw, pw, es);
+                    off += gather_es(b + off, src, ref, s->bits + p * pw, pw, es);
                 }
             }
         } else {
@@ -525,6 +606,7 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
             for (size_t im = 0; im < images; im++)
                 for (size_t ch = 0; ch < channels; ch++)
                     off += gather_es(b + off, cd + (im * channels + ch) * plane * es,
+                                     dref ? dref + (im * channels + ch) * plane * es : NULL,
                                      s->pix + im * pw, pw, es);
         }
         if (off != raw)
@@ -569,7 +651,7 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
     }
     if (applied == DS_COMPRESS_NONE)
         memcpy(dst + hs, body, (size_t)raw);
-    write_header(dst, layer_id, cur, enc, mk, applied, shuffled, level, raw, stored);
+    write_header(dst, layer_id, cur, enc, mk, delta, applied, shuffled, level, raw, stored);
     out->len += hs + stored;
     return 0;
 }
@@ -602,9 +684,12 @@ static int parse_header(const uint8_t *p, size_t n, const ds_shape *expected,
     if (p[3] > DS_ENC_SPARSE)
         return ds_errorf(err, "codec payload for layer %d: unknown encoding %u", L, p[3]);
     h->encoding = (ds_codec_encoding)p[3];
-    if (p[4] > DS_MASK_PIXEL)
+    if ((p[4] & ~DELTA) > DS_MASK_PIXEL)
         return ds_errorf(err, "codec payload for layer %d: unknown mask kind %u", L, p[4]);
-    h->mask = (ds_codec_mask)p[4];
+    h->mask = (ds_codec_mask)(p[4] & ~DELTA);
+    h->exact_delta = (p[4] & DELTA) != 0;
+    if (h->exact_delta && p[3] != DS_ENC_UPDATE)
+        return ds_errorf(err, "codec payload for layer %d: delta flag on a non-update", L);
     if ((h->encoding == DS_ENC_DENSE) != (h->mask == DS_MASK_NONE))
         return ds_errorf(err, "codec payload for layer %d: mask kind %u does not fit encoding %u",
                          L, p[4], p[3]);
@@ -853,10 +938,10 @@ int ds_codec_decode(const uint8_t *p, size_t n, const ds_shape *expected, ds_ten
         for (size_t q = 0; q < planes; q++) {
             uint8_t *d = dst + q * plane * es;
             if (body[q] == 1) {
-                memcpy(d, v, plane * es);
+                plane_apply(d, v, plane, es, h.exact_delta);
                 v += plane * es;
             } else if (body[q] == 2) {
-                v += scatter_es(d, v, m, mb, es);
+                v += scatter_es(d, v, m, mb, es, h.exact_delta);
                 m += mb;
             }
         }
@@ -864,7 +949,8 @@ int ds_codec_decode(const uint8_t *p, size_t n, const ds_shape *expected, ds_ten
         const uint8_t *v = body + images * mb;
         for (size_t im = 0; im < images; im++)
             for (size_t ch = 0; ch < channels; ch++)
-                v += scatter_es(dst + (im * channels + ch) * plane * es, v, body + im * mb, mb, es);
+                v += scatter_es(dst + (im * channels + ch) * plane * es, v, body + im * mb, mb, es,
+                                h.exact_delta);
     }
     return 0;
 }

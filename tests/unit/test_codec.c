@@ -138,7 +138,7 @@ static void roundtrip_all(const ds_tensor *ref, const ds_tensor *cur)
     ds_buf out = {0};
     ds_error err;
     for (size_t ci = 0; ci < 3; ci++)
-        for (int update = 0; update <= 1; update++)
+        for (int update = 0; update <= DS_CODEC_EXACT_DELTA; update++)
             for (int with_ref = 0; with_ref <= 1; with_ref++) {
                 encode_ok(7, cur, with_ref ? ref : NULL, cs[ci], update, &es, &out);
                 ds_codec_header h = peek_ok(&out);
@@ -149,6 +149,8 @@ static void roundtrip_all(const ds_tensor *ref, const ds_tensor *cur)
                     assert_int_equal(h.encoding, DS_ENC_DENSE);
                 if (!with_ref)
                     assert_int_not_equal(h.encoding, DS_ENC_UPDATE);
+                assert_int_equal(h.exact_delta,
+                                 update == DS_CODEC_EXACT_DELTA && h.encoding == DS_ENC_UPDATE);
                 assert_true(h.compress == DS_COMPRESS_NONE || h.compress == cs[ci]);
                 ds_tensor cache = {0};
                 if (with_ref)
@@ -273,7 +275,8 @@ static void test_exact_over_100_frames(void **state)
                 ds_tensor_free(&cache);
                 have = 0;
             }
-            encode_ok(3, &cur, have ? &sent : NULL, cs[f % 3], 1, &es, &out);
+            int upd = f % 6 < 3 ? 1 : DS_CODEC_EXACT_DELTA;
+            encode_ok(3, &cur, have ? &sent : NULL, cs[f % 3], upd, &es, &out);
             ds_codec_header h = peek_ok(&out);
             if (!have)
                 assert_int_not_equal(h.encoding, DS_ENC_UPDATE);
@@ -445,9 +448,10 @@ static void test_truncated_everywhere(void **state)
         ds_codec_scratch s = {0};
         ds_buf out = {0};
         for (int c = 0; c < 3; c++)
-            for (int mode = 0; mode < 3; mode++) {
-                /* mode 0 dense, 1 update, 2 sparse */
-                encode_ok(9, &b, mode == 1 ? &a : NULL, cs[c], mode != 0, &s, &out);
+            for (int mode = 0; mode < 4; mode++) {
+                /* mode 0 dense, 1 update, 2 sparse, 3 update with deltas */
+                encode_ok(9, &b, mode % 2 ? &a : NULL, cs[c], mode == 3 ? DS_CODEC_EXACT_DELTA : mode != 0,
+                          &s, &out);
                 for (size_t cut = 0; cut < out.len; cut++)
                     expect_reject(out.data, cut, &b.shape, &a, NULL);
                 /* one trailing byte */
@@ -729,6 +733,54 @@ static void test_shuffle(void **state)
     ds_buf_free(&out);
 }
 
+/* Exact deltas (XOR for f32 bit patterns, mod 256 for u8): bit-exact, and
+ * smaller under zstd for noise-like changes; the flag only fits UPDATE. */
+static void test_exact_delta(void **state)
+{
+    (void)state;
+    ds_tensor a = make4(1, 3, 40, 60, DS_U8), b = make4(1, 3, 40, 60, DS_U8);
+    for (size_t i = 0; i < numel(&a); i++)
+        ds_tensor_u8(&a)[i] = (uint8_t)(90 + rnd() % 60);
+    assert_int_equal(ds_tensor_copy(&b, &a, NULL), 0);
+    for (size_t i = 0; i < 2400; i++)
+        if (rnd() % 4 == 0)
+            for (int k = 0; k < 3; k++)
+                ds_tensor_u8(&b)[k * 2400 + i] += (uint8_t)(1 + rnd() % 3);
+    ds_tensor_u8(&b)[7] = 255; /* wraps modulo 256 */
+    ds_tensor_u8(&a)[7] = 3;
+    ds_codec_scratch s = {0};
+    ds_buf out = {0};
+    size_t sizes[2];
+    for (int m = 0; m < 2; m++) {
+        encode_ok(1, &b, &a, DS_COMPRESS_ZSTD, m ? DS_CODEC_EXACT_DELTA : 1, &s, &out);
+        ds_codec_header h = peek_ok(&out);
+        assert_int_equal(h.encoding, DS_ENC_UPDATE);
+        assert_int_equal(h.exact_delta, m);
+        sizes[m] = out.len;
+        ds_tensor cache = {0};
+        assert_int_equal(ds_tensor_copy(&cache, &a, NULL), 0);
+        decode_ok(&out, &b.shape, &cache, &s);
+        assert_same(&cache, &b);
+        ds_tensor_free(&cache);
+    }
+    assert_true(sizes[1] < sizes[0] * 3 / 4);
+    /* the flag on SPARSE and DENSE payloads */
+    ds_tensor z = make4(1, 3, 40, 60, DS_U8);
+    ds_tensor_u8(&z)[100] = 9;
+    encode_ok(1, &z, NULL, DS_COMPRESS_NONE, DS_CODEC_EXACT_DELTA, &s, &out);
+    assert_int_equal(peek_ok(&out).encoding, DS_ENC_SPARSE);
+    out.data[4] |= 0x40;
+    expect_reject(out.data, out.len, &b.shape, &a, "delta");
+    ds_tensor_free(&z);
+    encode_ok(1, &b, &a, DS_COMPRESS_NONE, 0, &s, &out);
+    out.data[4] |= 0x40;
+    expect_reject(out.data, out.len, &b.shape, &a, "delta");
+    ds_codec_scratch_free(&s);
+    ds_buf_free(&out);
+    ds_tensor_free(&a);
+    ds_tensor_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -744,6 +796,7 @@ int main(void)
         cmocka_unit_test(test_encode_rejects_bad_input),
         cmocka_unit_test(test_append),
         cmocka_unit_test(test_shuffle),
+        cmocka_unit_test(test_exact_delta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
