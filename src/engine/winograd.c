@@ -8,7 +8,21 @@
 #include <xnnpack.h>
 
 #define WMAX 6 /* largest tile edge n = m + r - 1 */
-#define CH 64  /* channels per transform chunk (stack buffers) */
+
+/* The build targets baseline x86-64 (SSE2); the transforms are plain loops
+ * over channels, so give them AVX2/FMA clones picked at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
+/* F(2,3) with the points 0, 1, -1, inf: B^T rows are (-1 0 1 0), (0 1 1 0),
+ * (0 -1 1 0), (0 -1 0 1) and A^T rows (1 1 1 0), (0 1 -1 1) (checked against
+ * the constructed matrices in ds_wino_new).  Interior tiles read the input in
+ * place; one pass per channel vector keeps everything in registers. */
+static const float bt23[4][4] = {{-1, 0, 1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, -1, 0, 1}};
+static const float at23[2][4] = {{1, 1, 1, 0}, {0, 1, -1, 1}};
 
 struct ds_wino {
     int m, r, n;
@@ -19,6 +33,7 @@ struct ds_wino {
     float *bias;          /* o floats or NULL */
     xnn_operator_t fc[WMAX * WMAX];
     int64_t block; /* tiles per block */
+    int fast23;    /* F(2,3) with the hand-written transforms */
 };
 
 int ds_wino_suitable(const ds_layer *l)
@@ -145,6 +160,12 @@ ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
             w->bt[i][j] = (float)bt[i][j];
             w->at[i][j] = (float)at[i][j];
         }
+    if (n == 4) {
+        w->fast23 = 1;
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                w->fast23 &= w->bt[i][j] == bt23[i][j] && (i >= 2 || w->at[i][j] == at23[i][j]);
+    }
     int64_t big = w->c > w->o ? w->c : w->o;
     w->block = (1 << 18) / (n * n * big);
     w->block = w->block < 32 ? 32 : w->block > 4096 ? 4096 : w->block;
@@ -208,7 +229,144 @@ typedef struct task {
     int relu;
 } task;
 
-static void input_tile(void *ctx, size_t tb)
+
+/* 8 channels at a time (GCC vector extension: AVX2 in the avx2 clone, two
+ * SSE registers otherwise); the remainder one channel at a time. */
+typedef float v8 __attribute__((vector_size(32)));
+
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* by pointer: passing AVX vectors by value changes the ABI per clone */
+#define LD8(dst, p) memcpy(&(dst), (p), sizeof(v8))
+#define ST8(p, val)                                                                        \
+    do {                                                                                   \
+        v8 st_ = (val);                                                                    \
+        memcpy((p), &st_, sizeof(v8));                                                     \
+    } while (0)
+#define LD1(dst, p) ((dst) = *(p))
+#define ST1(p, val) (*(p) = (val))
+#define RELU8(o) ((o) = (v8)((v8i)(o) & (v8i)((o) > z8)))
+#define RELU1(o) ((o) = (o) > 0.0f ? (o) : 0.0f)
+
+#define IN23_BODY(T, LD, ST, STEP)                                                         \
+    for (; c + STEP <= C; c += STEP) {                                                     \
+        T d[4][4], t[4][4];                                                                \
+        for (int a = 0; a < 4; a++)                                                        \
+            for (int b = 0; b < 4; b++)                                                    \
+                LD(d[a][b], x + a * row + b * pix + c);                                    \
+        for (int b = 0; b < 4; b++) {                                                      \
+            t[0][b] = d[2][b] - d[0][b];                                                   \
+            t[1][b] = d[1][b] + d[2][b];                                                   \
+            t[2][b] = d[2][b] - d[1][b];                                                   \
+            t[3][b] = d[3][b] - d[1][b];                                                   \
+        }                                                                                  \
+        for (int i = 0; i < 4; i++) {                                                      \
+            ST(v + (i * 4 + 0) * pstride + c, t[i][2] - t[i][0]);                          \
+            ST(v + (i * 4 + 1) * pstride + c, t[i][1] + t[i][2]);                          \
+            ST(v + (i * 4 + 2) * pstride + c, t[i][2] - t[i][1]);                          \
+            ST(v + (i * 4 + 3) * pstride + c, t[i][3] - t[i][1]);                          \
+        }                                                                                  \
+    }
+
+
+VEC_CLONES static void input_tile23(const float *x, int64_t row, int64_t pix, float *v,
+                                    int64_t pstride, int64_t C)
+{
+    int64_t c = 0;
+    IN23_BODY(v8, LD8, ST8, 8)
+    IN23_BODY(float, LD1, ST1, 1)
+}
+
+/* Any F(m, r): the same passes with the matrices of ds_wino (zero
+ * coefficients skipped), STEP channels at a time. */
+#define GEN_IN_BODY(T, LD, ST, STEP, ZERO)                                                 \
+    for (; c + STEP <= C; c += STEP) {                                                     \
+        T d[WMAX][WMAX], tmp[WMAX][WMAX];                                                  \
+        for (int a = 0; a < n; a++)                                                        \
+            for (int b = 0; b < n; b++) {                                                  \
+                int64_t iy = iy0 + a, ix = ix0 + b;                                        \
+                if (iy >= 0 && iy < t->h && ix >= 0 && ix < t->wd)                         \
+                    LD(d[a][b], t->x + ((img * t->h + iy) * t->wd + ix) * C + c);          \
+                else                                                                       \
+                    d[a][b] = ZERO;                                                        \
+            }                                                                              \
+        for (int i = 0; i < n; i++)                                                        \
+            for (int b = 0; b < n; b++) {                                                  \
+                T acc = ZERO;                                                              \
+                for (int a = 0; a < n; a++)                                                \
+                    if (w->bt[i][a] != 0.0f)                                               \
+                        acc += w->bt[i][a] * d[a][b];                                      \
+                tmp[i][b] = acc;                                                           \
+            }                                                                              \
+        for (int i = 0; i < n; i++)                                                        \
+            for (int j = 0; j < n; j++) {                                                  \
+                T acc = ZERO;                                                              \
+                for (int b = 0; b < n; b++)                                                \
+                    if (w->bt[j][b] != 0.0f)                                               \
+                        acc += tmp[i][b] * w->bt[j][b];                                    \
+                ST(t->v + ((int64_t)(i * n + j) * B + (int64_t)tb) * C + c, acc);          \
+            }                                                                              \
+    }
+
+#define GEN_OUT_BODY(T, LD, ST, STEP, ZERO, RELU)                                          \
+    for (; c + STEP <= O; c += STEP) {                                                     \
+        T mv[WMAX][WMAX], tmp[WMAX][WMAX];                                                 \
+        for (int a = 0; a < n; a++)                                                        \
+            for (int b = 0; b < n; b++)                                                    \
+                LD(mv[a][b], t->mm + ((int64_t)(a * n + b) * B + (int64_t)tb) * O + c);    \
+        for (int i = 0; i < m; i++)                                                        \
+            for (int b = 0; b < n; b++) {                                                  \
+                T acc = ZERO;                                                              \
+                for (int a = 0; a < n; a++)                                                \
+                    if (w->at[i][a] != 0.0f)                                               \
+                        acc += w->at[i][a] * mv[a][b];                                     \
+                tmp[i][b] = acc;                                                           \
+            }                                                                              \
+        T bv = ZERO;                                                                       \
+        if (w->bias)                                                                       \
+            LD(bv, w->bias + c);                                                           \
+        for (int i = 0; i < m && oy0 + i < t->oh; i++)                                     \
+            for (int j = 0; j < m && ox0 + j < t->ow; j++) {                               \
+                T acc = bv;                                                                \
+                for (int b = 0; b < n; b++)                                                \
+                    if (w->at[j][b] != 0.0f)                                               \
+                        acc += tmp[i][b] * w->at[j][b];                                    \
+                if (t->relu)                                                               \
+                    RELU(acc);                                                             \
+                ST(t->y + ((img * t->oh + oy0 + i) * t->ow + ox0 + j) * O + c, acc);       \
+            }                                                                              \
+    }
+
+__attribute__((always_inline)) static inline void gen_input(const task *t, size_t tb, int n,
+                                                            int64_t img, int64_t iy0,
+                                                            int64_t ix0);
+__attribute__((always_inline)) static inline void gen_output(const task *t, size_t tb, int n,
+                                                             int m, int64_t img, int64_t oy0,
+                                                             int64_t ox0);
+
+static inline void gen_input(const task *t, size_t tb, int n, int64_t img, int64_t iy0,
+                             int64_t ix0)
+{
+    const ds_wino *w = t->w;
+    const int64_t C = w->c, B = w->block;
+    const v8 z8 = {0};
+    int64_t c = 0;
+    GEN_IN_BODY(v8, LD8, ST8, 8, z8)
+    GEN_IN_BODY(float, LD1, ST1, 1, 0.0f)
+}
+
+static inline void gen_output(const task *t, size_t tb, int n, int m, int64_t img, int64_t oy0,
+                              int64_t ox0)
+{
+    const ds_wino *w = t->w;
+    const int64_t O = w->o, B = w->block;
+    const v8 z8 = {0};
+    int64_t c = 0;
+    GEN_OUT_BODY(v8, LD8, ST8, 8, z8, RELU8)
+    GEN_OUT_BODY(float, LD1, ST1, 1, 0.0f, RELU1)
+}
+
+VEC_CLONES static void input_tile(void *ctx, size_t tb)
 {
     const task *t = ctx;
     const ds_wino *w = t->w;
@@ -217,44 +375,53 @@ static void input_tile(void *ctx, size_t tb)
     int64_t tile = t->t0 + (int64_t)tb;
     int64_t img = tile / (t->th * t->tw), rem = tile % (t->th * t->tw);
     int64_t iy0 = (rem / t->tw) * w->m - w->pt, ix0 = (rem % t->tw) * w->m - w->pl;
-    float d[WMAX][WMAX][CH], tmp[WMAX][WMAX][CH];
-    for (int64_t c0 = 0; c0 < C; c0 += CH) {
-        int cl = (int)(C - c0 < CH ? C - c0 : CH);
-        for (int a = 0; a < n; a++)
-            for (int b = 0; b < n; b++) {
-                int64_t iy = iy0 + a, ix = ix0 + b;
-                if (iy >= 0 && iy < t->h && ix >= 0 && ix < t->wd)
-                    memcpy(d[a][b], t->x + ((img * t->h + iy) * t->wd + ix) * C + c0,
-                           (size_t)cl * sizeof(float));
-                else
-                    memset(d[a][b], 0, (size_t)cl * sizeof(float));
-            }
-        for (int i = 0; i < n; i++)
-            for (int b = 0; b < n; b++) {
-                float *o = tmp[i][b];
-                memset(o, 0, (size_t)cl * sizeof(float));
-                for (int a = 0; a < n; a++) {
-                    float f = w->bt[i][a];
-                    if (f != 0.0f)
-                        for (int c = 0; c < cl; c++)
-                            o[c] += f * d[a][b][c];
-                }
-            }
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) {
-                float *o = t->v + ((int64_t)(i * n + j) * B + (int64_t)tb) * C + c0;
-                memset(o, 0, (size_t)cl * sizeof(float));
-                for (int b = 0; b < n; b++) {
-                    float f = w->bt[j][b];
-                    if (f != 0.0f)
-                        for (int c = 0; c < cl; c++)
-                            o[c] += tmp[i][b][c] * f;
-                }
-            }
+    if (w->fast23 && iy0 >= 0 && ix0 >= 0 && iy0 + 4 <= t->h && ix0 + 4 <= t->wd) {
+        input_tile23(t->x + ((img * t->h + iy0) * t->wd + ix0) * C, t->wd * C, C,
+                     t->v + (int64_t)tb * C, B * C, C);
+        return;
     }
+    if (n == 6) /* a constant tile edge lets the compiler unroll the passes */
+        gen_input(t, tb, 6, img, iy0, ix0);
+    else
+        gen_input(t, tb, n, img, iy0, ix0);
 }
 
-static void output_tile(void *ctx, size_t tb)
+#define OUT23_BODY(T, LD, ST, STEP, ZERO, RELU)                                           \
+    for (; c + STEP <= O; c += STEP) {                                                     \
+        T m[4][4], t[2][4], out[2][2];                                                     \
+        for (int p = 0; p < 16; p++)                                                       \
+            LD(m[p / 4][p % 4], mm + p * pstride + c);                                     \
+        for (int b = 0; b < 4; b++) {                                                      \
+            t[0][b] = m[0][b] + m[1][b] + m[2][b];                                         \
+            t[1][b] = m[1][b] - m[2][b] + m[3][b];                                         \
+        }                                                                                  \
+        T bv = ZERO;                                                                       \
+        if (bias)                                                                          \
+            LD(bv, bias + c);                                                              \
+        for (int i = 0; i < 2; i++) {                                                      \
+            out[i][0] = t[i][0] + t[i][1] + t[i][2] + bv;                                  \
+            out[i][1] = t[i][1] - t[i][2] + t[i][3] + bv;                                  \
+        }                                                                                  \
+        for (int i = 0; i < ny; i++)                                                       \
+            for (int j = 0; j < nx; j++) {                                                 \
+                T o = out[i][j];                                                           \
+                if (relu)                                                                  \
+                    RELU(o);                                                               \
+                ST(y + i * row + j * pix + c, o);                                          \
+            }                                                                              \
+    }
+
+VEC_CLONES static void output_tile23(const float *mm, int64_t pstride, const float *bias,
+                                     int relu, float *y, int64_t row, int64_t pix, int ny,
+                                     int nx, int64_t O)
+{
+    int64_t c = 0;
+    const v8 z8 = {0};
+    OUT23_BODY(v8, LD8, ST8, 8, z8, RELU8)
+    OUT23_BODY(float, LD1, ST1, 1, 0.0f, RELU1)
+}
+
+VEC_CLONES static void output_tile(void *ctx, size_t tb)
 {
     const task *t = ctx;
     const ds_wino *w = t->w;
@@ -263,44 +430,16 @@ static void output_tile(void *ctx, size_t tb)
     int64_t tile = t->t0 + (int64_t)tb;
     int64_t img = tile / (t->th * t->tw), rem = tile % (t->th * t->tw);
     int64_t oy0 = (rem / t->tw) * m, ox0 = (rem % t->tw) * m;
-    float tmp[WMAX][WMAX][CH], out[CH];
-    for (int64_t c0 = 0; c0 < O; c0 += CH) {
-        int cl = (int)(O - c0 < CH ? O - c0 : CH);
-        for (int i = 0; i < m; i++)
-            for (int b = 0; b < n; b++) {
-                float *o = tmp[i][b];
-                memset(o, 0, (size_t)cl * sizeof(float));
-                for (int a = 0; a < n; a++) {
-                    float f = w->at[i][a];
-                    if (f != 0.0f) {
-                        const float *src = t->mm + ((int64_t)(a * n + b) * B + (int64_t)tb) * O + c0;
-                        for (int c = 0; c < cl; c++)
-                            o[c] += f * src[c];
-                    }
-                }
-            }
-        for (int i = 0; i < m; i++) {
-            if (oy0 + i >= t->oh)
-                break;
-            for (int j = 0; j < m; j++) {
-                if (ox0 + j >= t->ow)
-                    break;
-                for (int c = 0; c < cl; c++)
-                    out[c] = w->bias ? w->bias[c0 + c] : 0.0f;
-                for (int b = 0; b < n; b++) {
-                    float f = w->at[j][b];
-                    if (f != 0.0f)
-                        for (int c = 0; c < cl; c++)
-                            out[c] += tmp[i][b][c] * f;
-                }
-                if (t->relu)
-                    for (int c = 0; c < cl; c++)
-                        out[c] = out[c] > 0.0f ? out[c] : 0.0f;
-                memcpy(t->y + ((img * t->oh + oy0 + i) * t->ow + ox0 + j) * O + c0, out,
-                       (size_t)cl * sizeof(float));
-            }
-        }
+    if (w->fast23) {
+        int ny = t->oh - oy0 < 2 ? 1 : 2, nx = t->ow - ox0 < 2 ? 1 : 2;
+        output_tile23(t->mm + (int64_t)tb * O, B * O, w->bias, t->relu,
+                      t->y + ((img * t->oh + oy0) * t->ow + ox0) * O, t->ow * O, O, ny, nx, O);
+        return;
     }
+    if (n == 6 && m == 2)
+        gen_output(t, tb, 6, 2, img, oy0, ox0);
+    else
+        gen_output(t, tb, n, m, img, oy0, ox0);
 }
 
 static int grow(float **p, size_t *cap, size_t need)
