@@ -363,12 +363,12 @@ static void unshuffle4(uint8_t *restrict dst, const uint8_t *restrict src, size_
     }
 }
 
-/* Whether lz4 packs a sample of the byte-shuffled values (shuf: 4 planes of
- * n bytes) smaller than the same values as they are.  Shuffling wins on
+/* Whether lz4 packs a sample of n 4-byte values smaller byte-shuffled than
+ * as they are.  Shuffling wins on
  * conv/ReLU outputs (the exponent bytes repeat) and loses on values with few
  * distinct bit patterns (an 8-bit frame / 255), where whole 4-byte values
  * repeat; a 16 KiB lz4 probe of each costs ~0.05 ms. */
-static int shuffle_helps(const uint8_t *vals, const uint8_t *shuf, size_t n)
+static int shuffle_helps(const uint8_t *vals, size_t n)
 {
     enum { SAMPLE = 4096 }; /* values */
     size_t k = n < SAMPLE ? n : SAMPLE, start = (n - k) / 2;
@@ -376,8 +376,7 @@ static int shuffle_helps(const uint8_t *vals, const uint8_t *shuf, size_t n)
         return 0;
     uint8_t a[4 * SAMPLE], b[4 * SAMPLE], tmp[LZ4_COMPRESSBOUND(4 * SAMPLE)];
     memcpy(a, vals + 4 * start, 4 * k);
-    for (int q = 0; q < 4; q++)
-        memcpy(b + q * k, shuf + q * n + start, k);
+    shuffle4(b, a, k);
     int plain = LZ4_compress_default((const char *)a, (char *)tmp, (int)(4 * k), (int)sizeof tmp);
     int sh = LZ4_compress_default((const char *)b, (char *)tmp, (int)(4 * k), (int)sizeof tmp);
     return sh > 0 && plain > 0 && sh < plain;
@@ -627,15 +626,13 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
     int shuffled = 0;
     if (o->compress != DS_COMPRESS_NONE) {
         const uint8_t *src = body;
-        if (es == 4) {
+        if (es == 4 && shuffle_helps(body + voff, ((size_t)raw - voff) / 4)) {
             if (ds_buf_reserve(&s->aux, (size_t)raw, err))
                 return ds_error_prefix(err, "codec: layer %d", layer_id);
             memcpy(s->aux.data, body, voff);
             shuffle4(s->aux.data + voff, body + voff, ((size_t)raw - voff) / 4);
-            if (shuffle_helps(body + voff, s->aux.data + voff, ((size_t)raw - voff) / 4)) {
-                src = s->aux.data;
-                shuffled = 1;
-            }
+            src = s->aux.data;
+            shuffled = 1;
         }
         int failed;
         size_t z = compress_body(s, o->compress, level, src, (size_t)raw, dst + hs, need - hs,
