@@ -167,8 +167,7 @@ static int make_conv(const ds_layer *l, int relu, int pt, int pb, xnn_operator_t
 
 /* Creates the pool operator for input size h x w (ceil_mode becomes extra
  * bottom/right padding, which XNNPACK ignores like the overhang). */
-static int make_pool(const ds_layer *l, xlayer *s, const int64_t *xd, const int64_t *yd,
-                     ds_error *err)
+static void make_pool(const ds_layer *l, xlayer *s, const int64_t *xd, const int64_t *yd)
 {
     if (s->op)
         xnn_delete_operator(s->op);
@@ -194,7 +193,7 @@ static int make_pool(const ds_layer *l, xlayer *s, const int64_t *xd, const int6
          * pixel is inside an undilated window, not always inside a dilated one */
         if (padded && (dil(l, 0) > 1 || dil(l, 1) > 1)) {
             s->fallback = 1;
-            return 0;
+            return;
         }
         st = xnn_create_max_pooling2d_nhwc_f32(pt, pr, pb, pl, (uint32_t)l->kernel[0],
                                                (uint32_t)l->kernel[1], (uint32_t)l->stride[0],
@@ -206,7 +205,7 @@ static int make_pool(const ds_layer *l, xlayer *s, const int64_t *xd, const int6
          * are to be counted; it has no dilated average pooling. */
         if ((l->count_include_pad && padded) || dil(l, 0) > 1 || dil(l, 1) > 1) {
             s->fallback = 1;
-            return 0;
+            return;
         }
         st = xnn_create_average_pooling2d_nhwc_f32(
             pt, pr, pb, pl, (uint32_t)l->kernel[0], (uint32_t)l->kernel[1],
@@ -217,8 +216,6 @@ static int make_pool(const ds_layer *l, xlayer *s, const int64_t *xd, const int6
         s->op = NULL;
         s->fallback = 1;
     }
-    (void)err;
-    return 0;
 }
 
 static int run_op(ds_xnn *x, const ds_layer *l, xnn_operator_t op, enum xnn_status st,
@@ -379,8 +376,7 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_MAXPOOL:
     case DS_OP_AVGPOOL:
         if ((!s->op && !s->fallback) || s->h != xd[2] || s->w != xd[3])
-            if (make_pool(l, s, xd, yd, err))
-                return -1;
+            make_pool(l, s, xd, yd);
         if (s->fallback) {
             /* NHWC strides */
             ds_strides4 sx = {xd[1] * xd[2] * xd[3], 1, xd[3] * xd[1], xd[1]};
