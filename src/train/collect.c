@@ -7,7 +7,7 @@
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/timing.h"
-#include "engine/exec.h"
+#include "engine/backend_xnn.h"
 #include "train/train.h"
 #include "video/video.h"
 
@@ -68,43 +68,71 @@ void ds_train_data_free(ds_train_data *d)
     memset(d, 0, sizeof *d);
 }
 
-/* One plane to count. */
-typedef struct plane_task {
-    int layer;
-    size_t start; /* element offset in the layer's tensor */
-    size_t len;
-    int col;      /* column in a data row */
-} plane_task;
-
-static void count_plane(const plane_task *t, const ds_tensor *cur, const ds_tensor *prev,
-                        float *change_row, float *nonzero_row)
+/* Counts changed (vs prev; NULL = vs nothing: then changed = non-zero) and
+ * non-zero elements per channel of one layer output in the engine's
+ * internal layout: rank-4 tensors NHWC (channel = index % C), others as
+ * their shape says (channels = consecutive planes).  Counters are 32-bit so
+ * the compare-and-add loops vectorise. */
+static void count_layer(const ds_tensor *cur, const ds_tensor *prev, int channels,
+                        uint32_t *ch, uint32_t *nz, float *change_out, float *nonzero_out)
 {
-    const word *a = (const word *)ds_tensor_f32(cur) + t->start;
-    /* 32-bit counters keep the compare-and-add loops vectorised. */
-    uint32_t nz = 0, ch = 0;
-    if (prev) {
-        const word *b = (const word *)ds_tensor_f32(prev) + t->start;
-        for (size_t j = 0; j < t->len; j++) {
-            ch += a[j] != b[j];
-            nz += a[j] != 0;
+    const word *a = (const word *)cur->data, *b = prev ? (const word *)prev->data : NULL;
+    size_t numel = (size_t)ds_shape_numel(&cur->shape), C = (size_t)channels;
+    size_t plane = numel / C;
+    memset(ch, 0, C * sizeof *ch);
+    memset(nz, 0, C * sizeof *nz);
+    if (cur->shape.ndim == 4 && b) {
+        for (size_t p = 0; p < plane; p++) { /* one pass: a is read once */
+            const word *x = a + p * C, *y = b + p * C;
+            for (size_t c = 0; c < C; c++) {
+                nz[c] += x[c] != 0;
+                ch[c] += x[c] != y[c];
+            }
+        }
+    } else if (cur->shape.ndim == 4) {
+        for (size_t p = 0; p < plane; p++) {
+            const word *x = a + p * C;
+            for (size_t c = 0; c < C; c++)
+                nz[c] += x[c] != 0;
         }
     } else {
-        for (size_t j = 0; j < t->len; j++)
-            nz += a[j] != 0;
-        ch = nz;
+        for (size_t c = 0; c < C; c++) {
+            const word *x = a + c * plane;
+            uint32_t n = 0, d = 0;
+            for (size_t j = 0; j < plane; j++)
+                n += x[j] != 0;
+            if (b) {
+                const word *y = b + c * plane;
+                for (size_t j = 0; j < plane; j++)
+                    d += x[j] != y[j];
+            }
+            nz[c] = n;
+            ch[c] = d;
+        }
     }
-    change_row[t->col] = (float)((double)ch / (double)t->len);
-    nonzero_row[t->col] = (float)((double)nz / (double)t->len);
+    for (size_t c = 0; c < C; c++) {
+        nonzero_out[c] = (float)((double)nz[c] / (double)plane);
+        change_out[c] = (float)((double)(b ? ch[c] : nz[c]) / (double)plane);
+    }
 }
 
-/* The model runs on the caller's thread (and XNNPACK's pool); meanwhile a
- * helper thread decodes the next frame and counts the previous one, work
- * that would otherwise leave a core idle during the model's serial parts.
- * Frame t's input lives in inputs[t % 4] and its outputs in outs[t % 3]:
- * at step t the model writes t, the helper reads t-1 and t-2 and decodes
- * t+1, so no buffer is read and written at once. */
-#define IN_RING 4
-#define OUT_RING 3
+/* Frames are independent for the model, so `threads` single-threaded
+ * XNNPACK backends run `threads` consecutive frames at once (one step);
+ * each then counts its frame against the previous one as soon as that one
+ * is done.  Meanwhile the caller's thread decodes the next step's frames.
+ *
+ * Layers run through the engine's backend (backend_xnn.h) rather than the
+ * job executor: every layer's output is wanted, and the backend keeps them in
+ * its NHWC layout, which the counting reads as is.  The executor would copy
+ * all of them to NCHW on one thread (~15 ms of a ~65 ms AlexNet frame at
+ * 480x720), and frame-level parallelism beats a thread pool here: single-
+ * threaded backends never spin-wait on each other.  Conv+Relu are not
+ * fused, so both outputs exist; Relu is exact, so the values are those the
+ * workers compute.
+ * Frame t's input lives in inputs[t % (2N+1)] and its outputs in
+ * outs[t % (N+1)] (N executors): a step over frames f..f+N-1 reads inputs
+ * f-1..f+N-1 and writes f+N..f+2N-1, and reads/writes outputs f-1..f+N-1. */
+#define MAX_PAR 16
 
 typedef struct collector {
     const ds_model *m;
@@ -112,21 +140,31 @@ typedef struct collector {
     ds_train_data *d;
     ds_video *v;
     ds_tensor hwc;
-    ds_tensor inputs[IN_RING];
-    ds_tensor *outs[OUT_RING]; /* [n_layers] each; [0] unused */
-    plane_task *tasks;
-    size_t n_tasks;
+    int n;                      /* parallel backends */
+    int max_ch;                 /* most channels of a layer */
+    ds_xnn *ex[MAX_PAR];
+    uint32_t *counts[MAX_PAR];  /* 2 x max channels per backend */
+    ds_tensor inputs[2 * MAX_PAR + 1];
+    ds_tensor *outs[MAX_PAR + 1]; /* [n_layers] each; [0] unused */
     int loops;
-    double t_read, t_count;
-    /* helper's step */
-    int step;
-    int rc;
-    ds_error err;
+    /* step state */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done[MAX_PAR + 1];      /* frame whose outputs a ring slot holds, -1 none */
+    int failed;
+    int first;                  /* first frame of the step */
+    ds_error errs[MAX_PAR];
+    double t_run[MAX_PAR], t_count[MAX_PAR];
 } collector;
 
-static const ds_tensor *layer_tensor(collector *k, int t, int layer)
+typedef struct exec_arg {
+    collector *k;
+    int i;
+} exec_arg;
+
+static const ds_tensor *layer_tensor(const collector *k, int t, int layer)
 {
-    return layer ? &k->outs[t % OUT_RING][layer] : &k->inputs[t % IN_RING];
+    return layer ? &k->outs[t % (k->n + 1)][layer] : &k->inputs[t % (2 * k->n + 1)];
 }
 
 static int read_frame(collector *k, int t, ds_error *err)
@@ -143,33 +181,72 @@ static int read_frame(collector *k, int t, ds_error *err)
     }
     if (r != 1)
         return -1;
-    return ds_frame_u8_to_f32_nchw(&k->hwc, &k->inputs[t % IN_RING], err);
+    /* The decoder's HWC frame is the backend's NHWC layout already. */
+    ds_tensor *x = &k->inputs[t % (2 * k->n + 1)];
+    ds_shape s = ds_shape_nchw(1, 3, k->d->rows, k->d->cols);
+    if (ds_tensor_reserve(x, &s, DS_F32, err))
+        return -1;
+    const uint8_t *src = ds_tensor_u8(&k->hwc);
+    float *dst = ds_tensor_f32(x);
+    size_t n = (size_t)ds_shape_numel(&s);
+    for (size_t i = 0; i < n; i++) /* value/255.0f as the video helpers; vectorises */
+        dst[i] = (float)src[i] / 255.0f;
+    return 0;
 }
 
-static void count_frame(collector *k, int t)
+static void count_frame(const collector *k, int t, uint32_t *counts)
 {
     ds_train_data *d = k->d;
-    float *ch = d->change + (size_t)t * (size_t)d->width;
-    float *nz = d->nonzero + (size_t)t * (size_t)d->width;
-    for (size_t i = 0; i < k->n_tasks; i++) {
-        const plane_task *p = &k->tasks[i];
-        count_plane(p, layer_tensor(k, t, p->layer), t ? layer_tensor(k, t - 1, p->layer) : NULL,
-                    ch, nz);
-    }
+    size_t row = (size_t)t * (size_t)d->width;
+    for (int l = 0; l < d->n_layers; l++)
+        count_layer(layer_tensor(k, t, l), t ? layer_tensor(k, t - 1, l) : NULL, d->channels[l],
+                    counts, counts + k->max_ch, d->change + row + (size_t)d->offset[l],
+                    d->nonzero + row + (size_t)d->offset[l]);
 }
 
-static void *helper(void *arg)
+/* Runs every layer of frame t on backend i (outputs kept, NHWC). */
+static int run_frame(collector *k, int i, int t, ds_error *err)
 {
-    collector *k = arg;
-    int t = k->step;
+    ds_tensor *out = k->outs[t % (k->n + 1)];
+    const ds_tensor *in[64];
+    for (int id = 1; id < k->m->n_layers; id++) {
+        const ds_layer *l = &k->m->layers[id];
+        if (l->n_inputs < 1 || l->n_inputs > 64)
+            return ds_errorf(err, "layer %d: %d inputs", id, l->n_inputs);
+        for (int j = 0; j < l->n_inputs; j++)
+            in[j] = layer_tensor(k, t, l->inputs[j]);
+        if (ds_xnn_run(k->ex[i], id, 0, l->n_inputs, in, &out[id], err))
+            return ds_error_prefix(err, "train: frame %d", t);
+        if (!ds_shape_equal(&out[id].shape, &l->out_shape))
+            return ds_errorf(err, "train: layer %d computed another shape than the model's", id);
+    }
+    return 0;
+}
+
+static void *exec_thread(void *arg)
+{
+    exec_arg *a = arg;
+    collector *k = a->k;
+    int t = k->first + a->i, slot = t % (k->n + 1);
     double t0 = ds_now();
-    if (t + 1 < k->c->frames && read_frame(k, t + 1, &k->err))
-        k->rc = -1;
+    int rc = run_frame(k, a->i, t, &k->errs[a->i]);
     double t1 = ds_now();
-    if (t >= 1)
-        count_frame(k, t - 1);
-    k->t_read += t1 - t0;
-    k->t_count += ds_now() - t1;
+    pthread_mutex_lock(&k->lock);
+    if (rc)
+        k->failed = 1;
+    else
+        k->done[slot] = t;
+    pthread_cond_broadcast(&k->cond);
+    /* The previous frame is done in this step or an earlier one. */
+    int prev_slot = (t + k->n) % (k->n + 1);
+    while (t > 0 && !k->failed && k->done[prev_slot] != t - 1)
+        pthread_cond_wait(&k->cond, &k->lock);
+    int go = !k->failed;
+    pthread_mutex_unlock(&k->lock);
+    if (go)
+        count_frame(k, t, k->counts[a->i]);
+    k->t_run[a->i] += t1 - t0;
+    k->t_count[a->i] += ds_now() - t1;
     return NULL;
 }
 
@@ -186,90 +263,125 @@ int ds_train_collect(const ds_model *m, const ds_train_cfg *c, ds_train_data *d,
         return ds_errorf(err, "train: model %s takes %lldx%lld images, not 1x3 RGB frames",
                          m->name, (long long)in->dims[0], (long long)in->dims[1]);
     }
-    int L = m->n_layers, threads = c->threads > 0 ? c->threads : 1;
-    collector k;
-    memset(&k, 0, sizeof k);
-    k.m = m;
-    k.c = c;
-    k.d = d;
-    k.v = ds_video_open(c->video, d->rows, d->cols, err);
-    ds_executor *ex = k.v ? ds_executor_new(m, DS_BACKEND_XNNPACK, threads, err) : NULL;
-    int *ids = malloc((size_t)L * sizeof *ids);
-    for (int r = 0; r < OUT_RING; r++)
-        k.outs[r] = calloc((size_t)L, sizeof *k.outs[r]);
-    k.tasks = malloc((size_t)d->width * sizeof *k.tasks);
+    int L = m->n_layers, max_ch = 0;
+    for (int l = 0; l < L; l++)
+        max_ch = d->channels[l] > max_ch ? d->channels[l] : max_ch;
+    collector *k = calloc(1, sizeof *k);
+    if (!k) {
+        ds_train_data_free(d);
+        return ds_errorf(err, "train: out of memory");
+    }
+
+    k->m = m;
+    k->max_ch = max_ch;
+    k->c = c;
+    k->d = d;
+    k->n = c->threads < 1 ? 1 : c->threads > MAX_PAR ? MAX_PAR : c->threads;
+    pthread_mutex_init(&k->lock, NULL);
+    pthread_cond_init(&k->cond, NULL);
     ds_progress prog = {0};
     int rc = -1, begun = 0;
-    double t_run = 0;
-    if (!k.v || !ex)
+    double t_read = 0, t0_all = ds_now();
+    k->v = ds_video_open(c->video, d->rows, d->cols, err);
+    if (!k->v)
         goto out;
-    if (!ids || !k.outs[0] || !k.outs[1] || !k.outs[2] || !k.tasks) {
-        ds_errorf(err, "train: out of memory");
-        goto out;
+    for (int i = 0; i < k->n; i++) {
+        if (!(k->ex[i] = ds_xnn_new(m, 1, err)))
+            goto out;
+        if (!(k->counts[i] = malloc(2 * (size_t)max_ch * sizeof *k->counts[i]))) {
+            ds_errorf(err, "train: out of memory");
+            goto out;
+        }
     }
-    for (int i = 1; i < L; i++)
-        ids[i - 1] = i;
-    for (int l = 0; l < L; l++) {
-        int64_t numel = ds_shape_numel(&m->layers[l].out_shape);
-        size_t plane = (size_t)(numel / d->channels[l]);
-        for (int ch = 0; ch < d->channels[l]; ch++)
-            k.tasks[k.n_tasks++] = (plane_task){l, (size_t)ch * plane, plane, d->offset[l] + ch};
+    for (int r = 0; r <= k->n; r++) {
+        k->done[r] = -1;
+        if (!(k->outs[r] = calloc((size_t)L, sizeof *k->outs[r]))) {
+            ds_errorf(err, "train: out of memory");
+            goto out;
+        }
     }
-    ds_job job = {L - 1, ids, L - 1, ids};
     if (c->progress) {
         ds_progress_begin(&prog, "collecting", c->frames);
         begun = 1;
     }
-    if (read_frame(&k, 0, err))
-        goto out;
-    for (int t = 0; t <= c->frames; t++) {
+    for (int t = 0; t < k->n && t < c->frames; t++)
+        if (read_frame(k, t, err))
+            goto out;
+    for (int f = 0; f < c->frames; f += k->n) {
         if (c->cancel && atomic_load(c->cancel)) {
-            ds_errorf(err, "train: cancelled after %d of %d frames", t, c->frames);
+            ds_errorf(err, "train: cancelled after %d of %d frames", f, c->frames);
             goto out;
         }
-        pthread_t th;
-        k.step = t;
-        int threaded = pthread_create(&th, NULL, helper, &k) == 0;
-        if (!threaded) /* no thread to spare: do the same work in turn */
-            helper(&k);
-        int run_rc = 0;
-        if (t < c->frames) {
-            double t0 = ds_now();
-            const ds_tensor *x = &k.inputs[t % IN_RING];
-            int zero = 0;
-            run_rc = ds_executor_run(ex, &job, 1, &zero, &x, k.outs[t % OUT_RING] + 1, err);
-            t_run += ds_now() - t0;
+        int n = c->frames - f < k->n ? c->frames - f : k->n, started = 0;
+        pthread_t th[MAX_PAR];
+        exec_arg args[MAX_PAR];
+        k->first = f;
+        for (int i = 0; i < n; i++) {
+            args[i] = (exec_arg){k, i};
+            if (pthread_create(&th[i], NULL, exec_thread, &args[i]) != 0)
+                break;
+            started++;
         }
-        if (threaded)
-            pthread_join(th, NULL);
-        if (run_rc)
-            goto out;
-        if (k.rc) {
-            memcpy(err ? err->msg : k.err.msg, k.err.msg, sizeof k.err.msg);
+        double t0 = ds_now();
+        int read_rc = 0;
+        for (int t = f + k->n; t < f + 2 * k->n && t < c->frames && !read_rc && started == n; t++)
+            read_rc = read_frame(k, t, err);
+        t_read += ds_now() - t0;
+        if (started < n) { /* let the started ones finish, then fail */
+            pthread_mutex_lock(&k->lock);
+            k->failed = 1;
+            pthread_cond_broadcast(&k->cond);
+            pthread_mutex_unlock(&k->lock);
+        }
+        for (int i = 0; i < started; i++)
+            pthread_join(th[i], NULL);
+        if (started < n) {
+            ds_errorf(err, "train: cannot start a thread");
             goto out;
         }
-        if (begun && t >= 1)
-            ds_progress_step(&prog, t);
+        if (k->failed) {
+            for (int i = 0; i < n; i++)
+                if (k->errs[i].msg[0]) {
+                    ds_errorf(err, "%s", k->errs[i].msg);
+                    break;
+                }
+            goto out;
+        }
+        if (read_rc)
+            goto out;
+        if (begun)
+            ds_progress_step(&prog, f + n);
     }
-    ds_debug("collect: %d frames: model %.2f s; in parallel decode+convert %.2f s, "
-             "counting %.2f s", c->frames, t_run, k.t_read, k.t_count);
+    double run = 0, count = 0;
+    for (int i = 0; i < k->n; i++) {
+        run += k->t_run[i];
+        count += k->t_count[i];
+    }
+    ds_debug("collect: %d frames in %.2f s with %d backends: model %.2f s, counting %.2f s "
+             "(thread sums), decode+convert %.2f s alongside",
+             c->frames, ds_now() - t0_all, k->n, run, count, t_read);
     rc = 0;
 out:
     if (begun)
         ds_progress_end(&prog);
     if (rc)
         ds_train_data_free(d);
-    for (int r = 0; r < OUT_RING; r++) {
-        for (int i = 0; k.outs[r] && i < L; i++)
-            ds_tensor_free(&k.outs[r][i]);
-        free(k.outs[r]);
+    for (int r = 0; r <= MAX_PAR; r++) {
+        for (int i = 0; k->outs[r] && i < L; i++)
+            ds_tensor_free(&k->outs[r][i]);
+        free(k->outs[r]);
     }
-    for (int r = 0; r < IN_RING; r++)
-        ds_tensor_free(&k.inputs[r]);
-    ds_tensor_free(&k.hwc);
-    free(ids);
-    free(k.tasks);
-    ds_executor_free(ex);
-    ds_video_close(k.v);
+    for (int r = 0; r < 2 * MAX_PAR + 1; r++)
+        ds_tensor_free(&k->inputs[r]);
+    for (int i = 0; i < MAX_PAR; i++) {
+        if (k->ex[i])
+            ds_xnn_free(k->ex[i]);
+        free(k->counts[i]);
+    }
+    ds_tensor_free(&k->hwc);
+    ds_video_close(k->v);
+    pthread_mutex_destroy(&k->lock);
+    pthread_cond_destroy(&k->cond);
+    free(k);
     return rc;
 }
