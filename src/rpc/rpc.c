@@ -212,6 +212,7 @@ enum tag_kind {
     TAG_STREAM_SEND,  /* a stream message was sent */
     TAG_STREAM_STATUS,/* a stream's final status was sent */
     TAG_STREAM_CLOSED,/* a stream's call is over (status sent or cancelled) */
+    TAG_STREAM_MD,    /* a stream's initial metadata was sent (handler accepted) */
     TAG_SHUTDOWN,     /* the server finished shutting down */
 };
 
@@ -268,7 +269,7 @@ struct ds_rpc_server {
 };
 
 struct ds_rpc_stream {
-    tag closed_tag, send_tag, status_tag;
+    tag closed_tag, send_tag, status_tag, md_tag;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     ds_rpc_server *srv; /* valid while grpc_refs > 0 */
@@ -499,6 +500,8 @@ static void stream_event(tag *t, int success)
     case TAG_STREAM_STATUS:
         grpc_slice_unref(s->close_details);
         break;
+    case TAG_STREAM_MD:
+        break;
     default: /* TAG_STREAM_CLOSED: the call is over */
         if (!s->gone) {
             s->gone = 1;
@@ -519,6 +522,28 @@ static void stream_event(tag *t, int success)
     pthread_mutex_unlock(&s->mu);
     if (free_it)
         stream_free(s);
+}
+
+/* Sends the initial metadata now that the handler accepted the stream: the
+ * client's ds_rpc_reader_open waits for it, so a client that opened a
+ * stream knows the handler has run. */
+static void stream_accepted(ds_rpc_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!s->md_sent && !s->gone && s->call) {
+        grpc_op op;
+        memset(&op, 0, sizeof op);
+        op.op = GRPC_OP_SEND_INITIAL_METADATA;
+        s->md_sent = 1;
+        s->grpc_refs++;
+        grpc_call_error e = grpc_call_start_batch(s->call, &op, 1, &s->md_tag, NULL);
+        if (e != GRPC_CALL_OK) {
+            s->grpc_refs--;
+            ds_error("rpc server: %s stream to %s: cannot send metadata: %s", s->method, s->peer,
+                     grpc_call_error_to_string(e));
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* Drops one application-side reference. */
@@ -550,6 +575,7 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
     s->closed_tag = (tag){TAG_STREAM_CLOSED, s};
     s->send_tag = (tag){TAG_STREAM_SEND, s};
     s->status_tag = (tag){TAG_STREAM_STATUS, s};
+    s->md_tag = (tag){TAG_STREAM_MD, s};
     s->srv = w->srv;
     s->call = call;
     s->max_msg = w->srv->max_msg;
@@ -593,7 +619,9 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
     }
     if (payload)
         grpc_byte_buffer_destroy(payload);
-    if (code != DS_RPC_OK) {
+    if (code == DS_RPC_OK)
+        stream_accepted(s);
+    else {
         /* Rejected: end the call, unless the handler already closed it. */
         pthread_mutex_lock(&s->mu);
         int closed = s->close_requested;
@@ -734,6 +762,7 @@ static void *server_thread(void *arg)
         case TAG_STREAM_SEND:
         case TAG_STREAM_STATUS:
         case TAG_STREAM_CLOSED:
+        case TAG_STREAM_MD:
             stream_event(t, ev.success);
             break;
         case TAG_SHUTDOWN:
@@ -1175,6 +1204,8 @@ struct ds_rpc_reader {
     char start_tag, msg_tag, status_tag;
 };
 
+static int reader_event(ds_rpc_reader *r, grpc_event ev);
+
 ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method_path, const void *req,
                                   size_t len, ds_error *err)
 {
@@ -1233,6 +1264,20 @@ ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method_path, c
                   short_method(method_path), grpc_call_error_to_string(e));
         ds_rpc_reader_free(r);
         return NULL;
+    }
+    /* The server sends its initial metadata once the handler accepted (or
+     * the call ends): after this, the stream is in place on the server. */
+    gpr_timespec until = deadline_after(DS_RPC_OPEN_TIMEOUT_S);
+    while (r->start_pending) {
+        grpc_event ev = grpc_completion_queue_next(r->cq, until, NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT) {
+            ds_errorf(err, "%s (%s) %s: no answer to the stream request within %.0f s", ch->peer,
+                      ch->target, short_method(method_path), DS_RPC_OPEN_TIMEOUT_S);
+            ds_rpc_reader_free(r);
+            return NULL;
+        }
+        if (ev.type == GRPC_OP_COMPLETE)
+            reader_event(r, ev);
     }
     return r;
 }

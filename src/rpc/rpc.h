@@ -167,7 +167,12 @@ int ds_rpc_call_unary(ds_rpc_channel *ch, const char *method, const void *req, s
                       double deadline_s, ds_buf *resp, int *code, ds_error *err);
 
 /* Opens a server-streaming call (no deadline; ended by the server, by
- * ds_rpc_reader_cancel or by ds_rpc_reader_free). */
+ * ds_rpc_reader_cancel or by ds_rpc_reader_free).  Returns once the server's
+ * handler accepted the stream, so requests sent afterwards (on any channel)
+ * find it in place; or once the call failed (ds_rpc_reader_next then reports
+ * the status).  Fails when the server does not answer within
+ * DS_RPC_OPEN_TIMEOUT_S. */
+#define DS_RPC_OPEN_TIMEOUT_S 30.0
 ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method, const void *req,
                                   size_t len, ds_error *err);
 #define DS_RPC_TIMEOUT (-2)

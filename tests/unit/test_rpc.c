@@ -27,6 +27,7 @@
 #define COUNT "/test.Svc/Count"
 #define HOLD "/test.Svc/Hold"
 #define ODD "/test.Svc/Odd"
+#define SLOW_HOLD "/test.Svc/SlowHold"
 
 static int baseline_threads;
 
@@ -135,6 +136,13 @@ static int hold(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s, ds_e
     return DS_RPC_OK;
 }
 
+/* Like hold, but takes its time accepting. */
+static int slow_hold(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s, ds_error *err)
+{
+    sleep_s(0.2);
+    return hold(ud, req, len, s, err);
+}
+
 /* Closes the stream itself, then returns an error anyway: its own status
  * stands and nothing is closed twice. */
 static int odd(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s, ds_error *err)
@@ -174,6 +182,7 @@ static ds_rpc_server *start_server(const char *addr, size_t max_msg)
     assert_int_equal(ds_rpc_server_add_stream(srv, COUNT, count, NULL, 8, &err), 0);
     assert_int_equal(ds_rpc_server_add_stream(srv, HOLD, hold, NULL, 4, &err), 0);
     assert_int_equal(ds_rpc_server_add_stream(srv, ODD, odd, NULL, 0, &err), 0);
+    assert_int_equal(ds_rpc_server_add_stream(srv, SLOW_HOLD, slow_hold, NULL, 0, &err), 0);
     assert_int_equal(ds_rpc_server_start(srv, 2, &err), 0);
     return srv;
 }
@@ -477,6 +486,35 @@ static void test_shutdown_with_blocked_pusher(void **state)
     ds_rpc_channel_free(ch);
 }
 
+/* ds_rpc_reader_open returns only once the handler accepted the stream:
+ * what the client sends next cannot overtake it (the worker resets its
+ * session when the master's result stream arrives). */
+static void test_open_waits_for_handler(void **state)
+{
+    (void)state;
+    ds_rpc_server *srv = start_server("127.0.0.1:0", 0);
+    ds_rpc_channel *ch = connect_to(srv, 0);
+    ds_error err = {{0}};
+    ds_rpc_reader *r = ds_rpc_reader_open(ch, SLOW_HOLD, "m", 1, &err);
+    assert_non_null(r);
+    pthread_mutex_lock(&held_mu);
+    ds_rpc_stream *s = held;
+    held = NULL;
+    pthread_mutex_unlock(&held_mu);
+    assert_non_null(s);
+    assert_int_equal(ds_rpc_stream_push(s, "hi", 2, 1, &err), 0);
+    ds_buf msg = {0};
+    int code = -1;
+    assert_int_equal(ds_rpc_reader_next(r, &msg, 5, &code, &err), 1);
+    assert_memory_equal(msg.data, "hi", 2);
+    ds_rpc_stream_close(s, DS_RPC_OK, NULL);
+    assert_int_equal(ds_rpc_reader_next(r, &msg, 5, &code, &err), 0);
+    ds_rpc_reader_free(r);
+    ds_buf_free(&msg);
+    ds_rpc_channel_free(ch);
+    ds_rpc_server_free(srv);
+}
+
 /* The client goes away: the server side notices and pushes fail. */
 static void test_peer_disconnect(void **state)
 {
@@ -699,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_stream_in_order),
         cmocka_unit_test(test_stream_push_and_shutdown),
         cmocka_unit_test(test_shutdown_with_blocked_pusher),
+        cmocka_unit_test(test_open_waits_for_handler),
         cmocka_unit_test(test_peer_disconnect),
         cmocka_unit_test(test_idle_stream_keepalive),
         cmocka_unit_test(test_oversized),
