@@ -25,6 +25,10 @@
 #include "video/video.h"
 
 #define MAX_SIZES 8 /* frame sizes trained per run; more is a misuse */
+/* Largest frame a request may ask to train for (a little over 1080p): all
+ * layer outputs of threads+1 frames are held while collecting, so a hostile
+ * 16384x16384 request must not make the trainer run out of memory. */
+#define MAX_TRAIN_PIXELS (2048L * 2048L)
 
 typedef struct sized {
     int rows, cols;
@@ -108,9 +112,17 @@ static sized *claim(trainer *tr, int rows, int cols, int *mine)
         }
         return s;
     }
-    if (tr->n_sizes == MAX_SIZES)
-        return NULL;
-    sized *s = &tr->sizes[tr->n_sizes++];
+    sized *s = NULL;
+    if (tr->n_sizes < MAX_SIZES) {
+        s = &tr->sizes[tr->n_sizes++];
+    } else { /* reuse a failed entry: nobody waits on one (waiters need state 0) */
+        for (int i = 0; i < tr->n_sizes && !s; i++)
+            if (tr->sizes[i].state == -1)
+                s = &tr->sizes[i];
+        if (!s)
+            return NULL;
+        ds_buf_free(&s->blob);
+    }
     memset(s, 0, sizeof *s);
     s->rows = rows;
     s->cols = cols;
@@ -192,6 +204,12 @@ static int on_predictors(void *ud, const uint8_t *req, size_t len, ds_buf *resp,
     protobuf_c_message_free_unpacked(&m->base, NULL);
     if (bad)
         return DS_RPC_FAILED_PRECONDITION;
+    if ((long)rows * cols > MAX_TRAIN_PIXELS && (rows != tr->cfg->frame_rows ||
+                                                 cols != tr->cfg->frame_cols)) {
+        ds_errorf(err, "frame size %dx%d is larger than the trainer trains for on request (%ld "
+                  "pixels); configure frame_size instead", rows, cols, MAX_TRAIN_PIXELS);
+        return DS_RPC_INVALID_ARGUMENT;
+    }
 
     pthread_mutex_lock(&tr->lock);
     int mine;

@@ -60,7 +60,7 @@ static int start(void **state)
         ds_model_set_input(&model, 1, 3, ROWS, COLS, &err))
         return -1;
     char target[64];
-    snprintf(target, sizeof target, "localhost:%d", port);
+    snprintf(target, sizeof target, "127.0.0.1:%d", port); /* no resolver: c-ares leaks */
     ch = ds_rpc_channel_new("trainer", target, 0, &err);
     return ch && ds_rpc_wait_ready(ch, 60, &err) == 0 ? 0 : -1;
 }
@@ -143,6 +143,12 @@ static void test_predictors(void **state)
     /* Malformed. */
     assert_int_equal(call(model.hash, "sample.mp4", 0, COLS, FRAMES, &blob, &err),
                      DS_RPC_INVALID_ARGUMENT);
+    assert_int_equal(call(model.hash, "sample.mp4", 16384, 16384, FRAMES, &blob, &err),
+                     DS_RPC_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.msg, "larger"));
+    /* Too small for the model: a clear failure, not a crash. */
+    assert_int_equal(call(model.hash, "sample.mp4", 8, 8, FRAMES, &blob, &err),
+                     DS_RPC_FAILED_PRECONDITION);
     ds_buf resp = {0};
     int c = 0;
     ds_rpc_call_unary(ch, DS_RPC_TRAINER_PREDICTORS, "\xff\xff\xff", 3, 10, &resp, &c, &err);
