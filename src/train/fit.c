@@ -518,6 +518,15 @@ static int appendf(ds_buf *o, ds_error *err, const char *fmt, ...)
     return ds_buf_append(o, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, err);
 }
 
+/* A table cell: 4 decimals, "-" when unknown. */
+static void num(char *buf, double v)
+{
+    if (isnan(v))
+        snprintf(buf, 16, "-");
+    else
+        snprintf(buf, 16, "%.4f", v);
+}
+
 int ds_train_report(const ds_model *m, const ds_predictors *p, const ds_train_data *d,
                     ds_buf *out, ds_error *err)
 {
@@ -556,9 +565,16 @@ int ds_train_report(const ds_model *m, const ds_predictors *p, const ds_train_da
                     ch += cell(d, t, i, c);
             ch /= (double)(d->n_frames - first) * lp->n_out;
         }
-        rc = appendf(out, err, "%3d %-28.28s %-13s %-6s %5d %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f\n",
-                     i, m->layers[i].name, ds_op_name(m->layers[i].op), ds_pred_kind_name(lp->kind),
-                     lp->n_out, ch, nz, lp->r2, lp->mae, d ? r2s[i] : NAN, d ? maes[i] : NAN);
+        char f[6][16];
+        num(f[0], ch);
+        num(f[1], nz);
+        num(f[2], lp->r2);
+        num(f[3], lp->mae);
+        num(f[4], d ? r2s[i] : NAN);
+        num(f[5], d ? maes[i] : NAN);
+        rc = appendf(out, err, "%3d %-28.28s %-13s %-6s %5d %7s %7s %7s %7s %7s %7s\n", i,
+                     m->layers[i].name, ds_op_name(m->layers[i].op), ds_pred_kind_name(lp->kind),
+                     lp->n_out, f[0], f[1], f[2], f[3], f[4], f[5]);
     }
     free(r2s);
     free(maes);
