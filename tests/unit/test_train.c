@@ -305,6 +305,14 @@ static void test_collect_loops(void **state)
     /* testsrc moves: every frame changes some pixels. */
     for (int t = 1; t < FRAMES; t++)
         assert_true(at(d.change, &d, t, 0, 1) > 0.0f);
+    /* Frames in parallel (5 at a time: 12 = 5 + 5 + 2) give the same data. */
+    ds_train_data d5;
+    c.threads = 5;
+    assert_int_equal(ds_train_collect(&alexnet, &c, &d5, &err), 0);
+    assert_memory_equal(d5.change, d.change, FRAMES * W * sizeof(float));
+    assert_memory_equal(d5.nonzero, d.nonzero, FRAMES * W * sizeof(float));
+    ds_train_data_free(&d5);
+    c.threads = 1;
     ds_train_data_free(&d);
     /* Too few frames, a missing video, a cancelled run. */
     c.frames = 2;
@@ -319,6 +327,41 @@ static void test_collect_loops(void **state)
     c.cancel = &cancel;
     assert_int_equal(ds_train_collect(&alexnet, &c, &d, &err), -1);
     assert_non_null(strstr(err.msg, "cancelled"));
+}
+
+/* A DAG (GoogLeNet: Concat layers) collects and fits; a Concat layer's
+ * collected fractions are its inputs' fractions side by side, so its
+ * one-step prediction is exact. */
+static void test_dag(void **state)
+{
+    (void)state;
+    ds_model g;
+    ds_error err;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(ds_model_load("zoo:googlenet", &g, &err), 0);
+    assert_int_equal(ds_model_set_input(&g, 1, 3, 64, 96, &err), 0);
+    ds_train_cfg c = {SAMPLE, 7, 2, NULL, 0, NULL}; /* odd: a last step of one frame */
+    ds_train_data d;
+    assert_int_equal(ds_train_collect(&g, &c, &d, &err), 0);
+    ds_predictors *p = NULL;
+    assert_int_equal(ds_train_fit(&g, &d, 2, &p, &err), 0);
+    int concats = 0;
+    double *r2 = malloc(sizeof(double) * (size_t)g.n_layers);
+    double *mae = malloc(sizeof(double) * (size_t)g.n_layers);
+    assert_int_equal(ds_train_quality(&g, p, &d, 1, NULL, NULL, r2, mae, &err), 0);
+    for (int i = 0; i < g.n_layers; i++) {
+        if (g.layers[i].op != DS_OP_CONCAT)
+            continue;
+        assert_int_equal(p->layers[i].kind, DS_PRED_CONCAT);
+        assert_float_equal(mae[i], 0.0, 1e-7);
+        concats++;
+    }
+    assert_true(concats >= 9);
+    free(r2);
+    free(mae);
+    ds_predictors_free(p);
+    ds_train_data_free(&d);
+    ds_model_free(&g);
 }
 
 static void test_cache(void **state)
@@ -431,7 +474,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_exact),   cmocka_unit_test(test_mlp_beats_constant),
         cmocka_unit_test(test_clamp),          cmocka_unit_test(test_collect_sample),
-        cmocka_unit_test(test_collect_loops),  cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_collect_loops),  cmocka_unit_test(test_dag),
+        cmocka_unit_test(test_cache),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
