@@ -4,8 +4,9 @@
  *   build/bench/train [--model zoo:alexnet] [--video data/sample.mp4]   (from the source tree)
  *                     [--frames 400] [--size 480x720] [--threads 2]
  *
- * Prints collection and fit time, frames per second, the per-layer R2/MAE
- * table (held-out last 20% of the frames) and the original system's figure
+ * Environment DS_DEBUG=1 adds the collection's breakdown (model, counting,
+ * decoding time).  Prints collection and fit time, frames per second, the
+ * per-layer R2/MAE table (held-out last 20% of the frames) and the original system's figure
  * on this machine (DESIGN.md section 7: 45 s collection, < 1 s fitting for
  * 400 frames of AlexNet at 480x720). */
 #include <getopt.h>
