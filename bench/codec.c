@@ -292,7 +292,8 @@ int main(int argc, char **argv)
                 s->orig_dif += original_bytes(curf, l ? &prev[l] : &prevf, &nnz);
             double best_itg = 1e300, best_dif = 1e300;
             for (int k = 0; k < NVAR; k++) {
-                ds_codec_opts o = {comp[k], 1, 1};
+                /* As the system sends: updates as exact deltas (roles/common.c). */
+                ds_codec_opts o = {comp[k], 1, DS_CODEC_EXACT_DELTA};
                 ds_tensor *cache = &rx[k * L + l];
                 /* itg: no reference.  Frame 0 of dif mode is the same
                  * payload, so it seeds the receiver's cache. */

@@ -55,7 +55,14 @@ int ds_dif_send(ds_dif_cache *c, int layer_id, const ds_tensor *t, const ds_code
                                     ds_shape_equal(&ref->shape, &t->shape)
                                 ? ref
                                 : NULL;
-    if (ds_codec_encode(layer_id, t, base, o, &c->scratch, out, err))
+    /* Without a reference the codec still picks DENSE or SPARSE (against
+     * zeros), whichever is smaller: such a payload needs no cache. */
+    ds_codec_opts full = {DS_COMPRESS_NONE, 1, 1};
+    if (o)
+        full.compress = o->compress, full.zstd_level = o->zstd_level;
+    if (base && o)
+        full.allow_update = o->allow_update;
+    if (ds_codec_encode(layer_id, t, base, &full, &c->scratch, out, err))
         return -1;
     if (!dif)
         return 0;

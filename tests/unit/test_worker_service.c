@@ -63,6 +63,12 @@ static int start_worker(void **state)
 static int stop_worker(void **state)
 {
     (void)state;
+    /* A failed test leaves the worker running: it would hold ctest's
+     * output pipe open. */
+    if (worker_pid > 0 && waitpid(worker_pid, NULL, WNOHANG) == 0) {
+        kill(worker_pid, SIGTERM);
+        waitpid(worker_pid, NULL, 0);
+    }
     ds_rpc_reader_free(results);
     ds_rpc_channel_free(ch);
     ds_model_free(&model);
