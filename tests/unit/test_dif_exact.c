@@ -79,7 +79,7 @@ static void run_model(const char *spec, int rows, int cols)
 
     ds_dif_cache master_cache;
     assert_int_equal(ds_dif_cache_init(&master_cache, m.n_layers, &err), 0);
-    ds_codec_opts dif = {DS_COMPRESS_LZ4, 1, 1};
+    ds_codec_opts dif = {DS_COMPRESS_LZ4, 1, DS_CODEC_EXACT_DELTA}; /* as the roles send */
     ds_payloads hop[NODES + 1];
     memset(hop, 0, sizeof hop);
     ds_dif_cache result_cache;
