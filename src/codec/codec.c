@@ -552,11 +552,16 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
                 pix_size += pc * channels * es;
             }
         }
-        if (elem_size < raw && elem_size <= pix_size) {
+        /* With exact deltas and compression even an all-changed plane is
+         * worth an update: XOR deltas compress far better than values. */
+        uint64_t dense_cmp = raw;
+        if (rd && o->allow_update == DS_CODEC_EXACT_DELTA && o->compress != DS_COMPRESS_NONE)
+            dense_cmp = raw + planes + (uint64_t)images * mb + 1;
+        if (elem_size < dense_cmp && elem_size <= pix_size) {
             enc = rd ? DS_ENC_UPDATE : DS_ENC_SPARSE;
             mk = DS_MASK_ELEM;
             raw = elem_size;
-        } else if (pix_size < raw) {
+        } else if (pix_size < dense_cmp) {
             enc = rd ? DS_ENC_UPDATE : DS_ENC_SPARSE;
             mk = DS_MASK_PIXEL;
             raw = pix_size;
