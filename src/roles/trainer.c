@@ -157,21 +157,6 @@ static void *startup_thread(void *arg)
     return NULL;
 }
 
-static int on_clock(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
-{
-    (void)ud;
-    int64_t recv = ds_wall_us();
-    Deltaslice__ClockProbe *m = (Deltaslice__ClockProbe *)ds_rpc_unpack(
-        &deltaslice__clock_probe__descriptor, req, len, 0, err);
-    if (!m)
-        return DS_RPC_INVALID_ARGUMENT;
-    m->server_recv_us = recv;
-    m->server_send_us = ds_wall_us();
-    int rc = ds_rpc_pack(&m->base, resp, err);
-    protobuf_c_message_free_unpacked(&m->base, NULL);
-    return rc ? DS_RPC_INTERNAL : DS_RPC_OK;
-}
-
 /* Checks a request against the trainer's configuration. */
 static int check_request(const trainer *tr, const Deltaslice__PredictorsRequest *m, ds_error *err)
 {
@@ -279,7 +264,7 @@ int ds_trainer_main(const ds_config *cfg)
     ds_rpc_server *srv = ds_rpc_server_new(addr, cfg->max_message_bytes, &err);
     /* 3 handler threads: a request waiting for a training must not hold up
      * clock probes. */
-    if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_CLOCK, on_clock, NULL, &err) ||
+    if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_CLOCK, ds_rpc_clock_handler, NULL, &err) ||
         ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_PREDICTORS, on_predictors, tr, &err) ||
         ds_rpc_server_start(srv, 3, &err)) {
         ds_error("%s", err.msg);

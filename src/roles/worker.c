@@ -268,21 +268,6 @@ static int on_costs(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_e
     return code;
 }
 
-static int on_clock(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
-{
-    (void)ud;
-    int64_t recv = ds_wall_us();
-    Deltaslice__ClockProbe *m = (Deltaslice__ClockProbe *)ds_rpc_unpack(
-        &deltaslice__clock_probe__descriptor, req, len, 0, err);
-    if (!m)
-        return DS_RPC_INVALID_ARGUMENT;
-    m->server_recv_us = recv;
-    m->server_send_us = ds_wall_us();
-    int rc = ds_rpc_pack(&m->base, resp, err);
-    protobuf_c_message_free_unpacked(&m->base, NULL);
-    return rc ? DS_RPC_INTERNAL : DS_RPC_OK;
-}
-
 /* ------------------------------------------------------------ executing */
 
 static Deltaslice__StageTiming *timing_new(int worker_id, const char *stage, int64_t start, int64_t end)
@@ -576,7 +561,7 @@ int ds_worker_main(const ds_config *cfg, int id)
     if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_WORKER_SUBMIT, on_submit, w, &err) ||
         ds_rpc_server_add_stream(srv, DS_RPC_WORKER_RESULTS, on_results, w, 64, &err) ||
         ds_rpc_server_add_unary(srv, DS_RPC_WORKER_COSTS, on_costs, w, &err) ||
-        ds_rpc_server_add_unary(srv, DS_RPC_WORKER_CLOCK, on_clock, w, &err)) {
+        ds_rpc_server_add_unary(srv, DS_RPC_WORKER_CLOCK, ds_rpc_clock_handler, NULL, &err)) {
         ds_error("%s", err.msg);
         goto out;
     }

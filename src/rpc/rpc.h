@@ -199,6 +199,10 @@ int ds_rpc_pack(const ProtobufCMessage *msg, ds_buf *out, ds_error *err);
 ProtobufCMessage *ds_rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
                                 size_t len, size_t max_len, ds_error *err);
 
+/* Unary handler of the Clock methods: answers a ClockProbe with this
+ * process's receive and send times (NTP-style offset estimation). */
+int ds_rpc_clock_handler(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err);
+
 /* ------------------------------------------------------------- validation
  *
  * What the services call right after unpacking a message from the network.
