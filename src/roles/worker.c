@@ -409,7 +409,8 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
         ds_errorf(err, "out of memory");
         goto out;
     }
-    memcpy(timings, m->timings, sizeof *timings * n_t);
+    if (n_t) /* m->timings is NULL when empty */
+        memcpy(timings, m->timings, sizeof *timings * n_t);
     memcpy(timings + n_t, own, sizeof own);
     /* This worker accounts for the link it received the frame on. */
     char link_name[32];
@@ -426,7 +427,8 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
         ds_errorf(err, "out of memory");
         goto out;
     }
-    memcpy(links, m->bytes, sizeof *links * n_b);
+    if (n_b)
+        memcpy(links, m->bytes, sizeof *links * n_b);
     links[n_b] = &in_link;
 
     if (final) {
