@@ -57,9 +57,10 @@ typedef struct worker {
     ds_dif_node *node;
     ds_layer_costs costs;
 
-    /* Session: the master's result stream and frame order. */
+    /* Session: the master's result stream; frame order. */
     pthread_mutex_t session_lock;
     ds_rpc_stream *results;
+    pthread_mutex_t order_lock;
     int64_t last_frame; /* last frame id accepted, -1 = none */
 
     ring frames_ring;
@@ -181,27 +182,28 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
     }
     /* A frame must come after the last one accepted: frames execute in
      * frame-id order, each exactly once. */
-    pthread_mutex_lock(&w->session_lock);
-    if ((int64_t)m->frame_id <= w->last_frame) {
+    uint64_t frame_id = m->frame_id; /* m belongs to the executor once queued */
+    pthread_mutex_lock(&w->order_lock);
+    if ((int64_t)frame_id <= w->last_frame) {
         ds_errorf(err, "frame %" PRIu64 " arrives after frame %" PRId64 ": frames must come in order",
-                  m->frame_id, w->last_frame);
-        pthread_mutex_unlock(&w->session_lock);
+                  frame_id, w->last_frame);
+        pthread_mutex_unlock(&w->order_lock);
         code = DS_RPC_FAILED_PRECONDITION;
         goto fail;
     }
     int slot = ring_reserve(&w->frames_ring, SUBMIT_WAIT_S);
     if (slot < 0) {
-        pthread_mutex_unlock(&w->session_lock);
+        pthread_mutex_unlock(&w->order_lock);
         ds_errorf(err, "%s: frame queue full for %.0f s", w->name, SUBMIT_WAIT_S);
         code = DS_RPC_RESOURCE_EXHAUSTED;
         goto fail;
     }
-    w->last_frame = (int64_t)m->frame_id;
+    w->last_frame = (int64_t)frame_id;
     w->frames[slot] = (frame_msg){m, recv_us, len};
     ring_commit(&w->frames_ring);
-    pthread_mutex_unlock(&w->session_lock);
-    ds_trace_event_at(w->trace, recv_us, m->frame_id, "receive", DS_TRACE_START);
-    ds_trace_event(w->trace, m->frame_id, "receive", DS_TRACE_FINISH);
+    pthread_mutex_unlock(&w->order_lock);
+    ds_trace_event_at(w->trace, recv_us, frame_id, "receive", DS_TRACE_START);
+    ds_trace_event(w->trace, frame_id, "receive", DS_TRACE_FINISH);
     Deltaslice__Ack ack = DELTASLICE__ACK__INIT;
     ack.ok = 1;
     return ds_rpc_pack(&ack.base, resp, err) ? DS_RPC_INTERNAL : DS_RPC_OK;
@@ -225,8 +227,13 @@ static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s
         ds_rpc_stream_close(w->results, DS_RPC_ABORTED, "replaced by a new master session");
     }
     w->results = stream;
-    w->last_frame = -1;
     pthread_mutex_unlock(&w->session_lock);
+    /* Taken after session_lock is released: a Submit holding order_lock may
+     * wait for the executor, which may wait for the sender, which may wait
+     * for session_lock. */
+    pthread_mutex_lock(&w->order_lock);
+    w->last_frame = -1;
+    pthread_mutex_unlock(&w->order_lock);
     ds_info("master connected from %s", ds_rpc_stream_peer(stream));
     return DS_RPC_OK;
 }
@@ -535,6 +542,7 @@ int ds_worker_main(const ds_config *cfg, int id)
     snprintf(w->name, sizeof w->name, "worker%d", id);
     pthread_mutex_init(&w->setup_lock, NULL);
     pthread_mutex_init(&w->session_lock, NULL);
+    pthread_mutex_init(&w->order_lock, NULL);
     ring_init(&w->frames_ring, FRAME_QUEUE);
     ring_init(&w->send_ring, SEND_QUEUE);
     ds_signals_block();
