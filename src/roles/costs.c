@@ -10,11 +10,21 @@
 #include "common/log.h"
 #include "engine/profile.h"
 
+/* Identity of the running binary (size and mtime): a rebuilt engine
+ * profiles anew instead of trusting an older build's figures. */
+static unsigned long long binary_id(void)
+{
+    struct stat st;
+    if (stat("/proc/self/exe", &st))
+        return 0;
+    return ((unsigned long long)st.st_size * 1000003ull) ^ (unsigned long long)st.st_mtime;
+}
+
 static void cache_path(const ds_model *m, const ds_config *cfg, const char *host, char *buf, size_t len)
 {
     const ds_shape *in = &m->layers[0].out_shape;
-    snprintf(buf, len, "%s/costs-%s-%lldx%lld-t%d-%s.txt", cfg->cache_dir, m->hash,
-             (long long)in->dims[2], (long long)in->dims[3], cfg->worker.threads, host);
+    snprintf(buf, len, "%s/costs-%s-%lldx%lld-t%d-%s-%llx.txt", cfg->cache_dir, m->hash,
+             (long long)in->dims[2], (long long)in->dims[3], cfg->worker.threads, host, binary_id());
 }
 
 static int load(const char *path, ds_layer_costs *c)
