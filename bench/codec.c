@@ -40,6 +40,7 @@
  * Exits 0 when it ran (whatever the targets say), 1 on errors, 2 on usage. */
 #include <getopt.h>
 #include <malloc.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,8 @@ typedef struct layer_stat {
     double itg_best, dif_best;    /* summed per-frame minimum */
     double nonzero, changed;      /* summed element counts */
     double enc_s[NVAR], dec_s[NVAR]; /* CPU seconds of timed updates */
+    double pred[NVAR];            /* summed size-model predictions of the updates */
+    double abs_err[NVAR];         /* summed |predicted - actual| per update */
     int timed;                    /* updates timed */
 } layer_stat;
 
@@ -218,6 +221,8 @@ int main(int argc, char **argv)
     ds_tensor hwc = {0}, x8 = {0}, xf = {0}, prevf = {0}, check = {0};
     ds_codec_scratch enc = {0}, dec = {0};
     ds_buf out = {0};
+    float *frac = NULL;
+    size_t frac_cap = 0;
     int L = 0;
 
     if (ds_model_load(spec, &m, &err) || ds_model_set_input(&m, 1, 3, rows, cols, &err))
@@ -319,11 +324,30 @@ int main(int argc, char **argv)
                 double t0 = cpu_now();
                 int e = ds_codec_encode(l, cur, &prev[l], &o, &enc, &out, &err);
                 double t1 = cpu_now();
-                if (!e && k == 0) {
+                if (!e) {
+                    /* The scheduler's size model, fed with the true
+                     * per-plane changed fractions of this update. */
                     size_t np;
                     const uint32_t *cnt = ds_codec_last_counts(&enc, &np);
-                    for (size_t i = 0; i < np; i++)
-                        s->changed += cnt[i];
+                    int64_t planes, plane;
+                    ds_codec_planes(&cur->shape, &planes, &plane);
+                    if (np > frac_cap) {
+                        float *grown = realloc(frac, np * sizeof *frac);
+                        if (!grown) {
+                            ds_errorf(&err, "out of memory");
+                            goto fail;
+                        }
+                        frac = grown;
+                        frac_cap = np;
+                    }
+                    for (size_t i = 0; i < np; i++) {
+                        frac[i] = (float)cnt[i] / (float)plane;
+                        if (k == 0)
+                            s->changed += cnt[i];
+                    }
+                    double p = (double)ds_codec_predict_bytes(&cur->shape, cur->dtype, frac, comp[k]);
+                    s->pred[k] += p;
+                    s->abs_err[k] += fabs(p - (double)out.len);
                 }
                 double t2 = cpu_now();
                 if (!e)
@@ -424,6 +448,26 @@ int main(int argc, char **argv)
                s->dif_best / nupd / 1e3, 100 * ratio, target);
     }
 
+    printf("\nsize model (ds_codec_predict_bytes from the true per-channel changed fractions)\n"
+           "against the dif payloads, mean over the updates: predicted/actual and mean |error|\n");
+    printf("%3s %-8s | %15s | %15s | %15s\n", "id", "op", "none", "lz4", "zstd1");
+    double all_pred[NVAR] = {0}, all_act[NVAR] = {0}, all_err[NVAR] = {0};
+    for (int l = 0; l < L; l++) {
+        const layer_stat *s = &st[l];
+        printf("%3d %-8s |", l, ds_op_name(m.layers[l].op));
+        for (int k = 0; k < NVAR; k++) {
+            printf(" %6.2f %6.1f%% %s", s->pred[k] / s->dif[k], 100 * s->abs_err[k] / s->dif[k],
+                   k < NVAR - 1 ? "|" : "\n");
+            all_pred[k] += s->pred[k];
+            all_act[k] += s->dif[k];
+            all_err[k] += s->abs_err[k];
+        }
+    }
+    printf("%3s %-8s |", "all", "");
+    for (int k = 0; k < NVAR; k++)
+        printf(" %6.2f %6.1f%% %s", all_pred[k] / all_act[k], 100 * all_err[k] / all_act[k],
+               k < NVAR - 1 ? "|" : "\n");
+
     int timed = st[0].timed;
     printf("\ndif update speed, MB/s of dense-equivalent f32 (numel*4 bytes) per CPU second "
            "of one thread,\nover the %d updates from frame %d on\n",
@@ -472,6 +516,7 @@ int main(int argc, char **argv)
 fail:
     fprintf(stderr, "codec: %s\n", err.msg);
 out:
+    free(frac);
     for (int l = 0; l < L; l++) {
         if (outs)
             ds_tensor_free(&outs[l]);
