@@ -160,7 +160,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    ds_log_init("bench", getenv("DS_DEBUG") ? DS_LOG_INFO : DS_LOG_WARN);
+    ds_log_init("bench", getenv("DS_DEBUG") ? DS_LOG_DEBUG : DS_LOG_WARN);
     printf("links %s MB/s, %dx%d, %d frames, pd_num 2, dif; original's best plan: %.2f s per frame\n",
            o.bandwidth, o.rows, o.cols, o.frames, ORIGINAL_BEST);
     printf("%-10s %-5s %10s %10s %7s %8s  %s\n", "model", "sched", "predicted", "measured", "error",

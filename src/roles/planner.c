@@ -59,9 +59,9 @@ int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, doub
     p->dif_bytes = calloc((size_t)n, sizeof *p->dif_bytes);
     p->frac = calloc((size_t)n, sizeof *p->frac);
     p->seg_full = calloc((size_t)n, sizeof *p->seg_full);
-    p->seg_dif = calloc((size_t)n, sizeof *p->seg_dif);
+    p->seg_dif_sum = calloc((size_t)n, sizeof *p->seg_dif_sum);
     int *art = malloc(sizeof(int) * (size_t)n);
-    if (!p->allowed || !p->full_bytes || !p->dif_bytes || !p->frac || !p->seg_full || !p->seg_dif || !art) {
+    if (!p->allowed || !p->full_bytes || !p->dif_bytes || !p->frac || !p->seg_full || !p->seg_dif_sum || !art) {
         free(art);
         return ds_errorf(err, "out of memory");
     }
@@ -125,18 +125,55 @@ static void close_segment(ds_planner *p, int end)
 {
     if (end <= p->seg_start)
         return;
+    int n = p->model->n_layers;
+    double *dif = NULL;
+    if (p->seg_dif_frames && (dif = malloc(sizeof *dif * (size_t)n)))
+        for (int l = 0; l < n; l++)
+            dif[l] = p->seg_dif_sum[l] / p->seg_dif_frames;
     ds_sim_result r;
-    ds_cost_simulate(&p->cm, &p->current, p->seg_full, p->seg_has_dif ? p->seg_dif : NULL,
-                     end - p->seg_start, 1, &r);
+    ds_cost_simulate(&p->cm, &p->current, p->seg_full, dif, end - p->seg_start, 1, &r);
+    free(dif);
     p->predicted_run += r.makespan;
 }
 
 static void open_segment(ds_planner *p, int start)
 {
-    size_t n = sizeof(double) * (size_t)p->model->n_layers;
     p->seg_start = start;
-    memcpy(p->seg_full, p->full_bytes, n);
-    memcpy(p->seg_dif, p->dif_bytes, n);
+    p->seg_dif_frames = 0;
+    memcpy(p->seg_full, p->full_bytes, sizeof(double) * (size_t)p->model->n_layers);
+    memset(p->seg_dif_sum, 0, sizeof(double) * (size_t)p->model->n_layers);
+}
+
+/* Re-plans for the current estimate: opt at every evaluation, nsc once. */
+static int replan(ds_planner *p, ds_scheduler sched, int frame, int frames_left, int *changed, ds_error *err)
+{
+    int horizon = sched == DS_SCHED_OPT && frames_left > DS_REPLAN_FRAMES ? DS_REPLAN_FRAMES : frames_left;
+    ds_sim_result keep;
+    ds_cost_simulate(&p->cm, &p->current, p->full_bytes, p->dif_bytes, horizon, 0, &keep);
+    if (sched == DS_SCHED_LBC || (sched == DS_SCHED_NSC && frame != 1)) {
+        p->predicted = keep;
+        return 0;
+    }
+    ds_plan cand;
+    ds_sim_result cr;
+    if (sched == DS_SCHED_NSC)
+        ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, &p->lbc, &cand, &cr);
+    else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, MAX_PLANS,
+                              &cand, &cr, err) < 0)
+        return -1;
+    /* Keeping the plan costs no full transfer; a new plan pays one. */
+    if (memcmp(cand.cut, p->current.cut, sizeof cand.cut) == 0 || keep.makespan <= cr.makespan) {
+        p->predicted = keep;
+        return 0;
+    }
+    close_segment(p, frame);
+    p->current = cand;
+    p->predicted = cr;
+    p->plan_id++;
+    *changed = 1;
+    open_segment(p, frame);
+    log_plan(p, frame == 1 ? "updates" : "re-planned for the recent change");
+    return 0;
 }
 
 int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *changed, ds_error *err)
@@ -167,42 +204,31 @@ int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *chan
     /* Plans depend on the frames only through the predicted updates. */
     if (!p->pred || !dif || !input_frac)
         return 0;
-    int replan = frame == 1 || (sched == DS_SCHED_OPT && frame % DS_REPLAN_FRAMES == 0);
-    if (!replan)
-        return 0;
-    if (ds_predictors_eval(p->pred, p->model, input_frac, p->frac, err))
-        return -1;
-    size_layers(p, 1);
-    if (!p->seg_has_dif) { /* the first segment's later frames are updates */
-        memcpy(p->seg_dif, p->dif_bytes, sizeof(double) * (size_t)p->model->n_layers);
-        p->seg_has_dif = 1;
+    int channels = ds_predict_channels(&p->model->layers[0].out_shape);
+    for (int k = 0; k < channels && k < DS_PLANNER_MAX_INPUT; k++)
+        p->input_sum[k] += input_frac[k];
+    p->input_n++;
+    if (frame == 1 || frame % DS_REPLAN_FRAMES == 0) {
+        float mean[DS_PLANNER_MAX_INPUT];
+        for (int k = 0; k < channels && k < DS_PLANNER_MAX_INPUT; k++) {
+            mean[k] = (float)(p->input_sum[k] / p->input_n);
+            p->input_sum[k] = 0;
+        }
+        p->input_n = 0;
+        if (ds_predictors_eval(p->pred, p->model, mean, p->frac, err))
+            return -1;
+        size_layers(p, 1);
+        p->have_dif = 1;
+        ds_debug("frame %d: input change %.3f, predicted input update %.0f KB (full %.0f KB)", frame,
+                 mean[0], p->dif_bytes[0] / 1e3, p->full_bytes[0] / 1e3);
+        if (replan(p, sched, frame, frames_left, changed, err))
+            return -1;
     }
-    int horizon = sched == DS_SCHED_OPT && frames_left > DS_REPLAN_FRAMES ? DS_REPLAN_FRAMES : frames_left;
-    ds_sim_result keep;
-    ds_cost_simulate(&p->cm, &p->current, p->full_bytes, p->dif_bytes, horizon, 0, &keep);
-    if (sched == DS_SCHED_LBC) {
-        p->predicted = keep;
-        return 0;
+    if (p->have_dif) {
+        for (int l = 0; l < p->model->n_layers; l++)
+            p->seg_dif_sum[l] += p->dif_bytes[l];
+        p->seg_dif_frames++;
     }
-    ds_plan cand;
-    ds_sim_result cr;
-    if (sched == DS_SCHED_NSC)
-        ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, &p->lbc, &cand, &cr);
-    else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, MAX_PLANS,
-                              &cand, &cr, err) < 0)
-        return -1;
-    /* Keeping the plan costs no full transfer; a new plan pays one. */
-    if (memcmp(cand.cut, p->current.cut, sizeof cand.cut) == 0 || keep.makespan <= cr.makespan) {
-        p->predicted = keep;
-        return 0;
-    }
-    close_segment(p, frame);
-    p->current = cand;
-    p->predicted = cr;
-    p->plan_id++;
-    *changed = 1;
-    open_segment(p, frame);
-    log_plan(p, frame == 1 ? "updates" : "re-planned for the recent change");
     return 0;
 }
 
@@ -229,7 +255,7 @@ void ds_planner_free(ds_planner *p)
     free(p->full_bytes);
     free(p->dif_bytes);
     free(p->seg_full);
-    free(p->seg_dif);
+    free(p->seg_dif_sum);
     ds_predictors_free(p->pred);
     memset(p, 0, sizeof *p);
 }

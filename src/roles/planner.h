@@ -24,6 +24,7 @@
 #include "sched/predict.h"
 
 #define DS_REPLAN_FRAMES 10
+#define DS_PLANNER_MAX_INPUT 16 /* input channels */
 
 typedef struct ds_planner {
     const ds_config *cfg;
@@ -38,11 +39,17 @@ typedef struct ds_planner {
     ds_plan current;
     uint32_t plan_id;
     ds_sim_result predicted;       /* of the current plan over its horizon */
+    /* Input change: per-channel fractions summed since the last
+     * evaluation of the predictors (every DS_REPLAN_FRAMES frames). */
+    double input_sum[DS_PLANNER_MAX_INPUT];
+    int input_n;
+    int have_dif;                  /* dif_bytes holds an estimate */
     /* The run's prediction, segment by segment (a segment = the frames
-     * under one plan, priced with the sizes predicted at its start). */
+     * under one plan; its updates priced with the mean of the estimates
+     * in force for each of its frames). */
     int seg_start;
-    int seg_has_dif;
-    double *seg_full, *seg_dif;
+    int seg_dif_frames;
+    double *seg_full, *seg_dif_sum;
     double predicted_run;          /* seconds of the closed segments */
 } ds_planner;
 
