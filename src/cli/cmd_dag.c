@@ -251,16 +251,8 @@ int ds_cmd_dag(int argc, char **argv)
             if (ds_backend_parse(optarg, &be))
                 return ds_cli_usage_error(argv[0], "--backend is xnnpack or reference, not '%s'", optarg);
             break;
-        case 'h':
-            fputs(help, stdout);
-            return 0;
-        case 'V':
-            ds_cli_version();
-            return 0;
-        case ':':
-            return ds_cli_usage_error(argv[0], "option %s needs a value", argv[optind - 1]);
         default:
-            return ds_cli_usage_error(argv[0], "unknown option '%s'", argv[optind - 1]);
+            return ds_cli_common_option(c, argv[0], help, argv);
         }
     }
     if (optind != argc - 1)

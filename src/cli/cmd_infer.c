@@ -133,10 +133,8 @@ int ds_cmd_infer(int argc, char **argv)
                 return ds_cli_usage_error("infer", "--backend is xnnpack or reference, not '%s'",
                                           optarg);
             break;
-        case 'h': fputs(help, stdout); return 0;
-        case 'V': ds_cli_version(); return 0;
-        case ':': return ds_cli_usage_error("infer", "%s needs a value", argv[optind - 1]);
-        default: return ds_cli_usage_error("infer", "unknown option '%s'", argv[optind - 1]);
+        default:
+            return ds_cli_common_option(c, "infer", help, argv);
         }
     }
     if (optind != argc - 1)

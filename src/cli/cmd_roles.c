@@ -45,16 +45,8 @@ static int parse_role_opts(int argc, char **argv, const char *help, int want_id,
             o->worker_id = (int)v;
             break;
         }
-        case 'h':
-            fputs(help, stdout);
-            return 0;
-        case 'V':
-            ds_cli_version();
-            return 0;
-        case ':':
-            return ds_cli_usage_error(argv[0], "option %s needs a value", argv[optind - 1]);
         default:
-            return ds_cli_usage_error(argv[0], "unknown option '%s'", argv[optind - 1]);
+            return ds_cli_common_option(c, argv[0], help, argv);
         }
     }
     if (optind < argc)

@@ -73,16 +73,8 @@ int ds_cmd_zoo(int argc, char **argv)
         case 'l':
             list = 1;
             break;
-        case 'h':
-            fputs(help, stdout);
-            return 0;
-        case 'V':
-            ds_cli_version();
-            return 0;
-        case ':':
-            return ds_cli_usage_error(argv[0], "option %s needs a value", argv[optind - 1]);
         default:
-            return ds_cli_usage_error(argv[0], "unknown option '%s'", argv[optind - 1]);
+            return ds_cli_common_option(c, argv[0], help, argv);
         }
     }
     if (list) {

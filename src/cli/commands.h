@@ -20,4 +20,10 @@ void ds_cli_version(void);
 /* Prints "deltaslice CMD: <message>" and a hint to use --help; returns 2. */
 int ds_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The options every command shares, for the default branch of its getopt
+ * switch (optstring starting with ':', --version mapped to 'V'): 'h' prints
+ * help, 'V' the version, a missing value or an unknown option is a usage
+ * error. Returns the exit status. */
+int ds_cli_common_option(int opt, const char *cmd, const char *help, char **argv);
+
 #endif

@@ -1,4 +1,5 @@
 /* main.c - the deltaslice binary: dispatches to a subcommand. */
+#include <getopt.h>
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,6 +55,22 @@ int ds_cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "deltaslice %s: %s\n(see 'deltaslice %s --help')\n", cmd, msg, cmd);
     return 2;
+}
+
+int ds_cli_common_option(int opt, const char *cmd, const char *help, char **argv)
+{
+    switch (opt) {
+    case 'h':
+        fputs(help, stdout);
+        return 0;
+    case 'V':
+        ds_cli_version();
+        return 0;
+    case ':':
+        return ds_cli_usage_error(cmd, "option %s needs a value", argv[optind - 1]);
+    default:
+        return ds_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+    }
 }
 
 int main(int argc, char **argv)
