@@ -230,15 +230,7 @@ int ds_dif_node_run(ds_dif_node *n, uint32_t plan_id, const ds_job *job, int n_i
     return 0;
 }
 
-const ds_tensor *ds_dif_node_result(const ds_dif_node *n, int i)
-{
-    return &n->results[i];
-}
 
-ds_executor *ds_dif_node_executor(ds_dif_node *n)
-{
-    return n->exec;
-}
 
 const ds_tensor *ds_dif_node_received(const ds_dif_node *n, int layer_id)
 {

@@ -85,10 +85,6 @@ int ds_dif_node_run(ds_dif_node *n, uint32_t plan_id, const ds_job *job, int n_i
                     const uint8_t *const *in, const size_t *in_len, const ds_codec_opts *o,
                     int final, ds_payloads *out, ds_dif_timing *timing, ds_error *err);
 
-/* Output i (of the job's out_ids) of the last run, as computed. */
-const ds_tensor *ds_dif_node_result(const ds_dif_node *n, int i);
-/* The node's executor, e.g. for per-layer timing. */
-ds_executor *ds_dif_node_executor(ds_dif_node *n);
 /* Read access to the last received or sent tensor of a layer (tests). */
 const ds_tensor *ds_dif_node_received(const ds_dif_node *n, int layer_id);
 const ds_tensor *ds_dif_node_sent(const ds_dif_node *n, int layer_id);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ds_plan_validate(const ds_model *m, const ds_plan *p, ds_error *err)
+static int plan_validate(const ds_model *m, const ds_plan *p, ds_error *err)
 {
     if (p->n_workers < 1 || p->n_workers > DS_MAX_WORKERS)
         return ds_errorf(err, "plan: %d workers (expected 1..%d)", p->n_workers, DS_MAX_WORKERS);
@@ -58,7 +58,7 @@ static int *id_copy(const int *src, int n)
 int ds_plan_jobs_make(const ds_model *m, const ds_plan *p, ds_plan_jobs *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (ds_plan_validate(m, p, err))
+    if (plan_validate(m, p, err))
         return -1;
     out->n_workers = p->n_workers;
     int prev = 0;

@@ -35,10 +35,9 @@ typedef struct ds_plan_jobs {
     ds_plan_job job[DS_MAX_WORKERS];
 } ds_plan_jobs;
 
-/* Checks a plan against the model: cuts in range, non-decreasing, ending at
- * the last layer, each an articulation layer. */
-int ds_plan_validate(const ds_model *m, const ds_plan *p, ds_error *err);
-/* Derives every worker's job. The last active worker's outputs are the
+/* Derives every worker's job after checking the plan against the model:
+ * cuts in range, non-decreasing, ending at the last layer, each an
+ * articulation layer. The last active worker's outputs are the
  * model's outputs; workers after it get nothing. */
 int ds_plan_jobs_make(const ds_model *m, const ds_plan *p, ds_plan_jobs *out, ds_error *err);
 void ds_plan_jobs_free(ds_plan_jobs *j);

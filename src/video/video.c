@@ -539,21 +539,3 @@ int ds_frame_u8_to_f32_nchw(const ds_tensor *hwc, ds_tensor *nchw, ds_error *err
     }
     return 0;
 }
-
-int ds_frame_u8_nchw_to_f32(const ds_tensor *u8, ds_tensor *f32, ds_error *err)
-{
-    if (!u8 || u8->dtype != DS_U8 || u8->shape.ndim != 4 || !u8->data ||
-        ds_shape_numel(&u8->shape) <= 0)
-        return ds_errorf(err, "frame conversion: expected a non-empty uint8 NCHW tensor");
-    if (u8 == f32)
-        return ds_errorf(err, "frame conversion: input and output must differ");
-    pthread_once(&u8_table_once, u8_table_init);
-    if (ds_tensor_reserve(f32, &u8->shape, DS_F32, err))
-        return -1;
-    int64_t n = ds_shape_numel(&u8->shape);
-    const uint8_t *src = ds_tensor_u8(u8);
-    float *dst = ds_tensor_f32(f32);
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = u8_to_unit[src[i]];
-    return 0;
-}

@@ -95,9 +95,5 @@ int ds_frame_u8_hwc_to_nchw(const ds_tensor *hwc, ds_tensor *nchw, ds_error *err
 /* uint8 HWC {H, W, 3} -> float32 NCHW {1, 3, H, W} with value/255.0f. */
 int ds_frame_u8_to_f32_nchw(const ds_tensor *hwc, ds_tensor *nchw, ds_error *err);
 
-/* uint8 NCHW (any 4-d shape, e.g. a frame received from the wire) ->
- * float32 of the same shape with value/255.0f; the same values as
- * ds_frame_u8_to_f32_nchw on the HWC frame it came from. */
-int ds_frame_u8_nchw_to_f32(const ds_tensor *u8, ds_tensor *f32, ds_error *err);
 
 #endif

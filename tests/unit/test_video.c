@@ -380,8 +380,9 @@ static void test_conversions(void **state)
             }
     assert_true(fv[0] == 0.0f);
 
-    /* The wire path (u8 NCHW -> f32) gives the same bits as the direct one. */
-    assert_int_equal(ds_frame_u8_nchw_to_f32(&u, &f2, &err), 0);
+    /* The wire path (u8 NCHW -> f32, as a worker converts a received
+     * frame) gives the same bits as the direct one. */
+    assert_int_equal(ds_tensor_u8_to_f32(&u, &f2, &err), 0);
     assert_true(ds_shape_equal(&f2.shape, &nchw));
     assert_memory_equal(f2.data, f.data, (size_t)H * W * 3 * sizeof(float));
 
@@ -398,8 +399,7 @@ static void test_conversions(void **state)
     assert_int_equal(ds_frame_u8_hwc_to_nchw(&bad, &u, &err), -1);
     assert_int_equal(ds_tensor_reserve(&bad, &s, DS_F32, &err), 0);
     assert_int_equal(ds_frame_u8_to_f32_nchw(&bad, &f, &err), -1);
-    assert_int_equal(ds_frame_u8_nchw_to_f32(&hwc, &f2, &err), -1); /* 3-d, not NCHW */
-    assert_int_equal(ds_frame_u8_nchw_to_f32(&f, &f2, &err), -1);   /* f32 input */
+    assert_int_equal(ds_tensor_u8_to_f32(&f, &f2, &err), -1); /* f32 input */
 
     ds_tensor_free(&hwc);
     ds_tensor_free(&f);
