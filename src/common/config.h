@@ -10,10 +10,9 @@
 
 #include <stddef.h>
 
+#include "chain.h"
 #include "error.h"
 #include "log.h"
-
-#define DS_MAX_WORKERS 16
 
 typedef enum ds_mode { DS_MODE_ITG = 0, DS_MODE_DIF } ds_mode;
 typedef enum ds_scheduler { DS_SCHED_LBC = 0, DS_SCHED_NSC, DS_SCHED_OPT } ds_scheduler;
