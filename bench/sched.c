@@ -18,7 +18,8 @@
 #include "common/log.h"
 #include "model/model.h"
 #include "roles/costs.h"
-#include "roles/planner.h"
+#include "roles/roles.h"
+#include "sched/planner.h"
 #include "train/train.h"
 #include "video/video.h"
 
@@ -61,7 +62,7 @@ static double predict(const ds_config *cfg, const ds_model *m, const ds_layer_co
         return -1;
     ds_buf_free(&blob);
     ds_planner pl;
-    if (ds_planner_init(&pl, cfg, m, c, copy, err))
+    if (ds_planner_init(&pl, cfg, m, c, copy, ds_slowest_link_compress(cfg), err))
         return -1;
     ds_video *v = ds_video_open(cfg->video_path, cfg->frame_rows, cfg->frame_cols, err);
     if (!v)

@@ -332,6 +332,18 @@ static int net_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
     return 0;
 }
 
+/* The schedulers master.scheduler names, by ds_scheduler: only what checking a
+ * file needs (the name; whether it needs predictors, hence route m->t). Their
+ * plans are sched/planner.c's descriptors. */
+static const struct {
+    const char *name;
+    int needs_predictors;
+} schedulers[DS_SCHED_COUNT] = {
+    [DS_SCHED_LBC] = {"lbc", 0},
+    [DS_SCHED_NSC] = {"nsc", 1},
+    [DS_SCHED_OPT] = {"opt", 1},
+};
+
 static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
 {
     walk *w = user;
@@ -345,9 +357,11 @@ static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, cons
     if (!strcmp(key, "threads"))
         return get_int(c, v, "master.threads", 1, 256, &cfg->master.threads);
     if (!strcmp(key, "scheduler")) {
-        static const char *const names[] = {"lbc", "nsc", "opt"};
+        const char *names[DS_SCHED_COUNT];
+        for (int i = 0; i < DS_SCHED_COUNT; i++)
+            names[i] = schedulers[i].name;
         int s = 0;
-        if (get_enum(c, v, "master.scheduler", names, 3, &s))
+        if (get_enum(c, v, "master.scheduler", names, DS_SCHED_COUNT, &s))
             return -1;
         cfg->master.scheduler = (ds_scheduler)s;
         return 0;
@@ -664,7 +678,7 @@ int ds_config_load(const char *path, ds_config *cfg, ds_error *err)
 
 int ds_config_needs_trainer(const ds_config *cfg)
 {
-    return cfg->master.scheduler == DS_SCHED_NSC || cfg->master.scheduler == DS_SCHED_OPT;
+    return ds_scheduler_needs_predictors(cfg->master.scheduler);
 }
 
 void ds_config_free(ds_config *cfg)
@@ -689,6 +703,10 @@ const char *ds_mode_name(ds_mode m)
 
 const char *ds_scheduler_name(ds_scheduler s)
 {
-    static const char *const names[] = {"lbc", "nsc", "opt"};
-    return (unsigned)s < 3 ? names[s] : "?";
+    return (unsigned)s < DS_SCHED_COUNT ? schedulers[s].name : "?";
+}
+
+int ds_scheduler_needs_predictors(ds_scheduler s)
+{
+    return (unsigned)s < DS_SCHED_COUNT && schedulers[s].needs_predictors;
 }

@@ -10,13 +10,16 @@
 
 #include <stddef.h>
 
+#include "chain.h"
 #include "error.h"
 #include "log.h"
 
-#define DS_MAX_WORKERS 16
-
 typedef enum ds_mode { DS_MODE_ITG = 0, DS_MODE_DIF } ds_mode;
-typedef enum ds_scheduler { DS_SCHED_LBC = 0, DS_SCHED_NSC, DS_SCHED_OPT } ds_scheduler;
+/* master.scheduler. The configuration holds what validating a file needs to
+ * know of each scheduler, its name and whether it needs the trainer's
+ * predictors (config.c's table); what each one plans is its descriptor in
+ * sched/planner.h, indexed by this enum. */
+typedef enum ds_scheduler { DS_SCHED_LBC = 0, DS_SCHED_NSC, DS_SCHED_OPT, DS_SCHED_COUNT } ds_scheduler;
 typedef enum ds_compress_choice {
     DS_COMPRESS_AUTO = 0, /* lz4 on links >= 10 MB/s, zstd-1 below */
     DS_COMPRESS_OFF,
@@ -84,6 +87,9 @@ int ds_config_needs_trainer(const ds_config *cfg);
 void ds_config_free(ds_config *cfg);
 
 const char *ds_mode_name(ds_mode m);
+/* A scheduler's name ("?" when s is none) and whether it plans with the
+ * trainer's predictors (0 when s is none). */
 const char *ds_scheduler_name(ds_scheduler s);
+int ds_scheduler_needs_predictors(ds_scheduler s);
 
 #endif

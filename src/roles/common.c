@@ -29,6 +29,15 @@ ds_codec_opts ds_link_codec(const ds_config *cfg, double mbps)
     return o;
 }
 
+ds_compress ds_slowest_link_compress(const ds_config *cfg)
+{
+    double slowest = cfg->master.bandwidth[0];
+    for (int i = 1; i < cfg->n_workers; i++)
+        if (cfg->master.bandwidth[i] < slowest)
+            slowest = cfg->master.bandwidth[i];
+    return ds_link_codec(cfg, slowest).compress;
+}
+
 static sigset_t stop_signals(void)
 {
     sigset_t set;

@@ -19,10 +19,10 @@
 #include "common/trace.h"
 #include "dif/dif.h"
 #include "model/model.h"
-#include "planner.h"
 #include "roles.h"
 #include "rpc/rpc.h"
 #include "sched/plan.h"
+#include "sched/planner.h"
 #include "video/video.h"
 
 #define CONNECT_TIMEOUT_S 300.0 /* workers may still be profiling */
@@ -586,7 +586,7 @@ int ds_master_main(const ds_config *cfg)
     ds_predictors *pred = NULL;
     if (connect_workers(ms, &err) || fetch_costs(ms, rows, cols, costs, &err) ||
         (ds_config_needs_trainer(cfg) && !(pred = fetch_predictors(ms, rows, cols, &err))) ||
-        ds_planner_init(&planner, cfg, &ms->model, costs, pred, &err)) {
+        ds_planner_init(&planner, cfg, &ms->model, costs, pred, ds_slowest_link_compress(cfg), &err)) {
         ds_error("%s", err.msg);
         goto out;
     }

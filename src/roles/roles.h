@@ -17,6 +17,9 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
 /* Codec options for a link of mbps MB/s: updates in dif mode; compression
  * as configured (auto: lz4 on fast links, zstd below 10 MB/s). */
 ds_codec_opts ds_link_codec(const ds_config *cfg, double mbps);
+/* The slowest link's compression: what the planner prices every payload
+ * with (its size model takes one). */
+ds_compress ds_slowest_link_compress(const ds_config *cfg);
 
 /* Blocks SIGINT and SIGTERM in the calling thread (call before starting
  * threads, so they inherit the mask) and waits for one of them for up to

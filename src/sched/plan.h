@@ -9,7 +9,7 @@
 #ifndef DS_PLAN_H
 #define DS_PLAN_H
 
-#include "common/config.h"
+#include "common/chain.h"
 #include "common/error.h"
 #include "model/model.h"
 

@@ -449,10 +449,13 @@ static int get_f64s(reader *r, double *d, size_t n)
     return 0;
 }
 
-int ds_predictors_decode(const uint8_t *blob, size_t len, const ds_model *m,
-                         ds_predictors **out, ds_error *err)
+/* The fixed header (magic, version, flags, model hash, layer count) and the
+ * trailing checksum; leaves r at the first layer record, r->n before the
+ * checksum. */
+static int decode_header(reader *r, const ds_model *m, ds_error *err)
 {
-    reader r = {blob, len, 0};
+    const uint8_t *blob = r->p;
+    size_t len = r->n;
     if (len < 32)
         return ds_errorf(err, "predictors blob: %zu bytes, shorter than its header", len);
     if (memcmp(blob, DS_PRED_MAGIC, 4) != 0)
@@ -468,7 +471,7 @@ int ds_predictors_decode(const uint8_t *blob, size_t len, const ds_model *m,
     if (ds_crc32(0, blob, len - 4) != crc_stored)
         return ds_errorf(err, "predictors blob: checksum mismatch (%zu bytes; damaged or cut short)",
                          len);
-    r.n = len - 4;
+    r->n = len - 4;
     char hash[17];
     memcpy(hash, blob + 8, 16);
     hash[16] = 0;
@@ -477,81 +480,89 @@ int ds_predictors_decode(const uint8_t *blob, size_t len, const ds_model *m,
             return ds_errorf(err, "predictors blob: model hash is not 16 hex digits");
     if (strcmp(hash, m->hash) != 0)
         return ds_errorf(err, "predictors blob: for model %s, not %s (%s)", hash, m->hash, m->name);
-    r.off = 24;
-    uint32_t n_layers = get_u32(&r);
+    r->off = 24;
+    uint32_t n_layers = get_u32(r);
     if (n_layers != (uint32_t)m->n_layers)
         return ds_errorf(err, "predictors blob: %u layers, model %s has %d", n_layers, m->name,
                          m->n_layers);
+    return 0;
+}
 
+/* Layer i's record header: kind, sizes (which must match the model's layer,
+ * allocated here with that kind) and fit quality. */
+static int decode_layer_head(reader *r, ds_predictors *p, const ds_model *m, int i, ds_error *err)
+{
+    ds_layer_pred *lp = &p->layers[i];
+    if (need(r, 4 + 4 + 4 + 16))
+        return ds_errorf(err, "predictors blob: layer %d: record cut short at byte %zu", i, r->off);
+    const uint8_t *rec = r->p + r->off;
+    r->off += 4;
+    unsigned kind = rec[0], n_in = rec[1];
+    if (rec[2] || rec[3] || kind >= DS_PRED_KIND_COUNT)
+        return ds_errorf(err, "predictors blob: layer %d: bad kind %u or reserved bytes", i, kind);
+    if (ds_predictors_set_kind(p, m, i, (ds_pred_kind)kind, err)) {
+        ds_error_prefix(err, "predictors blob");
+        return -1;
+    }
+    uint32_t n_out = get_u32(r), n_feat = get_u32(r);
+    if (n_in != (unsigned)lp->n_in || n_out != (uint32_t)lp->n_out || n_feat != (uint32_t)lp->n_feat)
+        return ds_errorf(err,
+                         "predictors blob: layer %d: %u inputs, %u channels, %u features; the "
+                         "model's layer has %d, %d, %d",
+                         i, n_in, n_out, n_feat, lp->n_in, lp->n_out, lp->n_feat);
+    lp->r2 = get_f64(r);
+    lp->mae = get_f64(r);
+    if (isinf(lp->r2) || isinf(lp->mae))
+        return ds_errorf(err, "predictors blob: layer %d: infinite fit quality", i);
+    return 0;
+}
+
+/* Layer i's parameters (by its kind, sized by decode_layer_head) and
+ * per-channel non-zero fractions. */
+static int decode_layer_params(reader *r, ds_layer_pred *lp, int i, ds_error *err)
+{
+    size_t no = (size_t)lp->n_out, n_in = (size_t)lp->n_in, n_feat = (size_t)lp->n_feat, nparam = 0;
+    if (lp->kind == DS_PRED_LINEAR)
+        nparam = no * (n_in + 1);
+    else if (lp->kind == DS_PRED_MLP)
+        nparam = n_feat + 1 + 2 * no;
+    /* Sizes are bounded by the model, but check them against the bytes
+     * left before reading any. */
+    if ((r->n - r->off) / 8 < nparam + no)
+        return ds_errorf(err, "predictors blob: layer %d: %zu parameters cut short at byte %zu", i,
+                         nparam + no, r->off);
+    int bad = 0;
+    if (lp->kind == DS_PRED_LINEAR) {
+        for (size_t c = 0; c < no && !bad; c++)
+            bad = get_f64s(r, lp->a + c * n_in, n_in) || get_f64s(r, lp->b + c, 1);
+    } else if (lp->kind == DS_PRED_MLP) {
+        bad = get_f64s(r, lp->w, n_feat) || get_f64s(r, &lp->w0, 1) || get_f64s(r, lp->v, no) ||
+              get_f64s(r, lp->b, no);
+    }
+    if (bad)
+        return ds_errorf(err, "predictors blob: layer %d: a parameter is not finite", i);
+    for (size_t c = 0; c < no; c++) {
+        double z = get_f64(r);
+        if (!(z >= 0.0 && z <= 1.0))
+            return ds_errorf(err, "predictors blob: layer %d: non-zero fraction %g of channel %zu "
+                             "outside [0,1]", i, z, c);
+        lp->nonzero[c] = z;
+    }
+    return 0;
+}
+
+int ds_predictors_decode(const uint8_t *blob, size_t len, const ds_model *m,
+                         ds_predictors **out, ds_error *err)
+{
+    reader r = {blob, len, 0};
+    if (decode_header(&r, m, err))
+        return -1;
     ds_predictors *p = ds_predictors_new(m, err);
     if (!p)
         return -1;
-    for (int i = 0; i < m->n_layers; i++) {
-        ds_layer_pred *lp = &p->layers[i];
-        if (need(&r, 4 + 4 + 4 + 16)) {
-            ds_errorf(err, "predictors blob: layer %d: record cut short at byte %zu", i, r.off);
+    for (int i = 0; i < m->n_layers; i++)
+        if (decode_layer_head(&r, p, m, i, err) || decode_layer_params(&r, &p->layers[i], i, err))
             goto fail;
-        }
-        const uint8_t *rec = r.p + r.off;
-        r.off += 4;
-        unsigned kind = rec[0], n_in = rec[1];
-        if (rec[2] || rec[3] || kind >= DS_PRED_KIND_COUNT) {
-            ds_errorf(err, "predictors blob: layer %d: bad kind %u or reserved bytes", i, kind);
-            goto fail;
-        }
-        if (ds_predictors_set_kind(p, m, i, (ds_pred_kind)kind, err)) {
-            ds_error_prefix(err, "predictors blob");
-            goto fail;
-        }
-        uint32_t n_out = get_u32(&r), n_feat = get_u32(&r);
-        if (n_in != (unsigned)lp->n_in || n_out != (uint32_t)lp->n_out ||
-            n_feat != (uint32_t)lp->n_feat) {
-            ds_errorf(err,
-                      "predictors blob: layer %d: %u inputs, %u channels, %u features; the "
-                      "model's layer has %d, %d, %d",
-                      i, n_in, n_out, n_feat, lp->n_in, lp->n_out, lp->n_feat);
-            goto fail;
-        }
-        lp->r2 = get_f64(&r);
-        lp->mae = get_f64(&r);
-        if (isinf(lp->r2) || isinf(lp->mae)) {
-            ds_errorf(err, "predictors blob: layer %d: infinite fit quality", i);
-            goto fail;
-        }
-        size_t no = n_out, nparam = 0;
-        if (kind == DS_PRED_LINEAR)
-            nparam = no * ((size_t)n_in + 1);
-        else if (kind == DS_PRED_MLP)
-            nparam = (size_t)n_feat + 1 + 2 * no;
-        /* Sizes are bounded by the model, but check them against the bytes
-         * left before reading any. */
-        if ((r.n - r.off) / 8 < nparam + no) {
-            ds_errorf(err, "predictors blob: layer %d: %zu parameters cut short at byte %zu", i,
-                      nparam + no, r.off);
-            goto fail;
-        }
-        int bad = 0;
-        if (kind == DS_PRED_LINEAR) {
-            for (size_t c = 0; c < no && !bad; c++)
-                bad = get_f64s(&r, lp->a + c * n_in, n_in) || get_f64s(&r, lp->b + c, 1);
-        } else if (kind == DS_PRED_MLP) {
-            bad = get_f64s(&r, lp->w, n_feat) || get_f64s(&r, &lp->w0, 1) ||
-                  get_f64s(&r, lp->v, no) || get_f64s(&r, lp->b, no);
-        }
-        if (bad) {
-            ds_errorf(err, "predictors blob: layer %d: a parameter is not finite", i);
-            goto fail;
-        }
-        for (size_t c = 0; c < no; c++) {
-            double z = get_f64(&r);
-            if (!(z >= 0.0 && z <= 1.0)) {
-                ds_errorf(err, "predictors blob: layer %d: non-zero fraction %g of channel %zu "
-                          "outside [0,1]", i, z, c);
-                goto fail;
-            }
-            lp->nonzero[c] = z;
-        }
-    }
     if (r.off != r.n) {
         ds_errorf(err, "predictors blob: %zu trailing bytes", r.n - r.off);
         goto fail;

@@ -3,27 +3,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec/codec.h"
 #include "common/log.h"
-#include "roles.h"
 
 #define HOP_LATENCY_S 0.002  /* one RPC hop with encode and decode, measured on loopback */
 #define MAX_PLANS 2000000L
-
-static ds_compress sizing_compress(const ds_config *cfg)
-{
-    double slowest = cfg->master.bandwidth[0];
-    for (int i = 1; i < cfg->n_workers; i++)
-        if (cfg->master.bandwidth[i] < slowest)
-            slowest = cfg->master.bandwidth[i];
-    return ds_link_codec(cfg, slowest).compress;
-}
 
 /* full_bytes from the non-zero fractions; dif_bytes from frac. */
 static void size_layers(ds_planner *p, int with_dif)
 {
     const ds_model *m = p->model;
-    ds_compress c = sizing_compress(p->cfg);
+    ds_compress c = p->compress;
     for (int l = 0; l < m->n_layers; l++) {
         const ds_shape *s = &m->layers[l].out_shape;
         ds_dtype t = l == 0 ? DS_U8 : DS_F32; /* frames travel as u8 */
@@ -42,18 +31,23 @@ static void size_layers(ds_planner *p, int with_dif)
     }
 }
 
-int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, double **costs,
-                    ds_predictors *pred, ds_error *err)
+static int init(ds_planner *p, const ds_config *cfg, const ds_model *m, double **costs,
+                ds_predictors *pred, ds_compress compress, ds_error *err)
 {
     memset(p, 0, sizeof *p);
     p->cfg = cfg;
     p->model = m;
     p->pred = pred;
+    p->compress = compress;
     int n = m->n_layers;
     for (int i = 0; i < cfg->n_workers; i++) {
         p->costs[i] = costs[i];
         costs[i] = NULL;
     }
+    /* Without predictors there is nothing to plan updates with. */
+    p->policy = ds_sched_policy_of(pred ? cfg->master.scheduler : DS_SCHED_LBC);
+    if (!p->policy)
+        return ds_errorf(err, "planner: unknown scheduler %d", (int)cfg->master.scheduler);
     p->allowed = calloc((size_t)n, sizeof *p->allowed);
     p->full_bytes = calloc((size_t)n, sizeof *p->full_bytes);
     p->dif_bytes = calloc((size_t)n, sizeof *p->dif_bytes);
@@ -101,6 +95,16 @@ int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, doub
     return ds_plan_lbc(n, p->costs[0], p->allowed, cfg->n_workers, cap, &p->lbc, err);
 }
 
+int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, double **costs,
+                    ds_predictors *pred, ds_compress compress, ds_error *err)
+{
+    if (init(p, cfg, m, costs, pred, compress, err)) {
+        ds_planner_free(p); /* what it took ownership of, too */
+        return -1;
+    }
+    return 0;
+}
+
 void ds_input_change(const ds_tensor *prev, const ds_tensor *cur, float *frac)
 {
     int64_t c = cur->shape.dims[1], plane = cur->shape.dims[2] * cur->shape.dims[3];
@@ -144,25 +148,104 @@ static void open_segment(ds_planner *p, int start)
     memset(p->seg_dif_sum, 0, sizeof(double) * (size_t)p->model->n_layers);
 }
 
-/* Re-plans for the current estimate: opt at every evaluation, nsc once. */
-static int replan(ds_planner *p, ds_scheduler sched, int frame, int frames_left, int *changed, ds_error *err)
+/* ------------------------------------------------- the schedulers' policies */
+
+static const char *full_why(const ds_planner *p)
 {
-    int horizon = sched == DS_SCHED_OPT && frames_left > DS_REPLAN_FRAMES ? DS_REPLAN_FRAMES : frames_left;
+    return p->cfg->mode == DS_MODE_DIF ? "first frame, full tensors" : "full tensors";
+}
+
+static int lbc_first(const ds_planner *p, int frames_left, ds_plan *plan, ds_sim_result *r,
+                     const char **why, ds_error *err)
+{
+    (void)err;
+    *plan = p->lbc;
+    ds_cost_simulate(&p->cm, plan, p->full_bytes, NULL, frames_left, 1, r);
+    *why = "load-balanced";
+    return 0;
+}
+
+/* lbc keeps its plan: it does not depend on the frames. */
+static int keep_plan(const ds_planner *p, int frame, int horizon, ds_plan *cand, ds_sim_result *r,
+                     ds_error *err)
+{
+    (void)p, (void)frame, (void)horizon, (void)cand, (void)r, (void)err;
+    return 0;
+}
+
+/* Frame 0 travels in full: nsc plans it on its own. */
+static int nsc_first(const ds_planner *p, int frames_left, ds_plan *plan, ds_sim_result *r,
+                     const char **why, ds_error *err)
+{
+    (void)frames_left, (void)err;
+    ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, NULL, 1, 1, &p->lbc, plan, r);
+    *why = full_why(p);
+    return 0;
+}
+
+/* nsc plans the updates once, at the first evaluation, then keeps the plan. */
+static int nsc_replan(const ds_planner *p, int frame, int horizon, ds_plan *cand, ds_sim_result *r,
+                      ds_error *err)
+{
+    (void)err;
+    if (frame != 1)
+        return 0;
+    ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, &p->lbc, cand, r);
+    return 1;
+}
+
+/* In dif mode only frame 0 travels in full; in itg mode every frame does. */
+static int opt_first(const ds_planner *p, int frames_left, ds_plan *plan, ds_sim_result *r,
+                     const char **why, ds_error *err)
+{
+    int frames = p->cfg->mode == DS_MODE_DIF ? 1 : frames_left;
+    if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, NULL, frames, 1, MAX_PLANS, plan, r, err) < 0)
+        return -1;
+    *why = full_why(p);
+    return 0;
+}
+
+static int opt_replan(const ds_planner *p, int frame, int horizon, ds_plan *cand, ds_sim_result *r,
+                      ds_error *err)
+{
+    (void)frame;
+    if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, MAX_PLANS, cand,
+                         r, err) < 0)
+        return -1;
+    return 1;
+}
+
+static const ds_sched_policy policies[] = {
+    [DS_SCHED_LBC] = {DS_SCHED_LBC, 0, lbc_first, keep_plan},
+    [DS_SCHED_NSC] = {DS_SCHED_NSC, 0, nsc_first, nsc_replan},
+    [DS_SCHED_OPT] = {DS_SCHED_OPT, DS_REPLAN_FRAMES, opt_first, opt_replan},
+};
+_Static_assert(sizeof policies / sizeof *policies == DS_SCHED_COUNT,
+               "one descriptor per scheduler the configuration names");
+
+const ds_sched_policy *ds_sched_policy_of(ds_scheduler s)
+{
+    return (unsigned)s < DS_SCHED_COUNT ? &policies[s] : NULL;
+}
+
+/* ------------------------------------------------------------- planning */
+
+/* At an evaluation of the predictors: the policy's proposal, taken only when
+ * it beats keeping the current plan (which costs no full transfer) over the
+ * proposal's horizon. */
+static int replan(ds_planner *p, int frame, int frames_left, int *changed, ds_error *err)
+{
+    int h = p->policy->horizon;
+    int horizon = h && frames_left > h ? h : frames_left;
     ds_sim_result keep;
     ds_cost_simulate(&p->cm, &p->current, p->full_bytes, p->dif_bytes, horizon, 0, &keep);
-    if (sched == DS_SCHED_LBC || (sched == DS_SCHED_NSC && frame != 1)) {
-        p->predicted = keep;
-        return 0;
-    }
     ds_plan cand;
     ds_sim_result cr;
-    if (sched == DS_SCHED_NSC)
-        ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, &p->lbc, &cand, &cr);
-    else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, p->dif_bytes, horizon, 1, MAX_PLANS,
-                              &cand, &cr, err) < 0)
+    int proposed = p->policy->replan(p, frame, horizon, &cand, &cr, err);
+    if (proposed < 0)
         return -1;
-    /* Keeping the plan costs no full transfer; a new plan pays one. */
-    if (memcmp(cand.cut, p->current.cut, sizeof cand.cut) == 0 || keep.makespan <= cr.makespan) {
+    if (!proposed || memcmp(cand.cut, p->current.cut, sizeof cand.cut) == 0 ||
+        keep.makespan <= cr.makespan) {
         p->predicted = keep;
         return 0;
     }
@@ -182,23 +265,15 @@ int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *chan
     *changed = 0;
     int dif = cfg->mode == DS_MODE_DIF;
     int frames_left = cfg->master.ifr_num - frame;
-    ds_scheduler sched = p->pred ? cfg->master.scheduler : DS_SCHED_LBC;
     if (frame == 0) {
         p->plan_id = 1;
         *changed = 1;
         size_layers(p, 0);
-        if (sched == DS_SCHED_LBC) {
-            p->current = p->lbc;
-            ds_cost_simulate(&p->cm, &p->current, p->full_bytes, NULL, frames_left, 1, &p->predicted);
-        } else if (sched == DS_SCHED_NSC) {
-            /* Frame 0 travels in full: plan it on its own. */
-            ds_sched_nsc(&p->cm, p->allowed, p->full_bytes, NULL, 1, 1, &p->lbc, &p->current, &p->predicted);
-        } else if (ds_sched_optimal(&p->cm, p->allowed, p->full_bytes, NULL, dif ? 1 : frames_left, 1,
-                                   MAX_PLANS, &p->current, &p->predicted, err) < 0) {
+        const char *why = "";
+        if (p->policy->first(p, frames_left, &p->current, &p->predicted, &why, err))
             return -1;
-        }
         open_segment(p, 0);
-        log_plan(p, sched == DS_SCHED_LBC ? "load-balanced" : dif ? "first frame, full tensors" : "full tensors");
+        log_plan(p, why);
         return 0;
     }
     /* Plans depend on the frames only through the predicted updates. */
@@ -221,7 +296,7 @@ int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *chan
         p->have_dif = 1;
         ds_debug("frame %d: input change %.3f, predicted input update %.0f KB (full %.0f KB)", frame,
                  mean[0], p->dif_bytes[0] / 1e3, p->full_bytes[0] / 1e3);
-        if (replan(p, sched, frame, frames_left, changed, err))
+        if (replan(p, frame, frames_left, changed, err))
             return -1;
     }
     if (p->have_dif) {

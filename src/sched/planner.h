@@ -2,21 +2,30 @@
  * links' bandwidths and (for nsc and opt) the trainer's predictors to the
  * plan of every frame.
  *
+ * Each scheduler is one descriptor (ds_sched_policy, indexed by the
+ * configuration's ds_scheduler): how it plans frame 0, whose tensors travel
+ * in full, and what it proposes at each evaluation of the predictors (frame
+ * 1, then every DS_REPLAN_FRAMES frames, for the mean input change since the
+ * previous one).  The planner switches to a proposal only when it pays: the
+ * new plan, its first frame in full, must beat keeping the current one over
+ * the proposal's horizon.
+ *
  *   lbc  load-balanced cuts (no predictors), kept for the whole run.
  *   nsc  the original's neighbourhood search from the lbc plan: frame 0 is
- *        planned for full transfers, the following frames for predicted
- *        updates, then the plan is kept.
+ *        planned for full transfers, frame 1 for predicted updates over the
+ *        rest of the run, then the plan is kept.
  *   opt  the exact optimum of the simulated pipeline (sched/cost.h) over all
- *        cut points, cache-aware: every G frames it re-plans for the recent
- *        input change and switches only when the new plan, paying a full
- *        transfer on its first frame, beats the current one over the group.
+ *        cut points, cache-aware: at every evaluation it re-plans for the
+ *        next DS_REPLAN_FRAMES frames.
  *
- * Payload sizes come from the predictors (changed and non-zero fractions per
- * channel) through the codec's size model, with the compression of the
- * slowest link. */
-#ifndef DS_ROLES_PLANNER_H
-#define DS_ROLES_PLANNER_H
+ * Without predictors every scheduler plans as lbc.  Payload sizes come from
+ * the predictors (changed and non-zero fractions per channel) through the
+ * codec's size model, with the compression the caller names (the master's
+ * slowest link's). */
+#ifndef DS_SCHED_PLANNER_H
+#define DS_SCHED_PLANNER_H
 
+#include "codec/codec.h"
 #include "common/config.h"
 #include "model/model.h"
 #include "sched/cost.h"
@@ -26,9 +35,30 @@
 #define DS_REPLAN_FRAMES 10
 #define DS_PLANNER_MAX_INPUT 16 /* input channels */
 
+struct ds_planner;
+
+typedef struct ds_sched_policy {
+    ds_scheduler id;  /* its name and need of predictors: common/config.h */
+    int horizon;      /* frames a proposal is judged over; 0 = the rest of the run */
+    /* Frame 0's plan and its prediction over the frames it is priced for;
+     * *why names it in the log. */
+    int (*first)(const struct ds_planner *p, int frames_left, ds_plan *plan, ds_sim_result *r,
+                 const char **why, ds_error *err);
+    /* At an evaluation of the predictors: 1 with a proposal for the next
+     * horizon frames (priced with its first frame in full), 0 to keep the
+     * plan, -1 on error. */
+    int (*replan)(const struct ds_planner *p, int frame, int horizon, ds_plan *cand, ds_sim_result *r,
+                  ds_error *err);
+} ds_sched_policy;
+
+/* The descriptor of scheduler s; NULL when s is none. */
+const ds_sched_policy *ds_sched_policy_of(ds_scheduler s);
+
 typedef struct ds_planner {
     const ds_config *cfg;
     const ds_model *model;
+    const ds_sched_policy *policy; /* the configured one; lbc without predictors */
+    ds_compress compress;          /* payloads are priced with this compression */
     ds_cost_model cm;
     double *costs[DS_MAX_WORKERS]; /* owned: seconds per layer per worker */
     int *allowed;                  /* cut legal after layer l */
@@ -54,9 +84,10 @@ typedef struct ds_planner {
 } ds_planner;
 
 /* Takes ownership of costs[i] (malloc'd, n_layers each); pred may be NULL
- * for lbc (ownership taken too). */
+ * for lbc (ownership taken too); on failure all of it is freed. compress:
+ * what payloads are priced with. */
 int ds_planner_init(ds_planner *p, const ds_config *cfg, const ds_model *m, double **costs,
-                    ds_predictors *pred, ds_error *err);
+                    ds_predictors *pred, ds_compress compress, ds_error *err);
 /* The plan for frame f, given the per-channel changed fraction of the input
  * between frame f-1 and f (NULL for frame 0). Sets *changed when the plan
  * differs from the previous frame's (the plan id then moves on). */

@@ -1,0 +1,437 @@
+/* test_planner - the master's planner and the schedulers' descriptors on a
+ * small chain model: the first plan of every scheduler (against lbc's cuts,
+ * nsc's search and a brute force over every plan), when the predictors are
+ * evaluated (frame 1, then every DS_REPLAN_FRAMES frames, on the mean input
+ * change), a switch only when the new plan pays its full first frame, nsc
+ * planning the updates once, and no predictors meaning lbc. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sched/planner.h"
+
+#define N_LAYERS 6
+#define FRAMES 40
+
+/* 0 input 1x3x16x16 (u8)  1 relu  2 maxpool 1x3x8x8  3 relu  4 maxpool
+ * 1x3x4x4  5 relu: a chain, so every layer is a legal cut. */
+static void make_chain(ds_model *m)
+{
+    static const ds_op ops[N_LAYERS] = {DS_OP_INPUT, DS_OP_RELU, DS_OP_MAXPOOL,
+                                        DS_OP_RELU,  DS_OP_MAXPOOL, DS_OP_RELU};
+    static const int side[N_LAYERS] = {16, 16, 8, 8, 4, 4};
+    memset(m, 0, sizeof *m);
+    m->name = strdup("chain");
+    snprintf(m->hash, sizeof m->hash, "0123456789abcdef");
+    m->n_layers = N_LAYERS;
+    m->layers = calloc(N_LAYERS, sizeof *m->layers);
+    for (int i = 0; i < N_LAYERS; i++) {
+        ds_layer *l = &m->layers[i];
+        char name[16];
+        snprintf(name, sizeof name, "l%d", i);
+        l->id = i;
+        l->op = ops[i];
+        l->name = strdup(name);
+        l->n_inputs = i ? 1 : 0;
+        l->inputs = i ? malloc(sizeof(int)) : NULL;
+        if (i)
+            l->inputs[0] = i - 1;
+        l->n_consumers = i + 1 < N_LAYERS;
+        l->consumers = l->n_consumers ? malloc(sizeof(int)) : NULL;
+        if (l->n_consumers)
+            l->consumers[0] = i + 1;
+        l->out_shape = ds_shape_nchw(1, 3, side[i], side[i]);
+    }
+    m->n_outputs = 1;
+    m->outputs = malloc(sizeof(int));
+    m->outputs[0] = N_LAYERS - 1;
+}
+
+/* Seconds per layer of each worker, links in MB/s. */
+typedef struct scenario {
+    double cost[2][N_LAYERS];
+    const char *bandwidth;
+} scenario;
+
+/* Worker 1 is four times as fast; the link into it is slow. */
+static const scenario slow_second_link = {
+    {{0, 0.020, 0.010, 0.020, 0.010, 0.020}, {0, 0.005, 0.0025, 0.005, 0.0025, 0.005}}, "1, 0.05"};
+/* Equal workers, a tight link between them: busy input makes the updates
+ * at early cuts expensive, and a full copy of the pooled map there costs
+ * about 40 ms. */
+static const scenario tight_link = {
+    {{0, 0.005, 0.005, 0.005, 0.005, 0.005}, {0, 0.005, 0.005, 0.005, 0.005, 0.005}}, "1, 0.02"};
+/* Equal workers, equal links. */
+static const scenario equal = {
+    {{0, 0.010, 0.010, 0.010, 0.010, 0.010}, {0, 0.010, 0.010, 0.010, 0.010, 0.010}}, "1, 1"};
+
+typedef struct fixture {
+    ds_model m;
+    ds_config cfg;
+    ds_planner p;
+} fixture;
+
+static void setup_run(fixture *f, const scenario *s, const char *sched, const char *mode, int with_pred,
+                      int frames)
+{
+    make_chain(&f->m);
+    char text[512];
+    snprintf(text, sizeof text,
+             "port: {worker: [1, 2]}\nnet: {m->w0: 'h:1', w0->w1: 'h:2', m->w1: 'h:2', m->t: 'h:3'}\n"
+             "video_path: v.mp4\nmode: %s\nmaster: {ifr_num: %d, pd_num: 2, scheduler: %s, bandwidth: [%s]}\n",
+             mode, frames, sched, s->bandwidth);
+    ds_error err;
+    if (ds_config_parse(text, strlen(text), "test.yml", ".", &f->cfg, &err))
+        fail_msg("%s", err.msg);
+    double *costs[DS_MAX_WORKERS] = {0};
+    for (int w = 0; w < 2; w++) {
+        costs[w] = malloc(sizeof(double) * N_LAYERS);
+        memcpy(costs[w], s->cost[w], sizeof(double) * N_LAYERS);
+    }
+    ds_predictors *pred = NULL;
+    if (with_pred)
+        assert_non_null(pred = ds_predictors_new(&f->m, &err)); /* change passes through unchanged */
+    if (ds_planner_init(&f->p, &f->cfg, &f->m, costs, pred, DS_COMPRESS_NONE, &err))
+        fail_msg("%s", err.msg);
+}
+
+static void setup_planner(fixture *f, const scenario *s, const char *sched, const char *mode, int with_pred)
+{
+    setup_run(f, s, sched, mode, with_pred, FRAMES);
+}
+
+static void teardown_planner(fixture *f)
+{
+    ds_planner_free(&f->p);
+    ds_config_free(&f->cfg);
+    ds_model_free(&f->m);
+}
+
+static int same_plan(const ds_plan *a, const ds_plan *b)
+{
+    return a->n_workers == b->n_workers && !memcmp(a->cut, b->cut, sizeof a->cut);
+}
+
+/* The best of every plan of 2 workers, as cost.h's simulation prices it. */
+static double brute_force(const ds_planner *p, const double *dif, int frames, ds_plan *best)
+{
+    double best_t = INFINITY;
+    for (int a = 0; a < N_LAYERS; a++) {
+        ds_plan q = {2, {a, N_LAYERS - 1}};
+        ds_sim_result r;
+        ds_cost_simulate(&p->cm, &q, p->full_bytes, dif, frames, 1, &r);
+        if (r.makespan < best_t) {
+            best_t = r.makespan;
+            *best = q;
+        }
+    }
+    return best_t;
+}
+
+static void test_descriptors(void **state)
+{
+    (void)state;
+    for (int s = 0; s < DS_SCHED_COUNT; s++) {
+        const ds_sched_policy *d = ds_sched_policy_of((ds_scheduler)s);
+        assert_non_null(d);
+        assert_int_equal(d->id, s);
+        assert_non_null(d->first);
+        assert_non_null(d->replan);
+        assert_true(d->horizon >= 0);
+    }
+    assert_null(ds_sched_policy_of(DS_SCHED_COUNT));
+    assert_null(ds_sched_policy_of((ds_scheduler)-1));
+    assert_string_equal(ds_scheduler_name(DS_SCHED_OPT), "opt");
+    assert_int_equal(ds_scheduler_needs_predictors(DS_SCHED_LBC), 0);
+    assert_int_equal(ds_scheduler_needs_predictors(DS_SCHED_NSC), 1);
+    assert_int_equal(ds_scheduler_needs_predictors(DS_SCHED_OPT), 1);
+    assert_int_equal(ds_scheduler_needs_predictors(DS_SCHED_COUNT), 0);
+    /* Only opt looks a fixed number of frames ahead. */
+    assert_int_equal(ds_sched_policy_of(DS_SCHED_OPT)->horizon, DS_REPLAN_FRAMES);
+    assert_int_equal(ds_sched_policy_of(DS_SCHED_NSC)->horizon, 0);
+}
+
+static void test_first_plan_per_scheduler(void **state)
+{
+    (void)state;
+    static const char *const modes[] = {"itg", "dif"};
+    for (int mo = 0; mo < 2; mo++) {
+        int dif = mo == 1;
+        fixture f;
+        ds_error err;
+        int changed = 0;
+        ds_sim_result r;
+
+        /* lbc: the load-balanced cuts, priced over the whole run. Worker 1
+         * is 4x as fast, so it gets 4/5 of the cost: cut after layer 1. */
+        setup_planner(&f, &slow_second_link, "lbc", modes[mo], 0);
+        assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+        assert_int_equal(changed, 1);
+        assert_int_equal(f.p.plan_id, 1);
+        ds_plan want = {2, {1, N_LAYERS - 1}};
+        assert_true(same_plan(&f.p.current, &want));
+        assert_true(same_plan(&f.p.current, &f.p.lbc));
+        ds_cost_simulate(&f.p.cm, &f.p.lbc, f.p.full_bytes, NULL, FRAMES, 1, &r);
+        assert_true(r.makespan == f.p.predicted.makespan);
+        ds_plan lbc = f.p.lbc;
+        teardown_planner(&f);
+
+        /* opt: the best plan for frame 0 alone (dif: later frames are
+         * updates) or for every frame in full (itg). Here everything goes
+         * to the fast worker 1, behind the input, the smallest tensor. */
+        setup_planner(&f, &slow_second_link, "opt", modes[mo], 1);
+        assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+        assert_int_equal(changed, 1);
+        ds_plan best;
+        double t = brute_force(&f.p, NULL, dif ? 1 : FRAMES, &best);
+        assert_true(fabs(f.p.predicted.makespan - t) < 1e-12);
+        assert_true(same_plan(&f.p.current, &best));
+        ds_plan to_w1 = {2, {0, N_LAYERS - 1}};
+        assert_true(same_plan(&f.p.current, &to_w1));
+        assert_false(same_plan(&f.p.current, &lbc)); /* the scenario tells them apart */
+        teardown_planner(&f);
+
+        /* nsc: the search from the lbc plan, for frame 0 alone in both modes. */
+        setup_planner(&f, &slow_second_link, "nsc", modes[mo], 1);
+        assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+        ds_plan nsc;
+        ds_sched_nsc(&f.p.cm, f.p.allowed, f.p.full_bytes, NULL, 1, 1, &f.p.lbc, &nsc, &r);
+        assert_true(same_plan(&f.p.current, &nsc));
+        assert_true(r.makespan == f.p.predicted.makespan);
+        assert_true(f.p.predicted.makespan <= brute_force(&f.p, NULL, 1, &best) + 0.02);
+        teardown_planner(&f);
+    }
+}
+
+/* Input change of frame k (the same in every channel): still, then busy,
+ * then calm. */
+static float change_at(int k)
+{
+    return k < 12 ? 0.001f * (float)(k % 3 + 1) : k < 25 ? 0.9f : 0.05f;
+}
+
+static float still(int k)
+{
+    return 0.001f * (float)(k % 3 + 1);
+}
+
+static void test_replan_cadence(void **state)
+{
+    (void)state;
+    fixture f;
+    ds_error err;
+    int changed;
+    setup_planner(&f, &slow_second_link, "opt", "dif", 1);
+    const ds_shape *in = &f.m.layers[0].out_shape;
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    double sum = 0, expect = 0;
+    int n = 0;
+    for (int k = 1; k < FRAMES; k++) {
+        float frac[3] = {change_at(k), change_at(k), change_at(k)};
+        sum += frac[0];
+        n++;
+        assert_int_equal(ds_planner_plan(&f.p, k, frac, &changed, &err), 0);
+        if (k == 1 || k % DS_REPLAN_FRAMES == 0) {
+            /* The predictors see the mean change since the last evaluation. */
+            float mean = (float)(sum / n), m3[3] = {mean, mean, mean};
+            expect = (double)ds_codec_predict_bytes(in, DS_U8, m3, DS_COMPRESS_NONE);
+            sum = 0;
+            n = 0;
+        }
+        if (f.p.dif_bytes[0] != expect)
+            fail_msg("frame %d: input update priced %.0f bytes, want %.0f", k, f.p.dif_bytes[0], expect);
+    }
+    teardown_planner(&f);
+
+    /* itg: nothing is re-planned, whatever the input does. */
+    setup_planner(&f, &slow_second_link, "opt", "itg", 1);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    for (int k = 1; k < FRAMES; k++) {
+        float frac[3] = {change_at(k), change_at(k), change_at(k)};
+        assert_int_equal(ds_planner_plan(&f.p, k, frac, &changed, &err), 0);
+        assert_int_equal(changed, 0);
+        assert_int_equal(f.p.have_dif, 0);
+    }
+    assert_int_equal(f.p.plan_id, 1);
+    teardown_planner(&f);
+}
+
+/* Runs sched over the input changes; at every evaluation checks the switch
+ * rule against an independent computation. Counts switches, and proposals
+ * better per frame in steady state that were refused (the full first frame
+ * did not pay). */
+static void run_checked(const scenario *s, const char *sched, int frames, float (*change)(int), int *switches,
+                        int *refused, int *switch_frames)
+{
+    fixture f;
+    ds_error err;
+    int changed;
+    setup_run(&f, s, sched, "dif", 1, frames);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    for (int k = 1; k < frames; k++) {
+        float frac[3] = {change(k), change(k), change(k)};
+        ds_plan before = f.p.current;
+        uint32_t id = f.p.plan_id;
+        assert_int_equal(ds_planner_plan(&f.p, k, frac, &changed, &err), 0);
+        int evaluated = k == 1 || k % DS_REPLAN_FRAMES == 0;
+        if (!evaluated) {
+            assert_int_equal(changed, 0);
+            continue;
+        }
+        int left = frames - k;
+        int opt = !strcmp(sched, "opt");
+        int horizon = opt && left > DS_REPLAN_FRAMES ? DS_REPLAN_FRAMES : left;
+        ds_sim_result keep, cr;
+        ds_cost_simulate(&f.p.cm, &before, f.p.full_bytes, f.p.dif_bytes, horizon, 0, &keep);
+        ds_plan cand;
+        if (opt) {
+            assert_true(ds_sched_optimal(&f.p.cm, f.p.allowed, f.p.full_bytes, f.p.dif_bytes, horizon, 1,
+                                         100000, &cand, &cr, &err) > 0);
+        } else if (k == 1) {
+            ds_sched_nsc(&f.p.cm, f.p.allowed, f.p.full_bytes, f.p.dif_bytes, horizon, 1, &f.p.lbc, &cand, &cr);
+        } else {
+            cand = before; /* nsc proposes nothing after frame 1 */
+            cr = keep;
+        }
+        int pays = !same_plan(&cand, &before) && cr.makespan < keep.makespan;
+        if (changed != pays)
+            fail_msg("%s frame %d: changed %d, but the proposal %s (%.6f s vs keeping %.6f s)", sched, k,
+                     changed, pays ? "pays" : "does not pay", cr.makespan, keep.makespan);
+        assert_true(same_plan(&f.p.current, pays ? &cand : &before));
+        assert_int_equal(f.p.plan_id, id + (uint32_t)pays);
+        if (pays) {
+            ++*switches;
+            switch_frames[*switches - 1 < 8 ? *switches - 1 : 7] = k;
+            assert_true(f.p.predicted.makespan == cr.makespan);
+        } else {
+            assert_true(f.p.predicted.makespan == keep.makespan);
+            *refused += !same_plan(&cand, &before);
+        }
+    }
+    teardown_planner(&f);
+}
+
+static void test_switch_only_when_it_pays(void **state)
+{
+    (void)state;
+    int switches = 0, refused = 0, frames[8] = {0};
+    run_checked(&slow_second_link, "opt", FRAMES, change_at, &switches, &refused, frames);
+    run_checked(&equal, "opt", FRAMES, change_at, &switches, &refused, frames);
+    run_checked(&tight_link, "opt", FRAMES, change_at, &switches, &refused, frames);
+    assert_true(switches >= 1);
+    /* A still input and 34 frames: the last evaluation (frame 30) looks 4
+     * frames ahead, too few to pay a full copy at the plan's cut, so a plan
+     * that is worse in steady state wins the search from scratch and the
+     * planner keeps its own. */
+    int before = refused;
+    run_checked(&tight_link, "opt", 34, still, &switches, &refused, frames);
+    assert_true(refused > before);
+}
+
+static void test_nsc_plans_updates_once(void **state)
+{
+    (void)state;
+    int switches = 0, refused = 0, frames[8] = {0};
+    run_checked(&slow_second_link, "nsc", FRAMES, change_at, &switches, &refused, frames);
+    run_checked(&equal, "nsc", FRAMES, change_at, &switches, &refused, frames);
+    run_checked(&tight_link, "nsc", FRAMES, change_at, &switches, &refused, frames);
+    assert_true(switches >= 1);
+    for (int i = 0; i < switches && i < 8; i++)
+        assert_int_equal(frames[i], 1);
+    /* opt moves later in the same run: nsc's silence is its policy. */
+    int opt_switches = 0, opt_frames[8] = {0};
+    run_checked(&tight_link, "opt", FRAMES, change_at, &opt_switches, &refused, opt_frames);
+    int later = 0;
+    for (int i = 0; i < opt_switches && i < 8; i++)
+        later |= opt_frames[i] > 1;
+    assert_true(later);
+}
+
+static void test_no_predictors_means_lbc(void **state)
+{
+    (void)state;
+    static const char *const scheds[] = {"nsc", "opt"};
+    for (int s = 0; s < 2; s++) {
+        fixture f;
+        ds_error err;
+        int changed;
+        setup_planner(&f, &slow_second_link, scheds[s], "dif", 0);
+        assert_int_equal(f.p.policy->id, DS_SCHED_LBC);
+        assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+        assert_true(same_plan(&f.p.current, &f.p.lbc));
+        /* Without predictors a payload is the raw tensor. */
+        assert_true(f.p.full_bytes[0] == 3 * 16 * 16);
+        assert_true(f.p.full_bytes[1] == 4 * 3 * 16 * 16);
+        for (int k = 1; k < FRAMES; k++) {
+            float frac[3] = {change_at(k), change_at(k), change_at(k)};
+            assert_int_equal(ds_planner_plan(&f.p, k, frac, &changed, &err), 0);
+            assert_int_equal(changed, 0);
+        }
+        assert_int_equal(f.p.plan_id, 1);
+        assert_int_equal(f.p.have_dif, 0);
+        teardown_planner(&f);
+    }
+}
+
+static void test_run_prediction(void **state)
+{
+    (void)state;
+    /* lbc never switches: the run is one segment priced like frame 0's plan. */
+    fixture f;
+    ds_error err;
+    int changed;
+    setup_planner(&f, &equal, "lbc", "itg", 0);
+    for (int k = 0; k < FRAMES; k++)
+        assert_int_equal(ds_planner_plan(&f.p, k, NULL, &changed, &err), 0);
+    ds_sim_result r;
+    ds_cost_simulate(&f.p.cm, &f.p.lbc, f.p.full_bytes, NULL, FRAMES, 1, &r);
+    assert_true(fabs(ds_planner_predicted_per_frame(&f.p, FRAMES) - r.makespan / FRAMES) < 1e-12);
+    /* Asking twice gives the same figure (the open segment is not closed). */
+    assert_true(fabs(ds_planner_predicted_per_frame(&f.p, FRAMES) - r.makespan / FRAMES) < 1e-12);
+    assert_true(ds_planner_predicted_per_frame(&f.p, 0) == 0);
+    teardown_planner(&f);
+}
+
+static void test_init_failure_releases(void **state)
+{
+    (void)state;
+    /* An unknown scheduler is refused; what init took is freed (ASan). */
+    ds_model m;
+    make_chain(&m);
+    ds_config cfg;
+    ds_error err;
+    const char *text = "port: {worker: [1]}\nnet: {m->w0: 'h:1'}\nvideo_path: v.mp4\n";
+    assert_int_equal(ds_config_parse(text, strlen(text), "t.yml", ".", &cfg, &err), 0);
+    cfg.master.scheduler = DS_SCHED_COUNT;
+    double *costs[DS_MAX_WORKERS] = {calloc(N_LAYERS, sizeof(double))};
+    ds_predictors *pred = ds_predictors_new(&m, &err);
+    ds_planner p;
+    assert_int_equal(ds_planner_init(&p, &cfg, &m, costs, pred, DS_COMPRESS_NONE, &err), -1);
+    assert_non_null(strstr(err.msg, "unknown scheduler"));
+    assert_null(costs[0]);
+    ds_config_free(&cfg);
+    ds_model_free(&m);
+}
+
+int main(void)
+{
+    ds_log_init("test", DS_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_descriptors),
+        cmocka_unit_test(test_first_plan_per_scheduler),
+        cmocka_unit_test(test_replan_cadence),
+        cmocka_unit_test(test_switch_only_when_it_pays),
+        cmocka_unit_test(test_nsc_plans_updates_once),
+        cmocka_unit_test(test_no_predictors_means_lbc),
+        cmocka_unit_test(test_run_prediction),
+        cmocka_unit_test(test_init_failure_releases),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
