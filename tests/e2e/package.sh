@@ -4,14 +4,19 @@
 # run chrootless against DPKG_ROOT), then the files are checked (binary,
 # man pages, conffile, user, limit scripts, units), the units pass
 # `systemd-analyze verify` inside that root, and a purge leaves nothing
-# behind.  The host system is not changed.
+# behind.  The host system is not changed.  In a cross-build (the binary runs
+# under DS_EMULATOR) the target's package is installed the same way, with
+# its architecture and dependencies forced.
 set -u
 bin=${DS_BIN:?DS_BIN not set}
-build=$(cd "$(dirname "$bin")" && pwd)
-for tool in cpack dpkg dpkg-deb systemd-analyze; do
-  command -v $tool >/dev/null || { echo "SKIP: $tool not found (apt-get install cmake dpkg systemd)"; exit 77; }
+emu=${DS_EMULATOR:-}   # runs a target binary in a cross-build
+for tool in cpack dpkg dpkg-deb systemd-analyze readelf; do
+  command -v $tool >/dev/null || { echo "SKIP: $tool not found (apt-get install cmake dpkg systemd binutils)"; exit 77; }
 done
-[ -f "$build/CPackConfig.cmake" ] || { echo "SKIP: no CPackConfig.cmake in $build"; exit 77; }
+# The build folder: DS_BIN's, or its parent's when DS_BIN is an emulator wrapper.
+build=$(cd "$(dirname "$bin")" && pwd)
+[ -f "$build/CPackConfig.cmake" ] || build=$(dirname "$build")
+[ -f "$build/CPackConfig.cmake" ] || { echo "SKIP: no CPackConfig.cmake next to $bin"; exit 77; }
 if grep -q '^HELP2MAN:FILEPATH=.*NOTFOUND' "$build/CMakeCache.txt"; then
   echo "SKIP: help2man was not found when $build was configured (apt-get install help2man)"; exit 77
 fi
@@ -26,16 +31,30 @@ start=$(date +%s)
 if ! cpack --config "$build/CPackConfig.cmake" -B "$tmp/deb" >"$tmp/cpack.log" 2>&1; then
   cat "$tmp/cpack.log"; echo "FAIL: cpack"; exit 1
 fi
-arch=$(dpkg --print-architecture)
-deb=$(ls "$tmp"/deb/deltaslice_*_"$arch".deb 2>/dev/null)
-[ -f "$deb" ] || { cat "$tmp/cpack.log"; echo "FAIL: no deltaslice_*_$arch.deb"; exit 1; }
+deb=$(ls "$tmp"/deb/deltaslice_*.deb 2>/dev/null)
+[ -f "$deb" ] || { cat "$tmp/cpack.log"; echo "FAIL: cpack wrote no deltaslice_*.deb"; exit 1; }
+arch=$(dpkg-deb -f "$deb" Architecture)
 echo "package: $(basename "$deb"), $(stat -c %s "$deb") bytes, built in $(($(date +%s) - start)) s"
-version=$("$bin" --version | awk '{print $2}')
+[ "$(basename "$deb")" = "deltaslice_$(dpkg-deb -f "$deb" Version)_$arch.deb" ] || fail "file name $(basename "$deb")"
+version=$($emu "$build/deltaslice" --version | awk '{print $2}')
 [ "$(dpkg-deb -f "$deb" Version)" = "$version" ] || fail "Version $(dpkg-deb -f "$deb" Version), binary says $version"
-[ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "Architecture $(dpkg-deb -f "$deb" Architecture), expected $arch"
 
-# Depends: dpkg-shlibdeps' library packages (native build) must be exactly the
-# explicit list a cross-build uses (packaging/package.cmake).
+# Architecture: the packaged binary's, read from its ELF header.
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/deltaslice >"$tmp/elf" 2>/dev/null
+elf=$(readelf -h "$tmp/elf" 2>/dev/null)
+case "$(sed -n 's/^ *Machine: *//p' <<<"$elf")" in
+  *X86-64*) want=amd64 ;;
+  AArch64) want=arm64 ;;
+  ARM) if grep -q 'hard-float' <<<"$elf"; then want=armhf; else want=armel; fi ;;
+  *80386*) want=i386 ;;
+  *) want="?" ;;
+esac
+[ "$arch" = "$want" ] || fail "Architecture $arch, but the packaged binary is $want"
+native=0
+[ "$arch" = "$(dpkg --print-architecture)" ] && native=1
+
+# Depends: on a native build, dpkg-shlibdeps' library packages must be exactly
+# the explicit list a cross-build uses (packaging/package.cmake).
 depends=$(dpkg-deb -f "$deb" Depends)
 names() { tr ',|' '\n\n' | sed 's/(.*//; s/ //g' | grep -E '^lib' | grep -vE '^lib(a|ub)san' | sort -u; }
 echo "Depends: $depends"
@@ -56,17 +75,19 @@ for p in $(dpkg-query -W -f '${db:Status-Abbrev}${binary:Package}\n' $deps 2>/de
   touch "$root/var/lib/dpkg/info/$p.list"
 done
 dpkgr() { dpkg --root="$root" --force-script-chrootless --log=/dev/null "$@"; }
+# A foreign package: the host's dpkg database has no arm64/armhf libraries.
+[ $native = 1 ] || dpkgr() { dpkg --root="$root" --force-script-chrootless --force-architecture --force-depends --log=/dev/null "$@"; }
 if ! dpkgr -i "$deb" >"$tmp/install.log" 2>&1; then
   cat "$tmp/install.log"; echo "FAIL: dpkg --root -i"; exit 1
 fi
 grep -qi warning "$tmp/install.log" && { echo "dpkg warnings:"; grep -i warning "$tmp/install.log"; }
 
 # The binary and its man pages (one per command of `deltaslice --help`).
-"$root/usr/bin/deltaslice" --version >"$tmp/v" 2>&1 && [ "$(cat "$tmp/v")" = "deltaslice $version" ] ||
+$emu "$root/usr/bin/deltaslice" --version >"$tmp/v" 2>&1 && [ "$(cat "$tmp/v")" = "deltaslice $version" ] ||
   fail "installed binary --version: $(cat "$tmp/v")"
 man=$root/usr/share/man/man1
 [ -s "$man/deltaslice.1.gz" ] || fail "no deltaslice.1.gz"
-for cmd in $("$bin" --help | awk '/^Commands:|^commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 } on && /^$/ { exit }'); do
+for cmd in $($emu "$build/deltaslice" --help | awk '/^Commands:|^commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 } on && /^$/ { exit }'); do
   page=$man/deltaslice-$cmd.1.gz
   if [ ! -s "$page" ]; then fail "no man page for '$cmd'"; continue; fi
   zcat "$page" | grep -q "^\.SH SYNOPSIS" || fail "deltaslice-$cmd.1 has no SYNOPSIS"
@@ -82,7 +103,7 @@ fi
 conf=$root/etc/deltaslice/config.yml
 [ -f "$conf" ] || fail "no /etc/deltaslice/config.yml"
 dpkgr -s deltaslice | grep -q "^ /etc/deltaslice/config.yml [0-9a-f]\{32\}$" || fail "config.yml is not a conffile"
-"$root/usr/bin/deltaslice" worker -i 255 -c "$conf" >"$tmp/out" 2>"$tmp/err"
+$emu "$root/usr/bin/deltaslice" worker -i 255 -c "$conf" >"$tmp/out" 2>"$tmp/err"
 [ $? = 2 ] && grep -q "worker id 255 is not configured" "$tmp/err" ||
   fail "the packaged config does not parse: $(cat "$tmp/err")"
 grep -q '^cache_dir: /var/cache/deltaslice ' "$conf" || fail "cache_dir is not /var/cache/deltaslice"
