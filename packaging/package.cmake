@@ -98,18 +98,19 @@ if(ds_man_ok)
     # help2man names the page after the program it runs: a wrapper per page
     # (help-for-man.sh puts the --help text in the shape help2man reads).
     file(GENERATE OUTPUT ${ds_man_dir}/bin/${page} CONTENT
-      "#!/bin/sh\nexec '${ds_pkg}/man/help-for-man.sh' '${sub}' \"$1\" ${ds_runner}'$<TARGET_FILE:deltaslice>'\n"
-      FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+      "#!/bin/sh\nexec '${ds_pkg}/man/help-for-man.sh' '${sub}' \"$1\" ${ds_runner}'$<TARGET_FILE:deltaslice>'\n")
     set(include ${ds_pkg}/man/see-also.h2m)
     if(EXISTS ${ds_pkg}/man/${page}.h2m)
       set(include ${ds_pkg}/man/${page}.h2m)
     endif()
     add_custom_command(OUTPUT ${ds_man_dir}/${page}.1
+      COMMAND chmod 755 ${ds_man_dir}/bin/${page}   # file(GENERATE) sets modes only from CMake 3.19
       COMMAND ${HELP2MAN} --no-info --section=1 --name=${summary}
               --version-string=${PROJECT_VERSION} --source=deltaslice
               --manual=deltaslice --include=${include}
               --output=${ds_man_dir}/${page}.1 ${ds_man_dir}/bin/${page}
       COMMAND gzip -9nf -k ${ds_man_dir}/${page}.1
+      BYPRODUCTS ${ds_man_dir}/${page}.1.gz
       DEPENDS deltaslice ${include} ${ds_man_dir}/bin/${page} ${ds_pkg}/man/help-for-man.sh
       COMMENT "help2man: ${page}.1" VERBATIM)
     list(APPEND ds_man_outputs ${ds_man_dir}/${page}.1)
