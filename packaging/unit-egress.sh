@@ -45,7 +45,9 @@ if [ "$action" = stop ]; then
   if [ "$dry" = 1 ]; then echo "nft delete rule inet deltaslice output handle <the rule of \"$group\">"; exit 0; fi
   rules=$(nft -a list chain inet deltaslice output 2>/dev/null) || exit 0
   # Rules print the group as "PATH" (hybrid systems: "unified/PATH").
-  grep -F "$group\"" <<<"$rules" | sed -n 's/.*# handle \([0-9][0-9]*\)$/\1/p' | while read -r handle; do
+  # No rule of this unit (no limit was set): nothing to do, not a failure.
+  handles=$(grep -F "$group\"" <<<"$rules" | sed -n 's/.*# handle \([0-9][0-9]*\)$/\1/p' || true)
+  for handle in $handles; do
     echo "+ nft delete rule inet deltaslice output handle $handle" >&2
     nft delete rule inet deltaslice output handle "$handle" || echo "$prog: could not delete rule $handle" >&2
   done

@@ -6,7 +6,7 @@
 # "[options]" continuation joins it, a second synopsis line gets "or:".
 sub=$1 opt=$2
 shift 2
-out=$("$@" $sub "$opt") || exit $?
+out=$("$@" ${sub:+"$sub"} "$opt") || exit $?
 printf '%s\n' "$out" | awk '
   NR == 1 && sub(/^usage:/, "Usage:") { usage = 1; line = $0; next }
   usage && /^[ \t]+\[/ { sub(/^[ \t]+/, " "); line = line $0; next }

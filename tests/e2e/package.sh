@@ -134,6 +134,9 @@ grep -qE "^nft add rule inet deltaslice output socket cgroupv2 level 2 '\"(unifi
 egress deltaslice-master.service DS_EGRESS_IFACE=wlan0 DS_EGRESS_RATE=4mbps &&
   grep -qF "tc class add dev wlan0 parent 10: classid 10:1 htb rate 4mbps" "$tmp/out" || fail "unit-egress.sh master: $(cat "$tmp/out")"
 egress deltaslice-trainer.service && [ ! -s "$tmp/out" ] || fail "unit-egress.sh without DS_EGRESS_RATE is not a no-op: $(cat "$tmp/out")"
+env DS_EGRESS_DRY_RUN=1 DS_EGRESS_CGROUP=deltaslice.slice/deltaslice-worker@3.service "$lib/unit-egress.sh" stop deltaslice-worker@3.service >"$tmp/out" 2>&1 &&
+  grep -qF 'nft delete rule inet deltaslice output handle <the rule of "deltaslice.slice/deltaslice-worker@3.service">' "$tmp/out" ||
+  fail "unit-egress.sh stop: $(cat "$tmp/out")"
 egress deltaslice-trainer.service DS_EGRESS_RATE=4mbps && fail "unit-egress.sh accepts a rate without an interface"
 env DS_EGRESS_DRY_RUN=1 DS_EGRESS_CGROUP=user.slice/x.service DS_EGRESS_IFACE=eth0 DS_EGRESS_RATE=1mbps \
   "$lib/unit-egress.sh" start deltaslice-master.service >/dev/null 2>&1 && fail "unit-egress.sh runs outside its unit's cgroup"
