@@ -54,14 +54,19 @@ native=0
 [ "$arch" = "$(dpkg --print-architecture)" ] && native=1
 
 # Depends: on a native build, dpkg-shlibdeps' library packages must be exactly
-# the explicit list a cross-build uses (packaging/package.cmake).
+# the explicit list a cross-build uses (packaging/package.cmake).  A sanitizer
+# build links more (ASan's runtime; grpc's own dependencies, without
+# --as-needed): not a package anyone ships, so no comparison there.
 depends=$(dpkg-deb -f "$deb" Depends)
-names() { tr ',|' '\n\n' | sed 's/(.*//; s/ //g' | grep -E '^lib' | grep -vE '^lib(a|ub)san' | sort -u; }
+names() { tr ',|' '\n\n' | sed 's/(.*//; s/ //g' | grep -E '^lib' | sort -u; }
 echo "Depends: $depends"
 shlib=$(names <<<"$depends")
 explicit=$(names <"$build/packaging/lib-depends.txt")
-[ -n "$shlib" ] && [ "$shlib" = "$explicit" ] ||
+if grep -q '^libasan' <<<"$shlib"; then
+  echo "sanitizer build: Depends not compared with the explicit list"
+elif [ -z "$shlib" ] || [ "$shlib" != "$explicit" ]; then
   fail "library Depends differ from DS_DEB_LIB_DEPENDS: $(diff <(echo "$explicit") <(echo "$shlib") | grep '^[<>]' | tr '\n' ' ')"
+fi
 
 # --- install into a scratch root ----------------------------------------------
 # The root's dpkg database holds the host's status of the dependencies, so
