@@ -79,9 +79,12 @@ dpkg-query -s $deps 2>/dev/null >"$root/var/lib/dpkg/status" || true
 for p in $(dpkg-query -W -f '${db:Status-Abbrev}${binary:Package}\n' $deps 2>/dev/null | sed -n 's/^ii //p'); do
   touch "$root/var/lib/dpkg/info/$p.list"
 done
-dpkgr() { dpkg --root="$root" --force-script-chrootless --log=/dev/null "$@"; }
+dpkg_opts=(--root="$root" --force-script-chrootless --log=/dev/null)
+# Not root: the scratch root is ours, files simply stay owned by us.
+[ "$(id -u)" = 0 ] || dpkg_opts+=(--force-not-root)
 # A foreign package: the host's dpkg database has no arm64/armhf libraries.
-[ $native = 1 ] || dpkgr() { dpkg --root="$root" --force-script-chrootless --force-architecture --force-depends --log=/dev/null "$@"; }
+[ $native = 1 ] || dpkg_opts+=(--force-architecture --force-depends)
+dpkgr() { dpkg "${dpkg_opts[@]}" "$@"; }
 if ! dpkgr -i "$deb" >"$tmp/install.log" 2>&1; then
   cat "$tmp/install.log"; echo "FAIL: dpkg --root -i"; exit 1
 fi
