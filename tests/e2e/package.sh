@@ -36,7 +36,8 @@ deb=$(ls "$tmp"/deb/deltaslice_*.deb 2>/dev/null)
 arch=$(dpkg-deb -f "$deb" Architecture)
 echo "package: $(basename "$deb"), $(stat -c %s "$deb") bytes, built in $(($(date +%s) - start)) s"
 [ "$(basename "$deb")" = "deltaslice_$(dpkg-deb -f "$deb" Version)_$arch.deb" ] || fail "file name $(basename "$deb")"
-version=$($emu "$build/deltaslice" --version | awk '{print $2}')
+version=$($emu "$build/deltaslice" --version 2>/dev/null | awk '{print $2}')
+[ -n "$version" ] || { echo "FAIL: cannot run $build/deltaslice --version (a cross-build needs DS_EMULATOR)"; exit 1; }
 [ "$(dpkg-deb -f "$deb" Version)" = "$version" ] || fail "Version $(dpkg-deb -f "$deb" Version), binary says $version"
 
 # Architecture: the packaged binary's, read from its ELF header.
