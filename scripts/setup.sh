@@ -13,6 +13,7 @@ packages=(
   python3-onnx libonnx-testdata              # ONNX checker and node test cases
   iproute2                                   # the namespace testbed (ip, tc)
   graphviz                                   # deltaslice dag -o X.svg
+  help2man systemd                           # the .deb: man pages from --help, systemd-analyze
 )
 
 missing=()
