@@ -616,10 +616,8 @@ int ds_master_main(const ds_config *cfg)
         /* At most pd_num frames in flight. */
         pthread_mutex_lock(&ms->lock);
         while (cfg->master.pd_num && ms->in_flight >= cfg->master.pd_num && !ms->stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&ms->changed, &ms->lock, &ts);
+            struct timespec until = ds_deadline(1.0);
+            pthread_cond_timedwait(&ms->changed, &ms->lock, &until);
             if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
                 ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
                 ms->stop = 2;
@@ -691,10 +689,8 @@ int ds_master_main(const ds_config *cfg)
     /* Wait for the frames in flight. */
     pthread_mutex_lock(&ms->lock);
     while (ms->in_flight > 0 && !ms->stop && !interrupted) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&ms->changed, &ms->lock, &ts);
+        struct timespec until = ds_deadline(1.0);
+        pthread_cond_timedwait(&ms->changed, &ms->lock, &until);
         if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
             ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
             break;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/queue.h"
 #include "common/timing.h"
 #include "common/trace.h"
 #include "dif/dif.h"
@@ -22,7 +23,7 @@
 #include "rpc/rpc.h"
 
 #define FRAME_QUEUE 16 /* frames accepted but not yet executed */
-#define SEND_QUEUE 4   /* frames executed but not yet sent on */
+#define SEND_QUEUE 4   /* frames executed but not yet sent on (or being sent) */
 #define SUBMIT_WAIT_S 30.0
 
 typedef struct frame_msg {
@@ -37,12 +38,6 @@ typedef struct send_msg {
     int to_master; /* else: Submit to the next worker */
     uint64_t frame_id;
 } send_msg;
-
-typedef struct ring {
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
-    int head, count, cap, closed;
-} ring;
 
 typedef struct worker {
     const ds_config *cfg;
@@ -63,85 +58,45 @@ typedef struct worker {
     pthread_mutex_t order_lock;
     int64_t last_frame; /* last frame id accepted, -1 = none */
 
-    ring frames_ring;
-    frame_msg frames[FRAME_QUEUE];
-    ring send_ring;
-    send_msg sends[SEND_QUEUE];
+    ds_queue *frames; /* frame_msg *, for the executor */
+    /* SEND_QUEUE send_msgs go round: from send_free to the executor, which
+     * packs one and queues it on send_ready for the sender, which puts it
+     * back.  Their buffers (a frame's tensors) are reused. */
+    ds_queue *send_free, *send_ready;
 
     ds_rpc_channel *next; /* worker I+1, dialled on first use */
     ds_payloads outputs;
 } worker;
 
-/* ---------------------------------------------------------- bounded rings */
+/* ---------------------------------------------------------------- queues */
 
-static void ring_init(ring *r, int cap)
+static void frame_msg_free(void *p)
 {
-    pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->changed, NULL);
-    r->head = r->count = r->closed = 0;
-    r->cap = cap;
+    frame_msg *f = p;
+    protobuf_c_message_free_unpacked(&f->req->base, NULL);
+    free(f);
 }
 
-/* Waits for room (up to timeout_s, < 0 forever); returns the slot index to
- * fill, -1 on timeout or when closed. The lock is held on success. */
-static int ring_reserve(ring *r, double timeout_s)
+static void send_msg_free(void *p)
 {
-    double deadline = ds_now() + timeout_s;
-    pthread_mutex_lock(&r->lock);
-    while (r->count == r->cap && !r->closed) {
-        if (timeout_s >= 0 && ds_now() >= deadline)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&r->changed, &r->lock, &ts);
-    }
-    if (r->count == r->cap || r->closed) {
-        pthread_mutex_unlock(&r->lock);
+    send_msg *s = p;
+    ds_buf_free(&s->buf);
+    free(s);
+}
+
+static int make_queues(worker *w, ds_error *err)
+{
+    if (!(w->frames = ds_queue_new(FRAME_QUEUE, err)) ||
+        !(w->send_free = ds_queue_new(SEND_QUEUE, err)) ||
+        !(w->send_ready = ds_queue_new(SEND_QUEUE, err)))
         return -1;
+    for (int i = 0; i < SEND_QUEUE; i++) {
+        send_msg *s = calloc(1, sizeof *s);
+        if (!s)
+            return ds_errorf(err, "out of memory");
+        ds_queue_push(w->send_free, s, 0); /* room for all of them */
     }
-    return (r->head + r->count) % r->cap;
-}
-
-static void ring_commit(ring *r)
-{
-    r->count++;
-    pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->lock);
-}
-
-/* Waits for an item; returns its slot (lock held) or -1 when closed and
- * drained. */
-static int ring_take(ring *r)
-{
-    pthread_mutex_lock(&r->lock);
-    while (r->count == 0 && !r->closed)
-        pthread_cond_wait(&r->changed, &r->lock);
-    if (r->count == 0) {
-        pthread_mutex_unlock(&r->lock);
-        return -1;
-    }
-    return r->head;
-}
-
-static void ring_release(ring *r)
-{
-    r->head = (r->head + 1) % r->cap;
-    r->count--;
-    pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->lock);
-}
-
-static void ring_close(ring *r)
-{
-    pthread_mutex_lock(&r->lock);
-    r->closed = 1;
-    pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->lock);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -191,16 +146,23 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
         code = DS_RPC_FAILED_PRECONDITION;
         goto fail;
     }
-    int slot = ring_reserve(&w->frames_ring, SUBMIT_WAIT_S);
-    if (slot < 0) {
+    frame_msg *f = malloc(sizeof *f);
+    if (f)
+        *f = (frame_msg){m, recv_us, len};
+    int queued = f ? ds_queue_push(w->frames, f, SUBMIT_WAIT_S) : DS_QUEUE_CLOSED;
+    if (queued != DS_QUEUE_OK) {
         pthread_mutex_unlock(&w->order_lock);
-        ds_errorf(err, "%s: frame queue full for %.0f s", w->name, SUBMIT_WAIT_S);
+        free(f);
+        if (!f)
+            ds_errorf(err, "%s: out of memory", w->name);
+        else if (queued == DS_QUEUE_TIMEOUT)
+            ds_errorf(err, "%s: frame queue full for %.0f s", w->name, SUBMIT_WAIT_S);
+        else
+            ds_errorf(err, "%s: shutting down", w->name);
         code = DS_RPC_RESOURCE_EXHAUSTED;
         goto fail;
     }
     w->last_frame = (int64_t)frame_id;
-    w->frames[slot] = (frame_msg){m, recv_us, len};
-    ring_commit(&w->frames_ring);
     pthread_mutex_unlock(&w->order_lock);
     ds_trace_event_at(w->trace, recv_us, frame_id, "receive", DS_TRACE_START);
     ds_trace_event(w->trace, frame_id, "receive", DS_TRACE_FINISH);
@@ -290,21 +252,30 @@ static Deltaslice__StageTiming *timing_new(int worker_id, const char *stage, int
     return t;
 }
 
-/* Queues a packed message for the sender thread. */
+/* Hands a send_msg back to the pool. */
+static void recycle_send(worker *w, send_msg *s)
+{
+    if (ds_queue_push(w->send_free, s, 0) != DS_QUEUE_OK) /* cannot happen: room for all */
+        send_msg_free(s);
+}
+
+/* Queues a packed message for the sender thread (waits for a free one). */
 static int queue_send(worker *w, const ProtobufCMessage *msg, int to_master, uint64_t frame_id, ds_error *err)
 {
-    int slot = ring_reserve(&w->send_ring, -1);
-    if (slot < 0)
+    void *p;
+    if (ds_queue_pop(w->send_free, &p, -1) != DS_QUEUE_OK)
         return ds_errorf(err, "%s: shutting down", w->name);
-    send_msg *s = &w->sends[slot];
-    int rc = ds_rpc_pack(msg, &s->buf, err);
+    send_msg *s = p;
     s->to_master = to_master;
     s->frame_id = frame_id;
-    if (rc) {
-        pthread_mutex_unlock(&w->send_ring.lock);
+    if (ds_rpc_pack(msg, &s->buf, err)) {
+        recycle_send(w, s);
         return -1;
     }
-    ring_commit(&w->send_ring);
+    if (ds_queue_push(w->send_ready, s, -1) != DS_QUEUE_OK) {
+        recycle_send(w, s);
+        return ds_errorf(err, "%s: shutting down", w->name);
+    }
     return 0;
 }
 
@@ -473,16 +444,13 @@ out:
 static void *executor_thread(void *arg)
 {
     worker *w = arg;
-    for (;;) {
-        int slot = ring_take(&w->frames_ring);
-        if (slot < 0)
-            break;
-        frame_msg f = w->frames[slot];
-        ring_release(&w->frames_ring);
+    void *p;
+    while (ds_queue_pop(w->frames, &p, -1) == DS_QUEUE_OK) {
+        frame_msg *f = p;
         ds_error err;
-        if (execute_frame(w, &f, &err))
-            report_failure(w, f.req->frame_id, err.msg, 0);
-        protobuf_c_message_free_unpacked(&f.req->base, NULL);
+        if (execute_frame(w, f, &err))
+            report_failure(w, f->req->frame_id, err.msg, 0);
+        frame_msg_free(f);
     }
     return NULL;
 }
@@ -491,12 +459,9 @@ static void *sender_thread(void *arg)
 {
     worker *w = arg;
     ds_buf resp = {0};
-    for (;;) {
-        int slot = ring_take(&w->send_ring);
-        if (slot < 0)
-            break;
-        send_msg *s = &w->sends[slot];
-        pthread_mutex_unlock(&w->send_ring.lock); /* the slot stays ours until released */
+    void *p;
+    while (ds_queue_pop(w->send_ready, &p, -1) == DS_QUEUE_OK) {
+        send_msg *s = p;
         ds_error err;
         int64_t t0 = ds_wall_us();
         if (s->to_master) {
@@ -515,15 +480,13 @@ static void *sender_thread(void *arg)
                 char why[DS_ERROR_MAX + 32];
                 snprintf(why, sizeof why, "forwarding to w%d: %s", w->id + 1, err.msg);
                 report_failure(w, s->frame_id, why, 1);
-                pthread_mutex_lock(&w->send_ring.lock);
-                ring_release(&w->send_ring);
+                recycle_send(w, s);
                 continue;
             }
         }
         ds_trace_event_at(w->trace, t0, s->frame_id, "send", DS_TRACE_START);
         ds_trace_event(w->trace, s->frame_id, "send", DS_TRACE_FINISH);
-        pthread_mutex_lock(&w->send_ring.lock);
-        ring_release(&w->send_ring);
+        recycle_send(w, s);
     }
     ds_buf_free(&resp);
     return NULL;
@@ -543,8 +506,6 @@ int ds_worker_main(const ds_config *cfg, int id)
     pthread_mutex_init(&w->setup_lock, NULL);
     pthread_mutex_init(&w->session_lock, NULL);
     pthread_mutex_init(&w->order_lock, NULL);
-    ring_init(&w->frames_ring, FRAME_QUEUE);
-    ring_init(&w->send_ring, SEND_QUEUE);
     ds_signals_block();
 
     int status = 1;
@@ -552,7 +513,8 @@ int ds_worker_main(const ds_config *cfg, int id)
     ds_rpc_server *srv = NULL;
     pthread_t exec_th, send_th;
     int threads = 0;
-    if (ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) || ds_model_load(cfg->dnn, &w->model, &err)) {
+    if (make_queues(w, &err) || ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
+        ds_model_load(cfg->dnn, &w->model, &err)) {
         ds_error("%s", err.msg);
         goto out;
     }
@@ -590,19 +552,18 @@ int ds_worker_main(const ds_config *cfg, int id)
 out:
     if (srv)
         ds_rpc_server_shutdown(srv);
-    ring_close(&w->frames_ring);
+    /* The threads finish what is queued, then stop. */
+    if (w->frames)
+        ds_queue_close(w->frames);
     if (threads & 1)
         pthread_join(exec_th, NULL);
-    ring_close(&w->send_ring);
+    if (w->send_ready)
+        ds_queue_close(w->send_ready);
     if (threads & 2)
         pthread_join(send_th, NULL);
-    /* Frames still queued are dropped with the process; the master sees
-     * its streams end and reports them unfinished. */
-    while (w->frames_ring.count) {
-        protobuf_c_message_free_unpacked(&w->frames[w->frames_ring.head].req->base, NULL);
-        w->frames_ring.head = (w->frames_ring.head + 1) % FRAME_QUEUE;
-        w->frames_ring.count--;
-    }
+    /* Frames still queued (no executor) are dropped with the process; the
+     * master sees its streams end and reports them unfinished. */
+    ds_queue_free(w->frames, frame_msg_free);
     pthread_mutex_lock(&w->session_lock);
     if (w->results)
         ds_rpc_stream_close(w->results, DS_RPC_UNAVAILABLE, "worker shutting down");
@@ -610,8 +571,8 @@ out:
     pthread_mutex_unlock(&w->session_lock);
     ds_rpc_server_free(srv);
     ds_rpc_channel_free(w->next);
-    for (int i = 0; i < SEND_QUEUE; i++)
-        ds_buf_free(&w->sends[i].buf);
+    ds_queue_free(w->send_ready, send_msg_free);
+    ds_queue_free(w->send_free, send_msg_free);
     ds_payloads_free(&w->outputs);
     ds_dif_node_free(w->node);
     ds_layer_costs_free(&w->costs);
