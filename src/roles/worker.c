@@ -66,6 +66,10 @@ typedef struct worker {
 
     ds_rpc_channel *next; /* worker I+1, dialled on first use */
     ds_payloads outputs;
+
+    ds_rpc_server *srv;
+    pthread_t exec_th, send_th;
+    int threads; /* started: 1 executor, 2 sender */
 } worker;
 
 /* ---------------------------------------------------------------- queues */
@@ -324,11 +328,12 @@ static int last_active(const Deltaslice__FrameRequest *m)
     return last;
 }
 
-static int execute_frame(worker *w, frame_msg *f, ds_error *err)
+/* Runs this worker's job of frame m (decode, execute, encode); the
+ * encoded outputs go to w->outputs unless nobody needs them. */
+static int run_job(worker *w, const Deltaslice__FrameRequest *m, int final, ds_dif_timing *tm,
+                   ds_error *err)
 {
-    Deltaslice__FrameRequest *m = f->req;
-    Deltaslice__Job *job = m->jobs[w->id];
-    int final = w->id >= last_active(m);
+    const Deltaslice__Job *job = m->jobs[w->id];
     size_t n_in = m->n_inputs;
     const uint8_t *in[n_in ? n_in : 1];
     size_t in_len[n_in ? n_in : 1];
@@ -336,10 +341,6 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
         in[i] = m->inputs[i].data;
         in_len[i] = m->inputs[i].len;
     }
-    int64_t t_start = ds_wall_us();
-    ds_dif_timing tm = {0};
-    ProtobufCBinaryData *payloads = NULL;
-    size_t n_payloads = 0;
     pthread_mutex_lock(&w->setup_lock);
     int rc = -1;
     if (!w->node) {
@@ -349,95 +350,138 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
         ds_codec_opts o = ds_link_codec(w->cfg, final ? 1e6 : w->cfg->master.bandwidth[w->id + 1]);
         o.allow_update = m->dif ? DS_CODEC_EXACT_DELTA : 0;
         rc = ds_dif_node_run(w->node, m->plan_id, &j, (int)n_in, in, in_len, &o, final,
-                             final && !m->check ? NULL : &w->outputs, &tm, err);
+                             final && !m->check ? NULL : &w->outputs, tm, err);
     }
     pthread_mutex_unlock(&w->setup_lock);
-    if (rc)
-        return -1;
-    if (!final || m->check) {
-        n_payloads = (size_t)w->outputs.n;
-        payloads = calloc(n_payloads ? n_payloads : 1, sizeof *payloads);
-        if (!payloads)
+    return rc;
+}
+
+/* What a frame carries on from this worker: the stage timings and link
+ * byte counts so far plus this worker's, and its outputs (pointing into
+ * the request and w->outputs). */
+#define OWN_STAGES 4 /* receive, decode, execute, encode */
+typedef struct carry {
+    Deltaslice__StageTiming *own[OWN_STAGES];
+    Deltaslice__StageTiming **timings;
+    size_t n_timings;
+    char link_name[32];
+    Deltaslice__LinkBytes in_link;
+    Deltaslice__LinkBytes **links;
+    size_t n_links;
+    ProtobufCBinaryData *outputs;
+    size_t n_outputs;
+} carry;
+
+static void carry_free(carry *c)
+{
+    for (int i = 0; i < OWN_STAGES; i++)
+        free(c->own[i]);
+    free(c->timings);
+    free(c->links);
+    free(c->outputs);
+}
+
+/* Fills c (zeroed here; carry_free it also on failure).  stage[0..3] are
+ * the bounds of decode, execute and encode in µs. */
+static int carry_make(worker *w, const frame_msg *f, const int64_t stage[4], int with_outputs,
+                      carry *c, ds_error *err)
+{
+    const Deltaslice__FrameRequest *m = f->req;
+    memset(c, 0, sizeof *c);
+    if (with_outputs) {
+        c->n_outputs = (size_t)w->outputs.n;
+        c->outputs = calloc(c->n_outputs ? c->n_outputs : 1, sizeof *c->outputs);
+        if (!c->outputs)
             return ds_errorf(err, "out of memory");
-        for (size_t i = 0; i < n_payloads; i++) {
-            payloads[i].data = w->outputs.buf.data + w->outputs.off[i];
-            payloads[i].len = w->outputs.off[i + 1] - w->outputs.off[i];
+        for (size_t i = 0; i < c->n_outputs; i++) {
+            c->outputs[i].data = w->outputs.buf.data + w->outputs.off[i];
+            c->outputs[i].len = w->outputs.off[i + 1] - w->outputs.off[i];
         }
     }
-    /* Stage timings: decode, execute, encode, as measured (µs). */
-    int64_t d0 = t_start, d1 = d0 + (int64_t)(tm.decode * 1e6), e1 = d1 + (int64_t)(tm.execute * 1e6),
-            c1 = e1 + (int64_t)(tm.encode * 1e6);
-    static const char *const stages[] = {"decode", "execute", "encode"};
-    int64_t bounds[] = {d0, d1, e1, c1};
-    for (int s = 0; s < 3; s++) {
-        ds_trace_event_at(w->trace, bounds[s], m->frame_id, stages[s], DS_TRACE_START);
-        ds_trace_event_at(w->trace, bounds[s + 1], m->frame_id, stages[s], DS_TRACE_FINISH);
-    }
+    c->own[0] = timing_new(w->id, "receive", f->recv_us, f->recv_us);
+    c->own[1] = timing_new(w->id, "decode", stage[0], stage[1]);
+    c->own[2] = timing_new(w->id, "execute", stage[1], stage[2]);
+    c->own[3] = timing_new(w->id, "encode", stage[2], stage[3]);
     size_t n_t = m->n_timings;
-    Deltaslice__StageTiming *own[4] = {
-        timing_new(w->id, "receive", f->recv_us, f->recv_us),
-        timing_new(w->id, "decode", d0, d1),
-        timing_new(w->id, "execute", d1, e1),
-        timing_new(w->id, "encode", e1, c1),
-    };
-    Deltaslice__StageTiming **timings = malloc(sizeof *timings * (n_t + 4));
-    Deltaslice__LinkBytes **links = NULL;
-    rc = -1;
-    if (!timings || !own[0] || !own[1] || !own[2] || !own[3]) {
-        ds_errorf(err, "out of memory");
-        goto out;
-    }
+    c->timings = malloc(sizeof *c->timings * (n_t + OWN_STAGES));
+    if (!c->timings || !c->own[0] || !c->own[1] || !c->own[2] || !c->own[3])
+        return ds_errorf(err, "out of memory");
     if (n_t) /* m->timings is NULL when empty */
-        memcpy(timings, m->timings, sizeof *timings * n_t);
-    memcpy(timings + n_t, own, sizeof own);
+        memcpy(c->timings, m->timings, sizeof *c->timings * n_t);
+    memcpy(c->timings + n_t, c->own, sizeof c->own);
+    c->n_timings = n_t + OWN_STAGES;
     /* This worker accounts for the link it received the frame on. */
-    char link_name[32];
     if (w->id == 0)
-        snprintf(link_name, sizeof link_name, "m->w0");
+        snprintf(c->link_name, sizeof c->link_name, "m->w0");
     else
-        snprintf(link_name, sizeof link_name, "w%d->w%d", w->id - 1, w->id);
-    Deltaslice__LinkBytes in_link = DELTASLICE__LINK_BYTES__INIT;
-    in_link.link = link_name;
-    in_link.bytes = f->bytes;
+        snprintf(c->link_name, sizeof c->link_name, "w%d->w%d", w->id - 1, w->id);
+    deltaslice__link_bytes__init(&c->in_link);
+    c->in_link.link = c->link_name;
+    c->in_link.bytes = f->bytes;
     size_t n_b = m->n_bytes;
-    links = malloc(sizeof *links * (n_b + 1));
-    if (!links) {
-        ds_errorf(err, "out of memory");
-        goto out;
-    }
+    c->links = malloc(sizeof *c->links * (n_b + 1));
+    if (!c->links)
+        return ds_errorf(err, "out of memory");
     if (n_b)
-        memcpy(links, m->bytes, sizeof *links * n_b);
-    links[n_b] = &in_link;
+        memcpy(c->links, m->bytes, sizeof *c->links * n_b);
+    c->links[n_b] = &c->in_link;
+    c->n_links = n_b + 1;
+    return 0;
+}
 
+/* Queues the frame's next message: the finish report to the master from
+ * the last worker with work, else the request for the next worker (same
+ * jobs, this worker's outputs as its inputs). */
+static int pass_on(worker *w, const Deltaslice__FrameRequest *m, int final, const carry *c,
+                   ds_error *err)
+{
     if (final) {
         Deltaslice__FinishReport r = DELTASLICE__FINISH_REPORT__INIT;
         r.frame_id = m->frame_id;
         r.worker = (uint32_t)w->id;
         r.ok = 1;
-        r.n_timings = n_t + 4;
-        r.timings = timings;
-        r.n_bytes = n_b + 1;
-        r.bytes = links;
-        r.n_outputs = n_payloads;
-        r.outputs = payloads;
-        rc = queue_send(w, &r.base, 1, m->frame_id, err);
-    } else {
-        /* Forward: same jobs, this worker's outputs as the next inputs. */
-        Deltaslice__FrameRequest fwd = *m;
-        fwd.n_inputs = n_payloads;
-        fwd.inputs = payloads;
-        fwd.n_timings = n_t + 4;
-        fwd.timings = timings;
-        fwd.n_bytes = n_b + 1;
-        fwd.bytes = links;
-        rc = queue_send(w, &fwd.base, 0, m->frame_id, err);
+        r.n_timings = c->n_timings;
+        r.timings = c->timings;
+        r.n_bytes = c->n_links;
+        r.bytes = c->links;
+        r.n_outputs = c->n_outputs;
+        r.outputs = c->outputs;
+        return queue_send(w, &r.base, 1, m->frame_id, err);
     }
-out:
-    for (int i = 0; i < 4; i++)
-        free(own[i]);
-    free(timings);
-    free(links);
-    free(payloads);
+    Deltaslice__FrameRequest fwd = *m;
+    fwd.n_inputs = c->n_outputs;
+    fwd.inputs = c->outputs;
+    fwd.n_timings = c->n_timings;
+    fwd.timings = c->timings;
+    fwd.n_bytes = c->n_links;
+    fwd.bytes = c->links;
+    return queue_send(w, &fwd.base, 0, m->frame_id, err);
+}
+
+static int execute_frame(worker *w, const frame_msg *f, ds_error *err)
+{
+    const Deltaslice__FrameRequest *m = f->req;
+    int final = w->id >= last_active(m);
+    int64_t t_start = ds_wall_us();
+    ds_dif_timing tm = {0};
+    if (run_job(w, m, final, &tm, err))
+        return -1;
+    /* Stage timings: decode, execute, encode, as measured (µs). */
+    int64_t stage[4];
+    stage[0] = t_start;
+    stage[1] = stage[0] + (int64_t)(tm.decode * 1e6);
+    stage[2] = stage[1] + (int64_t)(tm.execute * 1e6);
+    stage[3] = stage[2] + (int64_t)(tm.encode * 1e6);
+    static const char *const names[] = {"decode", "execute", "encode"};
+    for (int s = 0; s < 3; s++) {
+        ds_trace_event_at(w->trace, stage[s], m->frame_id, names[s], DS_TRACE_START);
+        ds_trace_event_at(w->trace, stage[s + 1], m->frame_id, names[s], DS_TRACE_FINISH);
+    }
+    carry c;
+    int rc = carry_make(w, f, stage, !final || m->check, &c, err);
+    if (rc == 0)
+        rc = pass_on(w, m, final, &c, err);
+    carry_free(&c);
     return rc;
 }
 
@@ -494,6 +538,91 @@ static void *sender_thread(void *arg)
 
 /* --------------------------------------------------------------- main */
 
+/* Queues, trace, model and (with frame_size) the profile; logs why it
+ * failed. */
+static int worker_open(worker *w)
+{
+    const ds_config *cfg = w->cfg;
+    ds_error err;
+    if (make_queues(w, &err) || ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
+        ds_model_load(cfg->dnn, &w->model, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    ds_info("loaded %s (%d layers, hash %s)", w->model.name, w->model.n_layers, w->model.hash);
+    /* Profile now (progress bar on a TTY) rather than on the master's first
+     * request. */
+    if (cfg->frame_rows && setup_size(w, cfg->frame_rows, cfg->frame_cols, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* The executor and sender threads, then the server; logs why it failed. */
+static int worker_serve(worker *w)
+{
+    const ds_config *cfg = w->cfg;
+    ds_error err;
+    char addr[64];
+    snprintf(addr, sizeof addr, "0.0.0.0:%d", cfg->port_worker[w->id]);
+    w->srv = ds_rpc_server_new(addr, cfg->max_message_bytes, &err);
+    if (!w->srv || ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_SUBMIT, on_submit, w, &err) ||
+        ds_rpc_server_add_stream(w->srv, DS_RPC_WORKER_RESULTS, on_results, w, 64, &err) ||
+        ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_COSTS, on_costs, w, &err) ||
+        ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_CLOCK, ds_rpc_clock_handler, NULL, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    if (pthread_create(&w->exec_th, NULL, executor_thread, w) == 0)
+        w->threads |= 1;
+    if (pthread_create(&w->send_th, NULL, sender_thread, w) == 0)
+        w->threads |= 2;
+    if (w->threads != 3 || ds_rpc_server_start(w->srv, 2, &err)) {
+        ds_error("%s", w->threads != 3 ? "cannot start threads" : err.msg);
+        return -1;
+    }
+    ds_info("serving on port %d", cfg->port_worker[w->id]);
+    return 0;
+}
+
+/* Stops the server (no more requests), lets the threads finish what is
+ * queued, ends the master's stream and frees everything. */
+static void worker_close(worker *w)
+{
+    if (w->srv)
+        ds_rpc_server_shutdown(w->srv);
+    if (w->frames)
+        ds_queue_close(w->frames);
+    if (w->threads & 1)
+        pthread_join(w->exec_th, NULL);
+    if (w->send_ready)
+        ds_queue_close(w->send_ready);
+    if (w->threads & 2)
+        pthread_join(w->send_th, NULL);
+    /* Frames still queued (no executor) are dropped with the process; the
+     * master sees its streams end and reports them unfinished. */
+    ds_queue_free(w->frames, frame_msg_free);
+    pthread_mutex_lock(&w->session_lock);
+    if (w->results)
+        ds_rpc_stream_close(w->results, DS_RPC_UNAVAILABLE, "worker shutting down");
+    w->results = NULL;
+    pthread_mutex_unlock(&w->session_lock);
+    ds_rpc_server_free(w->srv);
+    ds_rpc_channel_free(w->next);
+    ds_queue_free(w->send_ready, send_msg_free);
+    ds_queue_free(w->send_free, send_msg_free);
+    ds_payloads_free(&w->outputs);
+    ds_dif_node_free(w->node);
+    ds_layer_costs_free(&w->costs);
+    ds_model_free(&w->model);
+    ds_trace_close(w->trace);
+    pthread_mutex_destroy(&w->setup_lock);
+    pthread_mutex_destroy(&w->session_lock);
+    pthread_mutex_destroy(&w->order_lock);
+    free(w);
+}
+
 int ds_worker_main(const ds_config *cfg, int id)
 {
     worker *w = calloc(1, sizeof *w);
@@ -506,78 +635,13 @@ int ds_worker_main(const ds_config *cfg, int id)
     pthread_mutex_init(&w->setup_lock, NULL);
     pthread_mutex_init(&w->session_lock, NULL);
     pthread_mutex_init(&w->order_lock, NULL);
-    ds_signals_block();
-
+    ds_signals_block(); /* before any thread starts: they inherit the mask */
     int status = 1;
-    ds_error err;
-    ds_rpc_server *srv = NULL;
-    pthread_t exec_th, send_th;
-    int threads = 0;
-    if (make_queues(w, &err) || ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
-        ds_model_load(cfg->dnn, &w->model, &err)) {
-        ds_error("%s", err.msg);
-        goto out;
+    if (worker_open(w) == 0 && worker_serve(w) == 0) {
+        ds_signals_wait(-1);
+        ds_info("stopping");
+        status = 0;
     }
-    ds_info("loaded %s (%d layers, hash %s)", w->model.name, w->model.n_layers, w->model.hash);
-    if (cfg->frame_rows) {
-        /* Profile now (progress bar on a TTY) rather than on the master's
-         * first request. */
-        if (setup_size(w, cfg->frame_rows, cfg->frame_cols, &err)) {
-            ds_error("%s", err.msg);
-            goto out;
-        }
-    }
-    char addr[64];
-    snprintf(addr, sizeof addr, "0.0.0.0:%d", cfg->port_worker[id]);
-    srv = ds_rpc_server_new(addr, cfg->max_message_bytes, &err);
-    if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_WORKER_SUBMIT, on_submit, w, &err) ||
-        ds_rpc_server_add_stream(srv, DS_RPC_WORKER_RESULTS, on_results, w, 64, &err) ||
-        ds_rpc_server_add_unary(srv, DS_RPC_WORKER_COSTS, on_costs, w, &err) ||
-        ds_rpc_server_add_unary(srv, DS_RPC_WORKER_CLOCK, ds_rpc_clock_handler, NULL, &err)) {
-        ds_error("%s", err.msg);
-        goto out;
-    }
-    if (pthread_create(&exec_th, NULL, executor_thread, w) == 0)
-        threads |= 1;
-    if (pthread_create(&send_th, NULL, sender_thread, w) == 0)
-        threads |= 2;
-    if (threads != 3 || ds_rpc_server_start(srv, 2, &err)) {
-        ds_error("%s", threads != 3 ? "cannot start threads" : err.msg);
-        goto out;
-    }
-    ds_info("serving on port %d", cfg->port_worker[id]);
-    ds_signals_wait(-1);
-    ds_info("stopping");
-    status = 0;
-out:
-    if (srv)
-        ds_rpc_server_shutdown(srv);
-    /* The threads finish what is queued, then stop. */
-    if (w->frames)
-        ds_queue_close(w->frames);
-    if (threads & 1)
-        pthread_join(exec_th, NULL);
-    if (w->send_ready)
-        ds_queue_close(w->send_ready);
-    if (threads & 2)
-        pthread_join(send_th, NULL);
-    /* Frames still queued (no executor) are dropped with the process; the
-     * master sees its streams end and reports them unfinished. */
-    ds_queue_free(w->frames, frame_msg_free);
-    pthread_mutex_lock(&w->session_lock);
-    if (w->results)
-        ds_rpc_stream_close(w->results, DS_RPC_UNAVAILABLE, "worker shutting down");
-    w->results = NULL;
-    pthread_mutex_unlock(&w->session_lock);
-    ds_rpc_server_free(srv);
-    ds_rpc_channel_free(w->next);
-    ds_queue_free(w->send_ready, send_msg_free);
-    ds_queue_free(w->send_free, send_msg_free);
-    ds_payloads_free(&w->outputs);
-    ds_dif_node_free(w->node);
-    ds_layer_costs_free(&w->costs);
-    ds_model_free(&w->model);
-    ds_trace_close(w->trace);
-    free(w);
+    worker_close(w);
     return status;
 }
