@@ -230,12 +230,8 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
 {
     double now = ds_now();
     ds_error err;
-    Deltaslice__FinishReport *r = (Deltaslice__FinishReport *)ds_rpc_unpack(
-        &deltaslice__finish_report__descriptor, data, len, 0, &err);
-    if (r && ds_rpc_validate_finish_report(r, (uint32_t)ms->n_workers, ms->model.n_layers - 1, &err)) {
-        protobuf_c_message_free_unpacked(&r->base, NULL);
-        r = NULL;
-    }
+    Deltaslice__FinishReport *r = ds_rpc_read_finish_report(data, len, (uint32_t)ms->n_workers,
+                                                            ms->model.n_layers - 1, &err);
     if (!r) {
         ds_warn("w%d sent a bad finish report: %s", from, err.msg);
         return;
@@ -244,7 +240,7 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
     if (r->frame_id >= (uint64_t)ms->n_frames || ms->frames[r->frame_id].state != FRAME_IN_FLIGHT) {
         ds_warn("w%d reports frame %" PRIu64 ", which is not in flight: ignored", from, r->frame_id);
         pthread_mutex_unlock(&ms->lock);
-        protobuf_c_message_free_unpacked(&r->base, NULL);
+        ds_rpc_free_finish_report(r);
         return;
     }
     frame_rec *fr = &ms->frames[r->frame_id];
@@ -286,7 +282,7 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
     pthread_cond_broadcast(&ms->changed);
     pthread_mutex_unlock(&ms->lock);
     ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ds_rpc_free_finish_report(r);
 }
 
 typedef struct reader_arg {
@@ -341,88 +337,36 @@ static int connect_workers(master *ms, ds_error *err)
     }
     /* Clock offsets for aligning traces: peer = master + offset. */
     for (int i = 0; i < ms->n_workers; i++) {
-        Deltaslice__ClockProbe p = DELTASLICE__CLOCK_PROBE__INIT;
-        ds_buf req = {0}, resp = {0};
-        int64_t best_rtt = INT64_MAX, best_off = 0;
-        for (int k = 0; k < 5; k++) {
-            p.client_send_us = ds_wall_us();
-            if (ds_rpc_pack(&p.base, &req, err) ||
-                ds_rpc_call_unary(ms->ch[i], DS_RPC_WORKER_CLOCK, req.data, req.len, 10, &resp, NULL, err))
-                break;
-            int64_t back = ds_wall_us();
-            Deltaslice__ClockProbe *a = (Deltaslice__ClockProbe *)ds_rpc_unpack(
-                &deltaslice__clock_probe__descriptor, resp.data, resp.len, 0, err);
-            if (!a)
-                break;
-            if (ds_rpc_validate_clock_probe(a, err) == 0) {
-                int64_t rtt = (back - a->client_send_us) - (a->server_send_us - a->server_recv_us);
-                if (rtt < best_rtt) {
-                    best_rtt = rtt;
-                    best_off = ((a->server_recv_us - a->client_send_us) + (a->server_send_us - back)) / 2;
-                }
-            }
-            protobuf_c_message_free_unpacked(&a->base, NULL);
-        }
-        ds_buf_free(&req);
-        ds_buf_free(&resp);
-        if (best_rtt != INT64_MAX) {
+        int64_t offset, rtt;
+        ds_error probe_err; /* no offset: the trace goes unaligned */
+        if (ds_rpc_call_clock(ms->ch[i], DS_RPC_WORKER_CLOCK, 5, &offset, &rtt, &probe_err) == 0) {
             char name[24];
             snprintf(name, sizeof name, "worker%d", i);
-            ds_trace_clock(ms->trace, name, best_off, best_rtt);
+            ds_trace_clock(ms->trace, name, offset, rtt);
         }
     }
-    Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
-    ds_buf req = {0};
-    if (ds_rpc_pack(&rs.base, &req, err))
-        return -1;
-    for (int i = 0; i < ms->n_workers; i++) {
-        ms->reader[i] = ds_rpc_reader_open(ms->ch[i], DS_RPC_WORKER_RESULTS, req.data, req.len, err);
-        if (!ms->reader[i]) {
-            ds_buf_free(&req);
+    for (int i = 0; i < ms->n_workers; i++)
+        if (!(ms->reader[i] = ds_rpc_open_results(ms->ch[i], err)))
             return -1;
-        }
-    }
-    ds_buf_free(&req);
     return 0;
 }
 
 /* Asks every worker for its layer costs; costs[i] gets worker i's. */
 static int fetch_costs(master *ms, double **costs, ds_error *err)
 {
-    Deltaslice__LayerCostsRequest q = DELTASLICE__LAYER_COSTS_REQUEST__INIT;
-    q.model_hash = ms->model.hash;
-    q.rows = (uint32_t)ms->rows;
-    q.cols = (uint32_t)ms->cols;
-    ds_buf req = {0}, resp = {0};
-    int rc = ds_rpc_pack(&q.base, &req, err);
-    for (int i = 0; i < ms->n_workers && !rc; i++) {
-        rc = ds_rpc_call_unary(ms->ch[i], DS_RPC_WORKER_COSTS, req.data, req.len, CONNECT_TIMEOUT_S,
-                               &resp, NULL, err);
-        if (rc)
-            break;
-        Deltaslice__LayerCosts *c = (Deltaslice__LayerCosts *)ds_rpc_unpack(
-            &deltaslice__layer_costs__descriptor, resp.data, resp.len, 0, err);
-        if (!c || ds_rpc_validate_layer_costs(c, (size_t)ms->model.n_layers, err)) {
-            if (c)
-                protobuf_c_message_free_unpacked(&c->base, NULL);
-            rc = ds_error_prefix(err, "w%d Costs", i);
-            break;
-        }
-        costs[i] = malloc(sizeof(double) * (size_t)ms->model.n_layers);
-        if (!costs[i])
-            rc = ds_errorf(err, "out of memory");
-        else
-            memcpy(costs[i], c->seconds, sizeof(double) * (size_t)ms->model.n_layers);
+    for (int i = 0; i < ms->n_workers; i++) {
+        ds_rpc_costs c;
+        if (ds_rpc_call_costs(ms->ch[i], ms->model.hash, ms->rows, ms->cols,
+                              (size_t)ms->model.n_layers, CONNECT_TIMEOUT_S, &c, err))
+            return -1;
+        costs[i] = c.seconds;
         double total = 0;
         for (int l = 0; l < ms->model.n_layers; l++)
-            total += c->seconds[l];
-        ds_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c->host, c->threads,
-                c->threads == 1 ? "" : "s", total * 1e3);
-        protobuf_c_message_free_unpacked(&c->base, NULL);
+            total += c.seconds[l];
+        ds_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c.host, c.threads,
+                c.threads == 1 ? "" : "s", total * 1e3);
     }
-    ds_buf_free(&req);
-    ds_buf_free(&resp);
-    return rc;
+    return 0;
 }
 
 /* The trainer's predictors for this model, video and frame size. */
@@ -434,26 +378,13 @@ static ds_predictors *fetch_predictors(master *ms, ds_error *err)
         ds_rpc_channel_free(ch);
         return NULL;
     }
-    Deltaslice__PredictorsRequest q = DELTASLICE__PREDICTORS_REQUEST__INIT;
-    q.model_hash = ms->model.hash;
-    q.video = cfg->video_path;
-    q.rows = (uint32_t)ms->rows;
-    q.cols = (uint32_t)ms->cols;
-    q.frame_num = (uint32_t)cfg->trainer.frame_num;
-    ds_buf req = {0}, resp = {0};
+    ds_buf blob = {0};
     ds_predictors *pred = NULL;
-    if (ds_rpc_pack(&q.base, &req, err) == 0 &&
-        ds_rpc_call_unary(ch, DS_RPC_TRAINER_PREDICTORS, req.data, req.len, 3600, &resp, NULL, err) == 0) {
-        Deltaslice__Predictors *a = (Deltaslice__Predictors *)ds_rpc_unpack(
-            &deltaslice__predictors__descriptor, resp.data, resp.len, 0, err);
-        if (a) {
-            if (ds_predictors_decode(a->blob.data, a->blob.len, &ms->model, &pred, err))
-                ds_error_prefix(err, "trainer Predictors");
-            protobuf_c_message_free_unpacked(&a->base, NULL);
-        }
-    }
-    ds_buf_free(&req);
-    ds_buf_free(&resp);
+    if (ds_rpc_call_predictors(ch, ms->model.hash, cfg->video_path, ms->rows, ms->cols,
+                               (uint32_t)cfg->trainer.frame_num, 3600, &blob, err) == 0 &&
+        ds_predictors_decode(blob.data, blob.len, &ms->model, &pred, err))
+        ds_error_prefix(err, "trainer Predictors");
+    ds_buf_free(&blob);
     ds_rpc_channel_free(ch);
     return pred;
 }
@@ -711,8 +642,7 @@ static int submit_frame(master *ms, int f, const ds_tensor *u8, ds_error *err)
     if (ds_rpc_pack(&fr.base, &ms->req, err))
         return -1;
     ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_START);
-    int rc = ds_rpc_call_unary(ms->ch[0], DS_RPC_WORKER_SUBMIT, ms->req.data, ms->req.len, 60,
-                               &ms->resp, NULL, err);
+    int rc = ds_rpc_call_submit(ms->ch[0], &ms->req, 60, &ms->resp, err);
     ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_FINISH);
     return rc;
 }

@@ -77,7 +77,7 @@ typedef struct worker {
 static void frame_msg_free(void *p)
 {
     frame_msg *f = p;
-    protobuf_c_message_free_unpacked(&f->req->base, NULL);
+    ds_rpc_free_frame_request(f->req);
     free(f);
 }
 
@@ -130,15 +130,11 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
 {
     worker *w = ud;
     int64_t recv_us = ds_wall_us();
-    Deltaslice__FrameRequest *m = (Deltaslice__FrameRequest *)ds_rpc_unpack(
-        &deltaslice__frame_request__descriptor, req, len, 0, err);
+    Deltaslice__FrameRequest *m = ds_rpc_read_frame_request(req, len, (uint32_t)w->cfg->n_workers,
+                                                            w->model.n_layers - 1, err);
     if (!m)
         return DS_RPC_INVALID_ARGUMENT;
     int code = DS_RPC_OK;
-    if (ds_rpc_validate_frame_request(m, (uint32_t)w->cfg->n_workers, w->model.n_layers - 1, err)) {
-        code = DS_RPC_INVALID_ARGUMENT;
-        goto fail;
-    }
     /* A frame must come after the last one accepted: frames execute in
      * frame-id order, each exactly once. */
     uint64_t frame_id = m->frame_id; /* m belongs to the executor once queued */
@@ -170,21 +166,17 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
     pthread_mutex_unlock(&w->order_lock);
     ds_trace_event_at(w->trace, recv_us, frame_id, "receive", DS_TRACE_START);
     ds_trace_event(w->trace, frame_id, "receive", DS_TRACE_FINISH);
-    Deltaslice__Ack ack = DELTASLICE__ACK__INIT;
-    ack.ok = 1;
-    return ds_rpc_pack(&ack.base, resp, err) ? DS_RPC_INTERNAL : DS_RPC_OK;
+    return ds_rpc_write_ack(resp, err) ? DS_RPC_INTERNAL : DS_RPC_OK;
 fail:
-    protobuf_c_message_free_unpacked(&m->base, NULL);
+    ds_rpc_free_frame_request(m);
     return code;
 }
 
 static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *stream, ds_error *err)
 {
     worker *w = ud;
-    ProtobufCMessage *m = ds_rpc_unpack(&deltaslice__result_stream_request__descriptor, req, len, 0, err);
-    if (!m)
+    if (ds_rpc_read_results_request(req, len, err))
         return DS_RPC_INVALID_ARGUMENT;
-    protobuf_c_message_free_unpacked(m, NULL);
     /* A new master session: earlier frames and caches are forgotten. */
     pthread_mutex_lock(&w->session_lock);
     if (w->results) {
@@ -207,37 +199,22 @@ static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s
 static int on_costs(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
 {
     worker *w = ud;
-    Deltaslice__LayerCostsRequest *m = (Deltaslice__LayerCostsRequest *)ds_rpc_unpack(
-        &deltaslice__layer_costs_request__descriptor, req, len, 0, err);
-    if (!m)
+    ds_rpc_costs_query q;
+    if (ds_rpc_read_costs_query(req, len, &q, err))
         return DS_RPC_INVALID_ARGUMENT;
-    int code = DS_RPC_OK;
-    if (ds_rpc_validate_costs_request(m, err)) {
-        code = DS_RPC_INVALID_ARGUMENT;
-    } else if (strcmp(m->model_hash, w->model.hash) != 0) {
+    if (strcmp(q.model_hash, w->model.hash) != 0) {
         ds_errorf(err, "%s runs model %s (hash %s), the master asks for hash %s", w->name,
-                  w->model.name, w->model.hash, m->model_hash);
-        code = DS_RPC_FAILED_PRECONDITION;
+                  w->model.name, w->model.hash, q.model_hash);
+        return DS_RPC_FAILED_PRECONDITION;
     }
-    if (code) {
-        protobuf_c_message_free_unpacked(&m->base, NULL);
-        return code;
-    }
+    int code = DS_RPC_OK;
     pthread_mutex_lock(&w->setup_lock);
-    if (setup_size(w, (int)m->rows, (int)m->cols, err)) {
+    if (setup_size(w, q.rows, q.cols, err))
         code = DS_RPC_INVALID_ARGUMENT;
-    } else {
-        Deltaslice__LayerCosts c = DELTASLICE__LAYER_COSTS__INIT;
-        c.n_seconds = c.n_flops = (size_t)w->model.n_layers;
-        c.seconds = w->costs.seconds;
-        c.flops = w->costs.flops;
-        c.threads = (uint32_t)w->cfg->worker.threads;
-        c.host = w->costs.host;
-        if (ds_rpc_pack(&c.base, resp, err))
-            code = DS_RPC_INTERNAL;
-    }
+    else if (ds_rpc_write_costs(w->costs.seconds, w->costs.flops, (size_t)w->model.n_layers,
+                                (uint32_t)w->cfg->worker.threads, w->costs.host, resp, err))
+        code = DS_RPC_INTERNAL;
     pthread_mutex_unlock(&w->setup_lock);
-    protobuf_c_message_free_unpacked(&m->base, NULL);
     return code;
 }
 
@@ -511,7 +488,6 @@ static void *sender_thread(void *arg)
         if (s->to_master) {
             push_to_master(w, &s->buf, s->frame_id);
         } else {
-            int code;
             if (!w->next) {
                 char peer[16];
                 snprintf(peer, sizeof peer, "w%d", w->id + 1);
@@ -519,8 +495,7 @@ static void *sender_thread(void *arg)
                                              w->cfg->max_message_bytes, &err);
             }
             if (!w->next || ds_rpc_wait_ready(w->next, 30.0, &err) ||
-                ds_rpc_call_unary(w->next, DS_RPC_WORKER_SUBMIT, s->buf.data, s->buf.len, 60.0, &resp,
-                                  &code, &err)) {
+                ds_rpc_call_submit(w->next, &s->buf, 60.0, &resp, &err)) {
                 char why[DS_ERROR_MAX + 32];
                 snprintf(why, sizeof why, "forwarding to w%d: %s", w->id + 1, err.msg);
                 report_failure(w, s->frame_id, why, 1);

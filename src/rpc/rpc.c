@@ -1016,14 +1016,9 @@ void ds_rpc_channel_free(ds_rpc_channel *ch)
     grpc_shutdown();
 }
 
-const char *ds_rpc_channel_peer(const ds_rpc_channel *ch)
+int ds_rpc_error_prefix(const ds_rpc_channel *ch, const char *method_path, ds_error *err)
 {
-    return ch->peer;
-}
-
-const char *ds_rpc_channel_target(const ds_rpc_channel *ch)
-{
-    return ch->target;
+    return ds_error_prefix(err, "%s (%s) %s", ch->peer, ch->target, short_method(method_path));
 }
 
 static const char *state_name(grpc_connectivity_state s)
