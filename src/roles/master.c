@@ -30,6 +30,7 @@
 #define IDLE_TIMEOUT_S 120.0     /* no report for this long ends the run */
 #define MAX_LINKS (2 * DS_MAX_WORKERS + 1)
 #define CHECK_TOLERANCE 1e-5
+#define CLOCK_PROBES 5 /* per worker; the one with the shortest round trip counts */
 
 enum frame_state { FRAME_UNSENT = 0, FRAME_IN_FLIGHT, FRAME_DONE, FRAME_FAILED };
 
@@ -339,7 +340,8 @@ static int connect_workers(master *ms, ds_error *err)
     for (int i = 0; i < ms->n_workers; i++) {
         int64_t offset, rtt;
         ds_error probe_err; /* no offset: the trace goes unaligned */
-        if (ds_rpc_call_clock(ms->ch[i], DS_RPC_WORKER_CLOCK, 5, &offset, &rtt, &probe_err) == 0) {
+        if (ds_rpc_call_clock(ms->ch[i], DS_RPC_WORKER_CLOCK, CLOCK_PROBES, &offset, &rtt,
+                              &probe_err) == 0) {
             char name[24];
             snprintf(name, sizeof name, "worker%d", i);
             ds_trace_clock(ms->trace, name, offset, rtt);
