@@ -7,6 +7,7 @@
  * error) or is reported failed with its reason; frames still open when the
  * run ends are reported lost. */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -29,8 +30,17 @@
 #define IDLE_TIMEOUT_S 120.0     /* no report for this long ends the run */
 #define MAX_LINKS (2 * DS_MAX_WORKERS + 1)
 #define CHECK_TOLERANCE 1e-5
+#define CLOCK_PROBES 5 /* per worker; the one with the shortest round trip counts */
 
 enum frame_state { FRAME_UNSENT = 0, FRAME_IN_FLIGHT, FRAME_DONE, FRAME_FAILED };
+
+/* Why the run is over, for the reader threads (they stop on either). */
+enum run_stop {
+    STOP_NONE = 0,
+    STOP_DONE,   /* sending and waiting are over */
+    STOP_FAILED, /* a worker is gone or nothing finished for IDLE_TIMEOUT_S:
+                    frames in flight will not finish */
+};
 
 typedef struct frame_rec {
     enum frame_state state;
@@ -67,7 +77,7 @@ typedef struct master {
     int n_frames;
     int in_flight, finished, failed;
     double last_report;
-    int stop;
+    enum run_stop stop;
     link_total links[MAX_LINKS];
     int n_links;
     stage_samples stages[64];
@@ -81,6 +91,21 @@ typedef struct master {
     ds_dif_cache check_cache;
     double check_max_abs, check_max_rel;
     int checked;
+
+    /* The main thread's: the clip, the plan, and what the sender keeps from
+     * one frame to the next. */
+    ds_video *video;
+    int rows, cols;
+    ds_planner planner;
+    int planner_ready, plan_changes;
+    ds_plan_jobs pj;
+    Deltaslice__Job job_msgs[DS_MAX_WORKERS], *jobs[DS_MAX_WORKERS];
+    ds_tensor hwc, prev_frame;
+    float input_frac[DS_PLANNER_MAX_INPUT];
+    ds_codec_opts codec;
+    ds_dif_cache cache; /* what w0 holds of the input */
+    ds_buf payload, req, resp;
+    double t_start, elapsed;
 } master;
 
 /* ---------------------------------------------------------- statistics */
@@ -206,12 +231,8 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
 {
     double now = ds_now();
     ds_error err;
-    Deltaslice__FinishReport *r = (Deltaslice__FinishReport *)ds_rpc_unpack(
-        &deltaslice__finish_report__descriptor, data, len, 0, &err);
-    if (r && ds_rpc_validate_finish_report(r, (uint32_t)ms->n_workers, ms->model.n_layers - 1, &err)) {
-        protobuf_c_message_free_unpacked(&r->base, NULL);
-        r = NULL;
-    }
+    Deltaslice__FinishReport *r = ds_rpc_read_finish_report(data, len, (uint32_t)ms->n_workers,
+                                                            ms->model.n_layers - 1, &err);
     if (!r) {
         ds_warn("w%d sent a bad finish report: %s", from, err.msg);
         return;
@@ -220,7 +241,7 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
     if (r->frame_id >= (uint64_t)ms->n_frames || ms->frames[r->frame_id].state != FRAME_IN_FLIGHT) {
         ds_warn("w%d reports frame %" PRIu64 ", which is not in flight: ignored", from, r->frame_id);
         pthread_mutex_unlock(&ms->lock);
-        protobuf_c_message_free_unpacked(&r->base, NULL);
+        ds_rpc_free_finish_report(r);
         return;
     }
     frame_rec *fr = &ms->frames[r->frame_id];
@@ -262,7 +283,7 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
     pthread_cond_broadcast(&ms->changed);
     pthread_mutex_unlock(&ms->lock);
     ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ds_rpc_free_finish_report(r);
 }
 
 typedef struct reader_arg {
@@ -293,7 +314,7 @@ static void *reader_thread(void *arg)
         if (!stop) {
             ds_error("result stream of w%d ended: %s", w, rc == 0 ? "closed by the worker" : err.msg);
             pthread_mutex_lock(&ms->lock);
-            ms->stop = 2; /* a worker is gone: frames in flight will not finish */
+            ms->stop = STOP_FAILED;
             pthread_cond_broadcast(&ms->changed);
             pthread_mutex_unlock(&ms->lock);
         }
@@ -317,92 +338,41 @@ static int connect_workers(master *ms, ds_error *err)
     }
     /* Clock offsets for aligning traces: peer = master + offset. */
     for (int i = 0; i < ms->n_workers; i++) {
-        Deltaslice__ClockProbe p = DELTASLICE__CLOCK_PROBE__INIT;
-        ds_buf req = {0}, resp = {0};
-        int64_t best_rtt = INT64_MAX, best_off = 0;
-        for (int k = 0; k < 5; k++) {
-            p.client_send_us = ds_wall_us();
-            if (ds_rpc_pack(&p.base, &req, err) ||
-                ds_rpc_call_unary(ms->ch[i], DS_RPC_WORKER_CLOCK, req.data, req.len, 10, &resp, NULL, err))
-                break;
-            int64_t back = ds_wall_us();
-            Deltaslice__ClockProbe *a = (Deltaslice__ClockProbe *)ds_rpc_unpack(
-                &deltaslice__clock_probe__descriptor, resp.data, resp.len, 0, err);
-            if (!a)
-                break;
-            if (ds_rpc_validate_clock_probe(a, err) == 0) {
-                int64_t rtt = (back - a->client_send_us) - (a->server_send_us - a->server_recv_us);
-                if (rtt < best_rtt) {
-                    best_rtt = rtt;
-                    best_off = ((a->server_recv_us - a->client_send_us) + (a->server_send_us - back)) / 2;
-                }
-            }
-            protobuf_c_message_free_unpacked(&a->base, NULL);
-        }
-        ds_buf_free(&req);
-        ds_buf_free(&resp);
-        if (best_rtt != INT64_MAX) {
+        int64_t offset, rtt;
+        ds_error probe_err; /* no offset: the trace goes unaligned */
+        if (ds_rpc_call_clock(ms->ch[i], DS_RPC_WORKER_CLOCK, CLOCK_PROBES, &offset, &rtt,
+                              &probe_err) == 0) {
             char name[24];
             snprintf(name, sizeof name, "worker%d", i);
-            ds_trace_clock(ms->trace, name, best_off, best_rtt);
+            ds_trace_clock(ms->trace, name, offset, rtt);
         }
     }
-    Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
-    ds_buf req = {0};
-    if (ds_rpc_pack(&rs.base, &req, err))
-        return -1;
-    for (int i = 0; i < ms->n_workers; i++) {
-        ms->reader[i] = ds_rpc_reader_open(ms->ch[i], DS_RPC_WORKER_RESULTS, req.data, req.len, err);
-        if (!ms->reader[i]) {
-            ds_buf_free(&req);
+    for (int i = 0; i < ms->n_workers; i++)
+        if (!(ms->reader[i] = ds_rpc_open_results(ms->ch[i], err)))
             return -1;
-        }
-    }
-    ds_buf_free(&req);
     return 0;
 }
 
 /* Asks every worker for its layer costs; costs[i] gets worker i's. */
-static int fetch_costs(master *ms, int rows, int cols, double **costs, ds_error *err)
+static int fetch_costs(master *ms, double **costs, ds_error *err)
 {
-    Deltaslice__LayerCostsRequest q = DELTASLICE__LAYER_COSTS_REQUEST__INIT;
-    q.model_hash = ms->model.hash;
-    q.rows = (uint32_t)rows;
-    q.cols = (uint32_t)cols;
-    ds_buf req = {0}, resp = {0};
-    int rc = ds_rpc_pack(&q.base, &req, err);
-    for (int i = 0; i < ms->n_workers && !rc; i++) {
-        rc = ds_rpc_call_unary(ms->ch[i], DS_RPC_WORKER_COSTS, req.data, req.len, CONNECT_TIMEOUT_S,
-                               &resp, NULL, err);
-        if (rc)
-            break;
-        Deltaslice__LayerCosts *c = (Deltaslice__LayerCosts *)ds_rpc_unpack(
-            &deltaslice__layer_costs__descriptor, resp.data, resp.len, 0, err);
-        if (!c || ds_rpc_validate_layer_costs(c, (size_t)ms->model.n_layers, err)) {
-            if (c)
-                protobuf_c_message_free_unpacked(&c->base, NULL);
-            rc = ds_error_prefix(err, "w%d Costs", i);
-            break;
-        }
-        costs[i] = malloc(sizeof(double) * (size_t)ms->model.n_layers);
-        if (!costs[i])
-            rc = ds_errorf(err, "out of memory");
-        else
-            memcpy(costs[i], c->seconds, sizeof(double) * (size_t)ms->model.n_layers);
+    for (int i = 0; i < ms->n_workers; i++) {
+        ds_rpc_costs c;
+        if (ds_rpc_call_costs(ms->ch[i], ms->model.hash, ms->rows, ms->cols,
+                              (size_t)ms->model.n_layers, CONNECT_TIMEOUT_S, &c, err))
+            return -1;
+        costs[i] = c.seconds;
         double total = 0;
         for (int l = 0; l < ms->model.n_layers; l++)
-            total += c->seconds[l];
-        ds_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c->host, c->threads,
-                c->threads == 1 ? "" : "s", total * 1e3);
-        protobuf_c_message_free_unpacked(&c->base, NULL);
+            total += c.seconds[l];
+        ds_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c.host, c.threads,
+                c.threads == 1 ? "" : "s", total * 1e3);
     }
-    ds_buf_free(&req);
-    ds_buf_free(&resp);
-    return rc;
+    return 0;
 }
 
 /* The trainer's predictors for this model, video and frame size. */
-static ds_predictors *fetch_predictors(master *ms, int rows, int cols, ds_error *err)
+static ds_predictors *fetch_predictors(master *ms, ds_error *err)
 {
     const ds_config *cfg = ms->cfg;
     ds_rpc_channel *ch = ds_rpc_channel_new("trainer", cfg->route_master_trainer, cfg->max_message_bytes, err);
@@ -410,26 +380,13 @@ static ds_predictors *fetch_predictors(master *ms, int rows, int cols, ds_error 
         ds_rpc_channel_free(ch);
         return NULL;
     }
-    Deltaslice__PredictorsRequest q = DELTASLICE__PREDICTORS_REQUEST__INIT;
-    q.model_hash = ms->model.hash;
-    q.video = cfg->video_path;
-    q.rows = (uint32_t)rows;
-    q.cols = (uint32_t)cols;
-    q.frame_num = (uint32_t)cfg->trainer.frame_num;
-    ds_buf req = {0}, resp = {0};
+    ds_buf blob = {0};
     ds_predictors *pred = NULL;
-    if (ds_rpc_pack(&q.base, &req, err) == 0 &&
-        ds_rpc_call_unary(ch, DS_RPC_TRAINER_PREDICTORS, req.data, req.len, 3600, &resp, NULL, err) == 0) {
-        Deltaslice__Predictors *a = (Deltaslice__Predictors *)ds_rpc_unpack(
-            &deltaslice__predictors__descriptor, resp.data, resp.len, 0, err);
-        if (a) {
-            if (ds_predictors_decode(a->blob.data, a->blob.len, &ms->model, &pred, err))
-                ds_error_prefix(err, "trainer Predictors");
-            protobuf_c_message_free_unpacked(&a->base, NULL);
-        }
-    }
-    ds_buf_free(&req);
-    ds_buf_free(&resp);
+    if (ds_rpc_call_predictors(ch, ms->model.hash, cfg->video_path, ms->rows, ms->cols,
+                               (uint32_t)cfg->trainer.frame_num, 3600, &blob, err) == 0 &&
+        ds_predictors_decode(blob.data, blob.len, &ms->model, &pred, err))
+        ds_error_prefix(err, "trainer Predictors");
+    ds_buf_free(&blob);
     ds_rpc_channel_free(ch);
     return pred;
 }
@@ -449,16 +406,17 @@ static void job_messages(const ds_plan_jobs *pj, int n_workers, Deltaslice__Job 
 
 /* -------------------------------------------------------------- summary */
 
-static void print_summary(master *ms, ds_planner *pl, int plan_changes, int rows, int cols,
-                          double elapsed)
+static void print_summary(master *ms)
 {
     const ds_config *cfg = ms->cfg;
+    const ds_planner *pl = &ms->planner;
+    double elapsed = ms->elapsed;
     char plan_text[256];
-    printf("model: %s %dx%d, mode %s, scheduler %s, plan %s\n", ms->model.name, rows, cols,
+    printf("model: %s %dx%d, mode %s, scheduler %s, plan %s\n", ms->model.name, ms->rows, ms->cols,
            ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler),
            ds_plan_str(&pl->current, plan_text, sizeof plan_text));
-    printf("plans: %d used, predicted %.4f s per frame%s\n", plan_changes,
-           ds_planner_predicted_per_frame(pl, ms->n_frames),
+    printf("plans: %d used, predicted %.4f s per frame%s\n", ms->plan_changes,
+           ds_planner_predicted_per_frame(&ms->planner, ms->n_frames),
            pl->pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: full tensor sizes)");
     int lost = ms->n_frames - ms->finished - ms->failed;
     printf("frames: %d finished, %d failed, %d lost (of %d)\n", ms->finished, ms->failed, lost, ms->n_frames);
@@ -497,36 +455,343 @@ static void print_summary(master *ms, ds_planner *pl, int plan_changes, int rows
     fflush(stdout);
 }
 
-/* ---------------------------------------------------------------- main */
+/* ------------------------------------------------------------- opening */
 
-static int send_frame(master *ms, ds_dif_cache *cache, const ds_codec_opts *o, uint32_t plan_id,
-                      Deltaslice__Job **jobs, int frame_id, const ds_tensor *u8, ds_buf *payload,
-                      ds_buf *req, ds_buf *resp, ds_error *err)
+/* Trace, model, clip (its frame size sets the model's input) and the
+ * sender's cache. */
+static int open_input(master *ms, ds_error *err)
 {
-    ds_trace_event(ms->trace, (uint64_t)frame_id, "encode", DS_TRACE_START);
-    payload->len = 0;
-    ds_dif_cache_use_plan(cache, plan_id); /* a new plan starts in full */
-    if (ds_dif_send(cache, 0, u8, o, payload, err))
+    const ds_config *cfg = ms->cfg;
+    if (ds_trace_open(cfg->trace_dir, "master", &ms->trace, err) ||
+        ds_model_load(cfg->dnn, &ms->model, err) ||
+        !(ms->video = ds_video_open(cfg->video_path, cfg->frame_rows, cfg->frame_cols, err)))
         return -1;
-    ds_trace_event(ms->trace, (uint64_t)frame_id, "encode", DS_TRACE_FINISH);
+    ms->rows = ds_video_get_info(ms->video)->rows;
+    ms->cols = ds_video_get_info(ms->video)->cols;
+    if (ds_model_set_input(&ms->model, 1, 3, ms->rows, ms->cols, err) ||
+        ds_dif_cache_init(&ms->cache, ms->model.n_layers, err))
+        return -1;
+    ds_info("%s (%d layers), video %s at %dx%d, %d workers, mode %s", ms->model.name,
+            ms->model.n_layers, cfg->video_path, ms->rows, ms->cols, ms->n_workers,
+            ds_mode_name(cfg->mode));
+    return 0;
+}
+
+/* The local full inference that checks the workers' results. */
+static int open_check(master *ms, ds_error *err)
+{
+    if (!ms->cfg->check)
+        return 0;
+    ms->check_exec = ds_executor_new(&ms->model, DS_BACKEND_XNNPACK, ms->cfg->master.threads, err);
+    if (!ms->check_exec)
+        return -1;
+    ms->check_out = calloc((size_t)ms->model.n_outputs, sizeof *ms->check_out);
+    if (!ms->check_out)
+        return ds_errorf(err, "out of memory");
+    return ds_dif_cache_init(&ms->check_cache, ms->model.n_layers, err);
+}
+
+/* The workers' costs, the trainer's predictors when the scheduler needs
+ * them, and the planner on top. */
+static int open_planner(master *ms, ds_error *err)
+{
+    double *costs[DS_MAX_WORKERS] = {0};
+    ds_predictors *pred = NULL;
+    int rc = -1;
+    if (fetch_costs(ms, costs, err) == 0 &&
+        (!ds_config_needs_trainer(ms->cfg) || (pred = fetch_predictors(ms, err))) &&
+        ds_planner_init(&ms->planner, ms->cfg, &ms->model, costs, pred, ds_slowest_link_compress(ms->cfg), err) == 0) {
+        ms->planner_ready = 1;
+        rc = 0;
+    }
+    for (int i = 0; i < ms->n_workers; i++) /* those the planner did not take */
+        free(costs[i]);
+    return rc;
+}
+
+static int start_readers(master *ms, ds_error *err)
+{
+    for (int i = 0; i < ms->n_workers; i++) {
+        reader_arg *ra = malloc(sizeof *ra);
+        if (!ra)
+            return ds_errorf(err, "out of memory");
+        *ra = (reader_arg){ms, i};
+        if (pthread_create(&ms->reader_th[i], NULL, reader_thread, ra)) {
+            free(ra);
+            return ds_errorf(err, "cannot start a reader thread");
+        }
+        ms->reader_started[i] = 1;
+    }
+    return 0;
+}
+
+/* Everything up to the first frame; logs why it failed. */
+static int master_open(master *ms)
+{
+    const ds_config *cfg = ms->cfg;
+    ds_error err;
+    if (open_input(ms, &err) || open_check(ms, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    if (ms->model.layers[0].out_shape.dims[1] > DS_PLANNER_MAX_INPUT) {
+        ds_error("%s: the network input has %lld channels; frames have 3", ms->model.name,
+                 (long long)ms->model.layers[0].out_shape.dims[1]);
+        return -1;
+    }
+    if (connect_workers(ms, &err) || open_planner(ms, &err) || start_readers(ms, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    ms->frames = calloc((size_t)cfg->master.ifr_num, sizeof *ms->frames);
+    if (!ms->frames) {
+        ds_error("out of memory");
+        return -1;
+    }
+    ms->n_frames = cfg->master.ifr_num;
+    ms->codec = ds_link_codec(cfg, cfg->master.bandwidth[0]);
+    return 0;
+}
+
+/* ------------------------------------------------------------- sending */
+
+enum wait_end { WAIT_DONE, WAIT_STOPPED, WAIT_INTERRUPTED };
+
+/* Waits until at most `limit` frames are in flight.  Gives up when the run
+ * stops (a worker is gone), when no frame finished for IDLE_TIMEOUT_S (the
+ * run stops) or on SIGINT/SIGTERM; looks at all three every second. */
+static enum wait_end wait_in_flight(master *ms, int limit)
+{
+    int interrupted = 0;
+    pthread_mutex_lock(&ms->lock);
+    while (ms->in_flight > limit && !ms->stop && !interrupted) {
+        struct timespec until = ds_deadline(1.0);
+        pthread_cond_timedwait(&ms->changed, &ms->lock, &until);
+        if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
+            ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
+            ms->stop = STOP_FAILED;
+            break;
+        }
+        pthread_mutex_unlock(&ms->lock);
+        interrupted = ds_signals_wait(0);
+        pthread_mutex_lock(&ms->lock);
+    }
+    int stopped = ms->stop != STOP_NONE;
+    pthread_mutex_unlock(&ms->lock);
+    return stopped ? WAIT_STOPPED : interrupted ? WAIT_INTERRUPTED : WAIT_DONE;
+}
+
+/* Frame f of the run (the clip loops) into fr->frame, u8 NCHW. */
+static int read_frame(master *ms, int f, frame_rec *fr, ds_error *err)
+{
+    ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_START);
+    int r = ds_video_read(ms->video, &ms->hwc, err);
+    if (r == 0) { /* loop the clip */
+        if (ds_video_rewind(ms->video, err) == 0)
+            r = ds_video_read(ms->video, &ms->hwc, err);
+        if (r == 0)
+            ds_errorf(err, "%s: no frame after rewinding", ms->cfg->video_path);
+    }
+    if (r != 1 || ds_frame_u8_hwc_to_nchw(&ms->hwc, &fr->frame, err))
+        return -1;
+    ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_FINISH);
+    return 0;
+}
+
+/* The plan for frame f, from the input's change since the previous frame;
+ * a new plan gets its job messages. */
+static int plan_frame(master *ms, int f, const frame_rec *fr, ds_error *err)
+{
+    ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_START);
+    int changed = 0;
+    if (f > 0)
+        ds_input_change(&ms->prev_frame, &fr->frame, ms->input_frac);
+    if (ds_planner_plan(&ms->planner, f, f > 0 ? ms->input_frac : NULL, &changed, err) ||
+        ds_tensor_copy(&ms->prev_frame, &fr->frame, err))
+        return -1;
+    if (changed) {
+        ds_plan_jobs_free(&ms->pj);
+        if (ds_plan_jobs_make(&ms->model, &ms->planner.current, &ms->pj, err))
+            return -1;
+        job_messages(&ms->pj, ms->n_workers, ms->job_msgs, ms->jobs);
+        ms->plan_changes++;
+    }
+    ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_FINISH);
+    return 0;
+}
+
+/* Encodes frame f against w0's copy and submits it to w0. */
+static int submit_frame(master *ms, int f, const ds_tensor *u8, ds_error *err)
+{
+    uint32_t plan_id = ms->planner.plan_id;
+    ds_trace_event(ms->trace, (uint64_t)f, "encode", DS_TRACE_START);
+    ms->payload.len = 0;
+    ds_dif_cache_use_plan(&ms->cache, plan_id); /* a new plan starts in full */
+    if (ds_dif_send(&ms->cache, 0, u8, &ms->codec, &ms->payload, err))
+        return -1;
+    ds_trace_event(ms->trace, (uint64_t)f, "encode", DS_TRACE_FINISH);
     Deltaslice__FrameRequest fr = DELTASLICE__FRAME_REQUEST__INIT;
-    ProtobufCBinaryData input = {payload->len, payload->data};
-    fr.frame_id = (uint64_t)frame_id;
+    ProtobufCBinaryData input = {ms->payload.len, ms->payload.data};
+    fr.frame_id = (uint64_t)f;
     fr.n_jobs = (size_t)ms->n_workers;
-    fr.jobs = jobs;
+    fr.jobs = ms->jobs;
     fr.n_inputs = 1;
     fr.inputs = &input;
     fr.dif = ms->cfg->mode == DS_MODE_DIF;
     fr.plan_id = plan_id;
     fr.check = ms->cfg->check;
     fr.master_send_us = ds_wall_us();
-    if (ds_rpc_pack(&fr.base, req, err))
+    if (ds_rpc_pack(&fr.base, &ms->req, err))
         return -1;
-    ds_trace_event(ms->trace, (uint64_t)frame_id, "send", DS_TRACE_START);
-    int rc = ds_rpc_call_unary(ms->ch[0], DS_RPC_WORKER_SUBMIT, req->data, req->len, 60, resp, NULL, err);
-    ds_trace_event(ms->trace, (uint64_t)frame_id, "send", DS_TRACE_FINISH);
+    ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_START);
+    int rc = ds_rpc_call_submit(ms->ch[0], &ms->req, 60, &ms->resp, err);
+    ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_FINISH);
     return rc;
 }
+
+/* Puts frame f in flight; a frame that cannot be sent fails. */
+static int send_frame(master *ms, int f, frame_rec *fr)
+{
+    pthread_mutex_lock(&ms->lock);
+    fr->state = FRAME_IN_FLIGHT;
+    fr->sent = ds_now();
+    ms->in_flight++;
+    pthread_mutex_unlock(&ms->lock);
+    ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_START);
+    ds_error err;
+    if (submit_frame(ms, f, &fr->frame, &err)) {
+        pthread_mutex_lock(&ms->lock);
+        if (fr->state == FRAME_IN_FLIGHT) {
+            fr->state = FRAME_FAILED;
+            fr->error = strdup(err.msg);
+            ms->failed++;
+            ms->in_flight--;
+        }
+        pthread_mutex_unlock(&ms->lock);
+        ds_error("frame %d: %s", f, err.msg);
+        return -1;
+    }
+    if (!ms->cfg->check) { /* the frame is kept only to check the result */
+        pthread_mutex_lock(&ms->lock);
+        ds_tensor_free(&fr->frame);
+        pthread_mutex_unlock(&ms->lock);
+    }
+    return 0;
+}
+
+/* Reads, plans and sends the frames, at most pd_num in flight (0: no
+ * limit), every itv_time seconds.  Stops at the first frame that fails
+ * (the chain's caches are out of step then).  1 when interrupted. */
+static int master_send(master *ms)
+{
+    const ds_config *cfg = ms->cfg;
+    int limit = cfg->master.pd_num ? cfg->master.pd_num - 1 : INT_MAX;
+    pthread_mutex_lock(&ms->lock);
+    ms->t_start = ms->last_report = ds_now();
+    pthread_mutex_unlock(&ms->lock);
+    for (int f = 0; f < ms->n_frames; f++) {
+        enum wait_end end = wait_in_flight(ms, limit);
+        if (end == WAIT_STOPPED)
+            return 0;
+        if (end == WAIT_INTERRUPTED || ds_signals_wait(0))
+            return 1;
+        frame_rec *fr = &ms->frames[f];
+        ds_error err;
+        if (read_frame(ms, f, fr, &err)) {
+            ds_error("%s", err.msg);
+            return 0;
+        }
+        if (plan_frame(ms, f, fr, &err)) {
+            ds_error("frame %d: %s", f, err.msg);
+            return 0;
+        }
+        if (send_frame(ms, f, fr))
+            return 0;
+        if (cfg->master.itv_time > 0 && ds_signals_wait(cfg->master.itv_time))
+            return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- closing */
+
+/* Ends the run for the reader threads and joins them (cancelling a stream
+ * wakes its reader).  Idempotent. */
+static void stop_readers(master *ms)
+{
+    pthread_mutex_lock(&ms->lock);
+    if (ms->stop == STOP_NONE)
+        ms->stop = STOP_DONE;
+    pthread_mutex_unlock(&ms->lock);
+    for (int i = 0; i < ms->n_workers; i++)
+        if (ms->reader[i])
+            ds_rpc_reader_cancel(ms->reader[i]);
+    for (int i = 0; i < ms->n_workers; i++)
+        if (ms->reader_started[i]) {
+            pthread_join(ms->reader_th[i], NULL);
+            ms->reader_started[i] = 0;
+        }
+}
+
+/* Waits for the frames in flight (unless interrupted), stops the readers
+ * and prints the summary.  Returns the exit status: 0 when every frame
+ * finished (and passed the check). */
+static int master_drain(master *ms, int interrupted)
+{
+    const ds_config *cfg = ms->cfg;
+    if (!interrupted)
+        interrupted = wait_in_flight(ms, 0) == WAIT_INTERRUPTED;
+    ms->elapsed = ds_now() - ms->t_start;
+    if (interrupted)
+        ds_warn("interrupted");
+    stop_readers(ms);
+    print_summary(ms);
+    if (cfg->check && ms->check_max_rel > CHECK_TOLERANCE)
+        ds_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
+    int all_checked = !cfg->check || (ms->checked == ms->n_frames &&
+                                      ms->check_max_rel <= CHECK_TOLERANCE);
+    return ms->finished == ms->n_frames && all_checked ? 0 : 1;
+}
+
+static void master_close(master *ms)
+{
+    stop_readers(ms);
+    for (int i = 0; i < ms->n_workers; i++) {
+        ds_rpc_reader_free(ms->reader[i]);
+        ds_rpc_channel_free(ms->ch[i]);
+    }
+    for (int i = 0; i < ms->n_frames; i++) {
+        ds_tensor_free(&ms->frames[i].frame);
+        free(ms->frames[i].error);
+    }
+    free(ms->frames);
+    for (int i = 0; i < ms->n_stages; i++)
+        free(ms->stages[i].values);
+    ds_plan_jobs_free(&ms->pj);
+    if (ms->planner_ready)
+        ds_planner_free(&ms->planner);
+    ds_tensor_free(&ms->prev_frame);
+    ds_dif_cache_free(&ms->cache);
+    ds_dif_cache_free(&ms->check_cache);
+    ds_executor_free(ms->check_exec);
+    ds_tensor_free(&ms->check_in);
+    for (int i = 0; ms->check_out && i < ms->model.n_outputs; i++)
+        ds_tensor_free(&ms->check_out[i]);
+    free(ms->check_out);
+    ds_tensor_free(&ms->hwc);
+    ds_buf_free(&ms->payload);
+    ds_buf_free(&ms->req);
+    ds_buf_free(&ms->resp);
+    ds_video_close(ms->video);
+    ds_model_free(&ms->model);
+    ds_trace_close(ms->trace);
+    pthread_mutex_destroy(&ms->lock);
+    pthread_cond_destroy(&ms->changed);
+    pthread_mutex_destroy(&ms->check_lock);
+    free(ms);
+}
+
+/* ---------------------------------------------------------------- main */
 
 int ds_master_main(const ds_config *cfg)
 {
@@ -539,230 +804,9 @@ int ds_master_main(const ds_config *cfg)
     pthread_cond_init(&ms->changed, NULL);
     pthread_mutex_init(&ms->check_lock, NULL);
     ds_signals_block();
-
-    int status = 1, rows = 0, cols = 0;
-    ds_error err;
-    ds_video *video = NULL;
-    double *costs[DS_MAX_WORKERS] = {0};
-    ds_planner planner = {0};
-    int planner_ready = 0, plan_changes = 0;
-    ds_plan_jobs pj = {0};
-    ds_tensor prev_frame = {0};
-    float input_frac[16];
-    Deltaslice__Job job_msgs[DS_MAX_WORKERS], *jobs[DS_MAX_WORKERS];
-    ds_dif_cache cache = {0};
-    ds_tensor hwc = {0};
-    ds_buf payload = {0}, req = {0}, resp = {0};
-    double t_start = 0, elapsed = 0;
-
-    if (ds_trace_open(cfg->trace_dir, "master", &ms->trace, &err) || ds_model_load(cfg->dnn, &ms->model, &err) ||
-        !(video = ds_video_open(cfg->video_path, cfg->frame_rows, cfg->frame_cols, &err))) {
-        ds_error("%s", err.msg);
-        goto out;
-    }
-    rows = ds_video_get_info(video)->rows;
-    cols = ds_video_get_info(video)->cols;
-    if (ds_model_set_input(&ms->model, 1, 3, rows, cols, &err) ||
-        ds_dif_cache_init(&cache, ms->model.n_layers, &err)) {
-        ds_error("%s", err.msg);
-        goto out;
-    }
-    ds_info("%s (%d layers), video %s at %dx%d, %d workers, mode %s", ms->model.name, ms->model.n_layers,
-            cfg->video_path, rows, cols, ms->n_workers, ds_mode_name(cfg->mode));
-    if (cfg->check) {
-        ms->check_exec = ds_executor_new(&ms->model, DS_BACKEND_XNNPACK, cfg->master.threads, &err);
-        ms->check_out = calloc((size_t)ms->model.n_outputs, sizeof *ms->check_out);
-        if (!ms->check_exec || !ms->check_out ||
-            ds_dif_cache_init(&ms->check_cache, ms->model.n_layers, &err)) {
-            ds_error("%s", ms->check_out ? err.msg : "out of memory");
-            goto out;
-        }
-    }
-    if (ms->model.layers[0].out_shape.dims[1] > 16) {
-        ds_error("%s: the network input has %lld channels; frames have 3", ms->model.name,
-                 (long long)ms->model.layers[0].out_shape.dims[1]);
-        goto out;
-    }
-    ds_predictors *pred = NULL;
-    if (connect_workers(ms, &err) || fetch_costs(ms, rows, cols, costs, &err) ||
-        (ds_config_needs_trainer(cfg) && !(pred = fetch_predictors(ms, rows, cols, &err))) ||
-        ds_planner_init(&planner, cfg, &ms->model, costs, pred, ds_slowest_link_compress(cfg), &err)) {
-        ds_error("%s", err.msg);
-        goto out;
-    }
-    planner_ready = 1;
-    for (int i = 0; i < ms->n_workers; i++) {
-        reader_arg *ra = malloc(sizeof *ra);
-        if (!ra)
-            goto out;
-        *ra = (reader_arg){ms, i};
-        if (pthread_create(&ms->reader_th[i], NULL, reader_thread, ra)) {
-            free(ra);
-            ds_error("cannot start a reader thread");
-            goto out;
-        }
-        ms->reader_started[i] = 1;
-    }
-
-    ms->n_frames = cfg->master.ifr_num;
-    ms->frames = calloc((size_t)ms->n_frames, sizeof *ms->frames);
-    if (!ms->frames)
-        goto out;
-    ds_codec_opts o = ds_link_codec(cfg, cfg->master.bandwidth[0]);
-    t_start = ds_now();
-    ms->last_report = t_start;
-    int interrupted = 0;
-    for (int f = 0; f < ms->n_frames; f++) {
-        /* At most pd_num frames in flight. */
-        pthread_mutex_lock(&ms->lock);
-        while (cfg->master.pd_num && ms->in_flight >= cfg->master.pd_num && !ms->stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&ms->changed, &ms->lock, &ts);
-            if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
-                ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
-                ms->stop = 2;
-            }
-        }
-        int stop = ms->stop;
-        pthread_mutex_unlock(&ms->lock);
-        if (stop || ds_signals_wait(0)) {
-            interrupted = !stop;
-            break;
-        }
-        ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_START);
-        int r = ds_video_read(video, &hwc, &err);
-        if (r == 0) { /* loop the clip */
-            if (ds_video_rewind(video, &err) == 0)
-                r = ds_video_read(video, &hwc, &err);
-            if (r == 0)
-                ds_errorf(&err, "%s: no frame after rewinding", cfg->video_path);
-        }
-        frame_rec *fr = &ms->frames[f];
-        if (r != 1 || ds_frame_u8_hwc_to_nchw(&hwc, &fr->frame, &err)) {
-            ds_error("%s", err.msg);
-            break;
-        }
-        ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_FINISH);
-        ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_START);
-        int changed = 0;
-        if (f > 0)
-            ds_input_change(&prev_frame, &fr->frame, input_frac);
-        if (ds_planner_plan(&planner, f, f > 0 ? input_frac : NULL, &changed, &err) ||
-            ds_tensor_copy(&prev_frame, &fr->frame, &err) ||
-            (changed && (ds_plan_jobs_free(&pj), ds_plan_jobs_make(&ms->model, &planner.current, &pj, &err)))) {
-            ds_error("frame %d: %s", f, err.msg);
-            break;
-        }
-        if (changed) {
-            job_messages(&pj, ms->n_workers, job_msgs, jobs);
-            plan_changes++;
-        }
-        ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_FINISH);
-        pthread_mutex_lock(&ms->lock);
-        fr->state = FRAME_IN_FLIGHT;
-        fr->sent = ds_now();
-        ms->in_flight++;
-        pthread_mutex_unlock(&ms->lock);
-        ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_START);
-        if (send_frame(ms, &cache, &o, planner.plan_id, jobs, f, &fr->frame, &payload, &req, &resp, &err)) {
-            pthread_mutex_lock(&ms->lock);
-            if (fr->state == FRAME_IN_FLIGHT) {
-                fr->state = FRAME_FAILED;
-                fr->error = strdup(err.msg);
-                ms->failed++;
-                ms->in_flight--;
-            }
-            pthread_mutex_unlock(&ms->lock);
-            ds_error("frame %d: %s", f, err.msg);
-            break; /* the chain's caches are out of step now */
-        }
-        if (!cfg->check) { /* the frame is kept only to check the result */
-            pthread_mutex_lock(&ms->lock);
-            ds_tensor_free(&fr->frame);
-            pthread_mutex_unlock(&ms->lock);
-        }
-        if (cfg->master.itv_time > 0 && ds_signals_wait(cfg->master.itv_time)) {
-            interrupted = 1;
-            break;
-        }
-    }
-    /* Wait for the frames in flight. */
-    pthread_mutex_lock(&ms->lock);
-    while (ms->in_flight > 0 && !ms->stop && !interrupted) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&ms->changed, &ms->lock, &ts);
-        if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
-            ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
-            break;
-        }
-        pthread_mutex_unlock(&ms->lock);
-        interrupted = ds_signals_wait(0);
-        pthread_mutex_lock(&ms->lock);
-    }
-    ms->stop = ms->stop ? ms->stop : 1;
-    pthread_mutex_unlock(&ms->lock);
-    elapsed = ds_now() - t_start;
-    if (interrupted)
-        ds_warn("interrupted");
-    for (int i = 0; i < ms->n_workers; i++)
-        if (ms->reader[i])
-            ds_rpc_reader_cancel(ms->reader[i]);
-    for (int i = 0; i < ms->n_workers; i++)
-        if (ms->reader_started[i])
-            pthread_join(ms->reader_th[i], NULL);
-    for (int i = 0; i < ms->n_workers; i++)
-        ms->reader_started[i] = 0;
-    print_summary(ms, &planner, plan_changes, rows, cols, elapsed);
-    status = ms->finished == ms->n_frames &&
-                     (!cfg->check || (ms->checked == ms->n_frames && ms->check_max_rel <= CHECK_TOLERANCE))
-                 ? 0
-                 : 1;
-    if (cfg->check && ms->check_max_rel > CHECK_TOLERANCE)
-        ds_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
-out:
-    pthread_mutex_lock(&ms->lock);
-    ms->stop = ms->stop ? ms->stop : 1;
-    pthread_mutex_unlock(&ms->lock);
-    for (int i = 0; i < ms->n_workers; i++)
-        if (ms->reader[i])
-            ds_rpc_reader_cancel(ms->reader[i]);
-    for (int i = 0; i < ms->n_workers; i++)
-        if (ms->reader_started[i])
-            pthread_join(ms->reader_th[i], NULL);
-    for (int i = 0; i < ms->n_workers; i++) {
-        ds_rpc_reader_free(ms->reader[i]);
-        ds_rpc_channel_free(ms->ch[i]);
-        free(costs[i]);
-    }
-    for (int i = 0; i < ms->n_frames; i++) {
-        ds_tensor_free(&ms->frames[i].frame);
-        free(ms->frames[i].error);
-    }
-    free(ms->frames);
-    for (int i = 0; i < ms->n_stages; i++)
-        free(ms->stages[i].values);
-    ds_plan_jobs_free(&pj);
-    if (planner_ready)
-        ds_planner_free(&planner);
-    ds_tensor_free(&prev_frame);
-    ds_dif_cache_free(&cache);
-    ds_dif_cache_free(&ms->check_cache);
-    ds_executor_free(ms->check_exec);
-    ds_tensor_free(&ms->check_in);
-    for (int i = 0; ms->check_out && i < ms->model.n_outputs; i++)
-        ds_tensor_free(&ms->check_out[i]);
-    free(ms->check_out);
-    ds_tensor_free(&hwc);
-    ds_buf_free(&payload);
-    ds_buf_free(&req);
-    ds_buf_free(&resp);
-    ds_video_close(video);
-    ds_model_free(&ms->model);
-    ds_trace_close(ms->trace);
-    free(ms);
+    int status = 1;
+    if (master_open(ms) == 0)
+        status = master_drain(ms, master_send(ms));
+    master_close(ms);
     return status;
 }

@@ -158,7 +158,7 @@ static void *startup_thread(void *arg)
 }
 
 /* Checks a request against the trainer's configuration. */
-static int check_request(const trainer *tr, const Deltaslice__PredictorsRequest *m, ds_error *err)
+static int check_request(const trainer *tr, const ds_rpc_predictors_query *m, ds_error *err)
 {
     const ds_config *cfg = tr->cfg;
     if (strcmp(m->model_hash, tr->hash) != 0)
@@ -176,19 +176,12 @@ static int check_request(const trainer *tr, const Deltaslice__PredictorsRequest 
 static int on_predictors(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
 {
     trainer *tr = ud;
-    Deltaslice__PredictorsRequest *m = (Deltaslice__PredictorsRequest *)ds_rpc_unpack(
-        &deltaslice__predictors_request__descriptor, req, len, 0, err);
-    if (!m)
+    ds_rpc_predictors_query q;
+    if (ds_rpc_read_predictors_query(req, len, &q, err))
         return DS_RPC_INVALID_ARGUMENT;
-    if (ds_rpc_validate_predictors_request(m, err)) {
-        protobuf_c_message_free_unpacked(&m->base, NULL);
-        return DS_RPC_INVALID_ARGUMENT;
-    }
-    int bad = check_request(tr, m, err);
-    int rows = (int)m->rows, cols = (int)m->cols;
-    protobuf_c_message_free_unpacked(&m->base, NULL);
-    if (bad)
+    if (check_request(tr, &q, err))
         return DS_RPC_FAILED_PRECONDITION;
+    int rows = q.rows, cols = q.cols;
     if ((long)rows * cols > MAX_TRAIN_PIXELS && (rows != tr->cfg->frame_rows ||
                                                  cols != tr->cfg->frame_cols)) {
         ds_errorf(err, "frame size %dx%d is larger than the trainer trains for on request (%ld "
@@ -216,10 +209,7 @@ static int on_predictors(void *ud, const uint8_t *req, size_t len, ds_buf *resp,
     int code = s->code;
     int rc = 0;
     if (code == DS_RPC_OK) {
-        Deltaslice__Predictors out = DELTASLICE__PREDICTORS__INIT;
-        out.blob.data = s->blob.data;
-        out.blob.len = s->blob.len;
-        rc = ds_rpc_pack(&out.base, resp, err);
+        rc = ds_rpc_write_predictors(s->blob.data, s->blob.len, resp, err);
     } else {
         ds_errorf(err, "training for %dx%d failed: %s", rows, cols, s->error);
     }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/queue.h"
 #include "common/timing.h"
 #include "common/trace.h"
 #include "dif/dif.h"
@@ -22,7 +23,7 @@
 #include "rpc/rpc.h"
 
 #define FRAME_QUEUE 16 /* frames accepted but not yet executed */
-#define SEND_QUEUE 4   /* frames executed but not yet sent on */
+#define SEND_QUEUE 4   /* frames executed but not yet sent on (or being sent) */
 #define SUBMIT_WAIT_S 30.0
 
 typedef struct frame_msg {
@@ -37,12 +38,6 @@ typedef struct send_msg {
     int to_master; /* else: Submit to the next worker */
     uint64_t frame_id;
 } send_msg;
-
-typedef struct ring {
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
-    int head, count, cap, closed;
-} ring;
 
 typedef struct worker {
     const ds_config *cfg;
@@ -63,85 +58,49 @@ typedef struct worker {
     pthread_mutex_t order_lock;
     int64_t last_frame; /* last frame id accepted, -1 = none */
 
-    ring frames_ring;
-    frame_msg frames[FRAME_QUEUE];
-    ring send_ring;
-    send_msg sends[SEND_QUEUE];
+    ds_queue *frames; /* frame_msg *, for the executor */
+    /* SEND_QUEUE send_msgs go round: from send_free to the executor, which
+     * packs one and queues it on send_ready for the sender, which puts it
+     * back.  Their buffers (a frame's tensors) are reused. */
+    ds_queue *send_free, *send_ready;
 
     ds_rpc_channel *next; /* worker I+1, dialled on first use */
     ds_payloads outputs;
+
+    ds_rpc_server *srv;
+    pthread_t exec_th, send_th;
+    int threads; /* started: 1 executor, 2 sender */
 } worker;
 
-/* ---------------------------------------------------------- bounded rings */
+/* ---------------------------------------------------------------- queues */
 
-static void ring_init(ring *r, int cap)
+static void frame_msg_free(void *p)
 {
-    pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->changed, NULL);
-    r->head = r->count = r->closed = 0;
-    r->cap = cap;
+    frame_msg *f = p;
+    ds_rpc_free_frame_request(f->req);
+    free(f);
 }
 
-/* Waits for room (up to timeout_s, < 0 forever); returns the slot index to
- * fill, -1 on timeout or when closed. The lock is held on success. */
-static int ring_reserve(ring *r, double timeout_s)
+static void send_msg_free(void *p)
 {
-    double deadline = ds_now() + timeout_s;
-    pthread_mutex_lock(&r->lock);
-    while (r->count == r->cap && !r->closed) {
-        if (timeout_s >= 0 && ds_now() >= deadline)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&r->changed, &r->lock, &ts);
-    }
-    if (r->count == r->cap || r->closed) {
-        pthread_mutex_unlock(&r->lock);
+    send_msg *s = p;
+    ds_buf_free(&s->buf);
+    free(s);
+}
+
+static int make_queues(worker *w, ds_error *err)
+{
+    if (!(w->frames = ds_queue_new(FRAME_QUEUE, err)) ||
+        !(w->send_free = ds_queue_new(SEND_QUEUE, err)) ||
+        !(w->send_ready = ds_queue_new(SEND_QUEUE, err)))
         return -1;
+    for (int i = 0; i < SEND_QUEUE; i++) {
+        send_msg *s = calloc(1, sizeof *s);
+        if (!s)
+            return ds_errorf(err, "out of memory");
+        ds_queue_push(w->send_free, s, 0); /* room for all of them */
     }
-    return (r->head + r->count) % r->cap;
-}
-
-static void ring_commit(ring *r)
-{
-    r->count++;
-    pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->lock);
-}
-
-/* Waits for an item; returns its slot (lock held) or -1 when closed and
- * drained. */
-static int ring_take(ring *r)
-{
-    pthread_mutex_lock(&r->lock);
-    while (r->count == 0 && !r->closed)
-        pthread_cond_wait(&r->changed, &r->lock);
-    if (r->count == 0) {
-        pthread_mutex_unlock(&r->lock);
-        return -1;
-    }
-    return r->head;
-}
-
-static void ring_release(ring *r)
-{
-    r->head = (r->head + 1) % r->cap;
-    r->count--;
-    pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->lock);
-}
-
-static void ring_close(ring *r)
-{
-    pthread_mutex_lock(&r->lock);
-    r->closed = 1;
-    pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->lock);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -171,15 +130,11 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
 {
     worker *w = ud;
     int64_t recv_us = ds_wall_us();
-    Deltaslice__FrameRequest *m = (Deltaslice__FrameRequest *)ds_rpc_unpack(
-        &deltaslice__frame_request__descriptor, req, len, 0, err);
+    Deltaslice__FrameRequest *m = ds_rpc_read_frame_request(req, len, (uint32_t)w->cfg->n_workers,
+                                                            w->model.n_layers - 1, err);
     if (!m)
         return DS_RPC_INVALID_ARGUMENT;
     int code = DS_RPC_OK;
-    if (ds_rpc_validate_frame_request(m, (uint32_t)w->cfg->n_workers, w->model.n_layers - 1, err)) {
-        code = DS_RPC_INVALID_ARGUMENT;
-        goto fail;
-    }
     /* A frame must come after the last one accepted: frames execute in
      * frame-id order, each exactly once. */
     uint64_t frame_id = m->frame_id; /* m belongs to the executor once queued */
@@ -191,34 +146,37 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
         code = DS_RPC_FAILED_PRECONDITION;
         goto fail;
     }
-    int slot = ring_reserve(&w->frames_ring, SUBMIT_WAIT_S);
-    if (slot < 0) {
+    frame_msg *f = malloc(sizeof *f);
+    if (f)
+        *f = (frame_msg){m, recv_us, len};
+    int queued = f ? ds_queue_push(w->frames, f, SUBMIT_WAIT_S) : DS_QUEUE_CLOSED;
+    if (queued != DS_QUEUE_OK) {
         pthread_mutex_unlock(&w->order_lock);
-        ds_errorf(err, "%s: frame queue full for %.0f s", w->name, SUBMIT_WAIT_S);
+        free(f);
+        if (!f)
+            ds_errorf(err, "%s: out of memory", w->name);
+        else if (queued == DS_QUEUE_TIMEOUT)
+            ds_errorf(err, "%s: frame queue full for %.0f s", w->name, SUBMIT_WAIT_S);
+        else
+            ds_errorf(err, "%s: shutting down", w->name);
         code = DS_RPC_RESOURCE_EXHAUSTED;
         goto fail;
     }
     w->last_frame = (int64_t)frame_id;
-    w->frames[slot] = (frame_msg){m, recv_us, len};
-    ring_commit(&w->frames_ring);
     pthread_mutex_unlock(&w->order_lock);
     ds_trace_event_at(w->trace, recv_us, frame_id, "receive", DS_TRACE_START);
     ds_trace_event(w->trace, frame_id, "receive", DS_TRACE_FINISH);
-    Deltaslice__Ack ack = DELTASLICE__ACK__INIT;
-    ack.ok = 1;
-    return ds_rpc_pack(&ack.base, resp, err) ? DS_RPC_INTERNAL : DS_RPC_OK;
+    return ds_rpc_write_ack(resp, err) ? DS_RPC_INTERNAL : DS_RPC_OK;
 fail:
-    protobuf_c_message_free_unpacked(&m->base, NULL);
+    ds_rpc_free_frame_request(m);
     return code;
 }
 
 static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *stream, ds_error *err)
 {
     worker *w = ud;
-    ProtobufCMessage *m = ds_rpc_unpack(&deltaslice__result_stream_request__descriptor, req, len, 0, err);
-    if (!m)
+    if (ds_rpc_read_results_request(req, len, err))
         return DS_RPC_INVALID_ARGUMENT;
-    protobuf_c_message_free_unpacked(m, NULL);
     /* A new master session: earlier frames and caches are forgotten. */
     pthread_mutex_lock(&w->session_lock);
     if (w->results) {
@@ -241,37 +199,22 @@ static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s
 static int on_costs(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
 {
     worker *w = ud;
-    Deltaslice__LayerCostsRequest *m = (Deltaslice__LayerCostsRequest *)ds_rpc_unpack(
-        &deltaslice__layer_costs_request__descriptor, req, len, 0, err);
-    if (!m)
+    ds_rpc_costs_query q;
+    if (ds_rpc_read_costs_query(req, len, &q, err))
         return DS_RPC_INVALID_ARGUMENT;
-    int code = DS_RPC_OK;
-    if (ds_rpc_validate_costs_request(m, err)) {
-        code = DS_RPC_INVALID_ARGUMENT;
-    } else if (strcmp(m->model_hash, w->model.hash) != 0) {
+    if (strcmp(q.model_hash, w->model.hash) != 0) {
         ds_errorf(err, "%s runs model %s (hash %s), the master asks for hash %s", w->name,
-                  w->model.name, w->model.hash, m->model_hash);
-        code = DS_RPC_FAILED_PRECONDITION;
+                  w->model.name, w->model.hash, q.model_hash);
+        return DS_RPC_FAILED_PRECONDITION;
     }
-    if (code) {
-        protobuf_c_message_free_unpacked(&m->base, NULL);
-        return code;
-    }
+    int code = DS_RPC_OK;
     pthread_mutex_lock(&w->setup_lock);
-    if (setup_size(w, (int)m->rows, (int)m->cols, err)) {
+    if (setup_size(w, q.rows, q.cols, err))
         code = DS_RPC_INVALID_ARGUMENT;
-    } else {
-        Deltaslice__LayerCosts c = DELTASLICE__LAYER_COSTS__INIT;
-        c.n_seconds = c.n_flops = (size_t)w->model.n_layers;
-        c.seconds = w->costs.seconds;
-        c.flops = w->costs.flops;
-        c.threads = (uint32_t)w->cfg->worker.threads;
-        c.host = w->costs.host;
-        if (ds_rpc_pack(&c.base, resp, err))
-            code = DS_RPC_INTERNAL;
-    }
+    else if (ds_rpc_write_costs(w->costs.seconds, w->costs.flops, (size_t)w->model.n_layers,
+                                (uint32_t)w->cfg->worker.threads, w->costs.host, resp, err))
+        code = DS_RPC_INTERNAL;
     pthread_mutex_unlock(&w->setup_lock);
-    protobuf_c_message_free_unpacked(&m->base, NULL);
     return code;
 }
 
@@ -290,21 +233,30 @@ static Deltaslice__StageTiming *timing_new(int worker_id, const char *stage, int
     return t;
 }
 
-/* Queues a packed message for the sender thread. */
+/* Hands a send_msg back to the pool. */
+static void recycle_send(worker *w, send_msg *s)
+{
+    if (ds_queue_push(w->send_free, s, 0) != DS_QUEUE_OK) /* cannot happen: room for all */
+        send_msg_free(s);
+}
+
+/* Queues a packed message for the sender thread (waits for a free one). */
 static int queue_send(worker *w, const ProtobufCMessage *msg, int to_master, uint64_t frame_id, ds_error *err)
 {
-    int slot = ring_reserve(&w->send_ring, -1);
-    if (slot < 0)
+    void *p;
+    if (ds_queue_pop(w->send_free, &p, -1) != DS_QUEUE_OK)
         return ds_errorf(err, "%s: shutting down", w->name);
-    send_msg *s = &w->sends[slot];
-    int rc = ds_rpc_pack(msg, &s->buf, err);
+    send_msg *s = p;
     s->to_master = to_master;
     s->frame_id = frame_id;
-    if (rc) {
-        pthread_mutex_unlock(&w->send_ring.lock);
+    if (ds_rpc_pack(msg, &s->buf, err)) {
+        recycle_send(w, s);
         return -1;
     }
-    ring_commit(&w->send_ring);
+    if (ds_queue_push(w->send_ready, s, -1) != DS_QUEUE_OK) {
+        recycle_send(w, s);
+        return ds_errorf(err, "%s: shutting down", w->name);
+    }
     return 0;
 }
 
@@ -353,11 +305,12 @@ static int last_active(const Deltaslice__FrameRequest *m)
     return last;
 }
 
-static int execute_frame(worker *w, frame_msg *f, ds_error *err)
+/* Runs this worker's job of frame m (decode, execute, encode); the
+ * encoded outputs go to w->outputs unless nobody needs them. */
+static int run_job(worker *w, const Deltaslice__FrameRequest *m, int final, ds_dif_timing *tm,
+                   ds_error *err)
 {
-    Deltaslice__FrameRequest *m = f->req;
-    Deltaslice__Job *job = m->jobs[w->id];
-    int final = w->id >= last_active(m);
+    const Deltaslice__Job *job = m->jobs[w->id];
     size_t n_in = m->n_inputs;
     const uint8_t *in[n_in ? n_in : 1];
     size_t in_len[n_in ? n_in : 1];
@@ -365,10 +318,6 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
         in[i] = m->inputs[i].data;
         in_len[i] = m->inputs[i].len;
     }
-    int64_t t_start = ds_wall_us();
-    ds_dif_timing tm = {0};
-    ProtobufCBinaryData *payloads = NULL;
-    size_t n_payloads = 0;
     pthread_mutex_lock(&w->setup_lock);
     int rc = -1;
     if (!w->node) {
@@ -378,111 +327,151 @@ static int execute_frame(worker *w, frame_msg *f, ds_error *err)
         ds_codec_opts o = ds_link_codec(w->cfg, final ? 1e6 : w->cfg->master.bandwidth[w->id + 1]);
         o.allow_update = m->dif ? DS_CODEC_EXACT_DELTA : 0;
         rc = ds_dif_node_run(w->node, m->plan_id, &j, (int)n_in, in, in_len, &o, final,
-                             final && !m->check ? NULL : &w->outputs, &tm, err);
+                             final && !m->check ? NULL : &w->outputs, tm, err);
     }
     pthread_mutex_unlock(&w->setup_lock);
-    if (rc)
-        return -1;
-    if (!final || m->check) {
-        n_payloads = (size_t)w->outputs.n;
-        payloads = calloc(n_payloads ? n_payloads : 1, sizeof *payloads);
-        if (!payloads)
+    return rc;
+}
+
+/* What a frame carries on from this worker: the stage timings and link
+ * byte counts so far plus this worker's, and its outputs (pointing into
+ * the request and w->outputs). */
+#define OWN_STAGES 4 /* receive, decode, execute, encode */
+typedef struct carry {
+    Deltaslice__StageTiming *own[OWN_STAGES];
+    Deltaslice__StageTiming **timings;
+    size_t n_timings;
+    char link_name[32];
+    Deltaslice__LinkBytes in_link;
+    Deltaslice__LinkBytes **links;
+    size_t n_links;
+    ProtobufCBinaryData *outputs;
+    size_t n_outputs;
+} carry;
+
+static void carry_free(carry *c)
+{
+    for (int i = 0; i < OWN_STAGES; i++)
+        free(c->own[i]);
+    free(c->timings);
+    free(c->links);
+    free(c->outputs);
+}
+
+/* Fills c (zeroed here; carry_free it also on failure).  stage[0..3] are
+ * the bounds of decode, execute and encode in µs. */
+static int carry_make(worker *w, const frame_msg *f, const int64_t stage[4], int with_outputs,
+                      carry *c, ds_error *err)
+{
+    const Deltaslice__FrameRequest *m = f->req;
+    memset(c, 0, sizeof *c);
+    if (with_outputs) {
+        c->n_outputs = (size_t)w->outputs.n;
+        c->outputs = calloc(c->n_outputs ? c->n_outputs : 1, sizeof *c->outputs);
+        if (!c->outputs)
             return ds_errorf(err, "out of memory");
-        for (size_t i = 0; i < n_payloads; i++) {
-            payloads[i].data = w->outputs.buf.data + w->outputs.off[i];
-            payloads[i].len = w->outputs.off[i + 1] - w->outputs.off[i];
+        for (size_t i = 0; i < c->n_outputs; i++) {
+            c->outputs[i].data = w->outputs.buf.data + w->outputs.off[i];
+            c->outputs[i].len = w->outputs.off[i + 1] - w->outputs.off[i];
         }
     }
-    /* Stage timings: decode, execute, encode, as measured (µs). */
-    int64_t d0 = t_start, d1 = d0 + (int64_t)(tm.decode * 1e6), e1 = d1 + (int64_t)(tm.execute * 1e6),
-            c1 = e1 + (int64_t)(tm.encode * 1e6);
-    static const char *const stages[] = {"decode", "execute", "encode"};
-    int64_t bounds[] = {d0, d1, e1, c1};
-    for (int s = 0; s < 3; s++) {
-        ds_trace_event_at(w->trace, bounds[s], m->frame_id, stages[s], DS_TRACE_START);
-        ds_trace_event_at(w->trace, bounds[s + 1], m->frame_id, stages[s], DS_TRACE_FINISH);
-    }
+    c->own[0] = timing_new(w->id, "receive", f->recv_us, f->recv_us);
+    c->own[1] = timing_new(w->id, "decode", stage[0], stage[1]);
+    c->own[2] = timing_new(w->id, "execute", stage[1], stage[2]);
+    c->own[3] = timing_new(w->id, "encode", stage[2], stage[3]);
     size_t n_t = m->n_timings;
-    Deltaslice__StageTiming *own[4] = {
-        timing_new(w->id, "receive", f->recv_us, f->recv_us),
-        timing_new(w->id, "decode", d0, d1),
-        timing_new(w->id, "execute", d1, e1),
-        timing_new(w->id, "encode", e1, c1),
-    };
-    Deltaslice__StageTiming **timings = malloc(sizeof *timings * (n_t + 4));
-    Deltaslice__LinkBytes **links = NULL;
-    rc = -1;
-    if (!timings || !own[0] || !own[1] || !own[2] || !own[3]) {
-        ds_errorf(err, "out of memory");
-        goto out;
-    }
+    c->timings = malloc(sizeof *c->timings * (n_t + OWN_STAGES));
+    if (!c->timings || !c->own[0] || !c->own[1] || !c->own[2] || !c->own[3])
+        return ds_errorf(err, "out of memory");
     if (n_t) /* m->timings is NULL when empty */
-        memcpy(timings, m->timings, sizeof *timings * n_t);
-    memcpy(timings + n_t, own, sizeof own);
+        memcpy(c->timings, m->timings, sizeof *c->timings * n_t);
+    memcpy(c->timings + n_t, c->own, sizeof c->own);
+    c->n_timings = n_t + OWN_STAGES;
     /* This worker accounts for the link it received the frame on. */
-    char link_name[32];
     if (w->id == 0)
-        snprintf(link_name, sizeof link_name, "m->w0");
+        snprintf(c->link_name, sizeof c->link_name, "m->w0");
     else
-        snprintf(link_name, sizeof link_name, "w%d->w%d", w->id - 1, w->id);
-    Deltaslice__LinkBytes in_link = DELTASLICE__LINK_BYTES__INIT;
-    in_link.link = link_name;
-    in_link.bytes = f->bytes;
+        snprintf(c->link_name, sizeof c->link_name, "w%d->w%d", w->id - 1, w->id);
+    deltaslice__link_bytes__init(&c->in_link);
+    c->in_link.link = c->link_name;
+    c->in_link.bytes = f->bytes;
     size_t n_b = m->n_bytes;
-    links = malloc(sizeof *links * (n_b + 1));
-    if (!links) {
-        ds_errorf(err, "out of memory");
-        goto out;
-    }
+    c->links = malloc(sizeof *c->links * (n_b + 1));
+    if (!c->links)
+        return ds_errorf(err, "out of memory");
     if (n_b)
-        memcpy(links, m->bytes, sizeof *links * n_b);
-    links[n_b] = &in_link;
+        memcpy(c->links, m->bytes, sizeof *c->links * n_b);
+    c->links[n_b] = &c->in_link;
+    c->n_links = n_b + 1;
+    return 0;
+}
 
+/* Queues the frame's next message: the finish report to the master from
+ * the last worker with work, else the request for the next worker (same
+ * jobs, this worker's outputs as its inputs). */
+static int pass_on(worker *w, const Deltaslice__FrameRequest *m, int final, const carry *c,
+                   ds_error *err)
+{
     if (final) {
         Deltaslice__FinishReport r = DELTASLICE__FINISH_REPORT__INIT;
         r.frame_id = m->frame_id;
         r.worker = (uint32_t)w->id;
         r.ok = 1;
-        r.n_timings = n_t + 4;
-        r.timings = timings;
-        r.n_bytes = n_b + 1;
-        r.bytes = links;
-        r.n_outputs = n_payloads;
-        r.outputs = payloads;
-        rc = queue_send(w, &r.base, 1, m->frame_id, err);
-    } else {
-        /* Forward: same jobs, this worker's outputs as the next inputs. */
-        Deltaslice__FrameRequest fwd = *m;
-        fwd.n_inputs = n_payloads;
-        fwd.inputs = payloads;
-        fwd.n_timings = n_t + 4;
-        fwd.timings = timings;
-        fwd.n_bytes = n_b + 1;
-        fwd.bytes = links;
-        rc = queue_send(w, &fwd.base, 0, m->frame_id, err);
+        r.n_timings = c->n_timings;
+        r.timings = c->timings;
+        r.n_bytes = c->n_links;
+        r.bytes = c->links;
+        r.n_outputs = c->n_outputs;
+        r.outputs = c->outputs;
+        return queue_send(w, &r.base, 1, m->frame_id, err);
     }
-out:
-    for (int i = 0; i < 4; i++)
-        free(own[i]);
-    free(timings);
-    free(links);
-    free(payloads);
+    Deltaslice__FrameRequest fwd = *m;
+    fwd.n_inputs = c->n_outputs;
+    fwd.inputs = c->outputs;
+    fwd.n_timings = c->n_timings;
+    fwd.timings = c->timings;
+    fwd.n_bytes = c->n_links;
+    fwd.bytes = c->links;
+    return queue_send(w, &fwd.base, 0, m->frame_id, err);
+}
+
+static int execute_frame(worker *w, const frame_msg *f, ds_error *err)
+{
+    const Deltaslice__FrameRequest *m = f->req;
+    int final = w->id >= last_active(m);
+    int64_t t_start = ds_wall_us();
+    ds_dif_timing tm = {0};
+    if (run_job(w, m, final, &tm, err))
+        return -1;
+    /* Stage timings: decode, execute, encode, as measured (µs). */
+    int64_t stage[4];
+    stage[0] = t_start;
+    stage[1] = stage[0] + (int64_t)(tm.decode * 1e6);
+    stage[2] = stage[1] + (int64_t)(tm.execute * 1e6);
+    stage[3] = stage[2] + (int64_t)(tm.encode * 1e6);
+    static const char *const names[] = {"decode", "execute", "encode"};
+    for (int s = 0; s < 3; s++) {
+        ds_trace_event_at(w->trace, stage[s], m->frame_id, names[s], DS_TRACE_START);
+        ds_trace_event_at(w->trace, stage[s + 1], m->frame_id, names[s], DS_TRACE_FINISH);
+    }
+    carry c;
+    int rc = carry_make(w, f, stage, !final || m->check, &c, err);
+    if (rc == 0)
+        rc = pass_on(w, m, final, &c, err);
+    carry_free(&c);
     return rc;
 }
 
 static void *executor_thread(void *arg)
 {
     worker *w = arg;
-    for (;;) {
-        int slot = ring_take(&w->frames_ring);
-        if (slot < 0)
-            break;
-        frame_msg f = w->frames[slot];
-        ring_release(&w->frames_ring);
+    void *p;
+    while (ds_queue_pop(w->frames, &p, -1) == DS_QUEUE_OK) {
+        frame_msg *f = p;
         ds_error err;
-        if (execute_frame(w, &f, &err))
-            report_failure(w, f.req->frame_id, err.msg, 0);
-        protobuf_c_message_free_unpacked(&f.req->base, NULL);
+        if (execute_frame(w, f, &err))
+            report_failure(w, f->req->frame_id, err.msg, 0);
+        frame_msg_free(f);
     }
     return NULL;
 }
@@ -491,18 +480,14 @@ static void *sender_thread(void *arg)
 {
     worker *w = arg;
     ds_buf resp = {0};
-    for (;;) {
-        int slot = ring_take(&w->send_ring);
-        if (slot < 0)
-            break;
-        send_msg *s = &w->sends[slot];
-        pthread_mutex_unlock(&w->send_ring.lock); /* the slot stays ours until released */
+    void *p;
+    while (ds_queue_pop(w->send_ready, &p, -1) == DS_QUEUE_OK) {
+        send_msg *s = p;
         ds_error err;
         int64_t t0 = ds_wall_us();
         if (s->to_master) {
             push_to_master(w, &s->buf, s->frame_id);
         } else {
-            int code;
             if (!w->next) {
                 char peer[16];
                 snprintf(peer, sizeof peer, "w%d", w->id + 1);
@@ -510,26 +495,108 @@ static void *sender_thread(void *arg)
                                              w->cfg->max_message_bytes, &err);
             }
             if (!w->next || ds_rpc_wait_ready(w->next, 30.0, &err) ||
-                ds_rpc_call_unary(w->next, DS_RPC_WORKER_SUBMIT, s->buf.data, s->buf.len, 60.0, &resp,
-                                  &code, &err)) {
+                ds_rpc_call_submit(w->next, &s->buf, 60.0, &resp, &err)) {
                 char why[DS_ERROR_MAX + 32];
                 snprintf(why, sizeof why, "forwarding to w%d: %s", w->id + 1, err.msg);
                 report_failure(w, s->frame_id, why, 1);
-                pthread_mutex_lock(&w->send_ring.lock);
-                ring_release(&w->send_ring);
+                recycle_send(w, s);
                 continue;
             }
         }
         ds_trace_event_at(w->trace, t0, s->frame_id, "send", DS_TRACE_START);
         ds_trace_event(w->trace, s->frame_id, "send", DS_TRACE_FINISH);
-        pthread_mutex_lock(&w->send_ring.lock);
-        ring_release(&w->send_ring);
+        recycle_send(w, s);
     }
     ds_buf_free(&resp);
     return NULL;
 }
 
 /* --------------------------------------------------------------- main */
+
+/* Queues, trace, model and (with frame_size) the profile; logs why it
+ * failed. */
+static int worker_open(worker *w)
+{
+    const ds_config *cfg = w->cfg;
+    ds_error err;
+    if (make_queues(w, &err) || ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
+        ds_model_load(cfg->dnn, &w->model, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    ds_info("loaded %s (%d layers, hash %s)", w->model.name, w->model.n_layers, w->model.hash);
+    /* Profile now (progress bar on a TTY) rather than on the master's first
+     * request. */
+    if (cfg->frame_rows && setup_size(w, cfg->frame_rows, cfg->frame_cols, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* The executor and sender threads, then the server; logs why it failed. */
+static int worker_serve(worker *w)
+{
+    const ds_config *cfg = w->cfg;
+    ds_error err;
+    char addr[64];
+    snprintf(addr, sizeof addr, "0.0.0.0:%d", cfg->port_worker[w->id]);
+    w->srv = ds_rpc_server_new(addr, cfg->max_message_bytes, &err);
+    if (!w->srv || ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_SUBMIT, on_submit, w, &err) ||
+        ds_rpc_server_add_stream(w->srv, DS_RPC_WORKER_RESULTS, on_results, w, 64, &err) ||
+        ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_COSTS, on_costs, w, &err) ||
+        ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_CLOCK, ds_rpc_clock_handler, NULL, &err)) {
+        ds_error("%s", err.msg);
+        return -1;
+    }
+    if (pthread_create(&w->exec_th, NULL, executor_thread, w) == 0)
+        w->threads |= 1;
+    if (pthread_create(&w->send_th, NULL, sender_thread, w) == 0)
+        w->threads |= 2;
+    if (w->threads != 3 || ds_rpc_server_start(w->srv, 2, &err)) {
+        ds_error("%s", w->threads != 3 ? "cannot start threads" : err.msg);
+        return -1;
+    }
+    ds_info("serving on port %d", cfg->port_worker[w->id]);
+    return 0;
+}
+
+/* Stops the server (no more requests), lets the threads finish what is
+ * queued, ends the master's stream and frees everything. */
+static void worker_close(worker *w)
+{
+    if (w->srv)
+        ds_rpc_server_shutdown(w->srv);
+    if (w->frames)
+        ds_queue_close(w->frames);
+    if (w->threads & 1)
+        pthread_join(w->exec_th, NULL);
+    if (w->send_ready)
+        ds_queue_close(w->send_ready);
+    if (w->threads & 2)
+        pthread_join(w->send_th, NULL);
+    /* Frames still queued (no executor) are dropped with the process; the
+     * master sees its streams end and reports them unfinished. */
+    ds_queue_free(w->frames, frame_msg_free);
+    pthread_mutex_lock(&w->session_lock);
+    if (w->results)
+        ds_rpc_stream_close(w->results, DS_RPC_UNAVAILABLE, "worker shutting down");
+    w->results = NULL;
+    pthread_mutex_unlock(&w->session_lock);
+    ds_rpc_server_free(w->srv);
+    ds_rpc_channel_free(w->next);
+    ds_queue_free(w->send_ready, send_msg_free);
+    ds_queue_free(w->send_free, send_msg_free);
+    ds_payloads_free(&w->outputs);
+    ds_dif_node_free(w->node);
+    ds_layer_costs_free(&w->costs);
+    ds_model_free(&w->model);
+    ds_trace_close(w->trace);
+    pthread_mutex_destroy(&w->setup_lock);
+    pthread_mutex_destroy(&w->session_lock);
+    pthread_mutex_destroy(&w->order_lock);
+    free(w);
+}
 
 int ds_worker_main(const ds_config *cfg, int id)
 {
@@ -543,80 +610,13 @@ int ds_worker_main(const ds_config *cfg, int id)
     pthread_mutex_init(&w->setup_lock, NULL);
     pthread_mutex_init(&w->session_lock, NULL);
     pthread_mutex_init(&w->order_lock, NULL);
-    ring_init(&w->frames_ring, FRAME_QUEUE);
-    ring_init(&w->send_ring, SEND_QUEUE);
-    ds_signals_block();
-
+    ds_signals_block(); /* before any thread starts: they inherit the mask */
     int status = 1;
-    ds_error err;
-    ds_rpc_server *srv = NULL;
-    pthread_t exec_th, send_th;
-    int threads = 0;
-    if (ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) || ds_model_load(cfg->dnn, &w->model, &err)) {
-        ds_error("%s", err.msg);
-        goto out;
+    if (worker_open(w) == 0 && worker_serve(w) == 0) {
+        ds_signals_wait(-1);
+        ds_info("stopping");
+        status = 0;
     }
-    ds_info("loaded %s (%d layers, hash %s)", w->model.name, w->model.n_layers, w->model.hash);
-    if (cfg->frame_rows) {
-        /* Profile now (progress bar on a TTY) rather than on the master's
-         * first request. */
-        if (setup_size(w, cfg->frame_rows, cfg->frame_cols, &err)) {
-            ds_error("%s", err.msg);
-            goto out;
-        }
-    }
-    char addr[64];
-    snprintf(addr, sizeof addr, "0.0.0.0:%d", cfg->port_worker[id]);
-    srv = ds_rpc_server_new(addr, cfg->max_message_bytes, &err);
-    if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_WORKER_SUBMIT, on_submit, w, &err) ||
-        ds_rpc_server_add_stream(srv, DS_RPC_WORKER_RESULTS, on_results, w, 64, &err) ||
-        ds_rpc_server_add_unary(srv, DS_RPC_WORKER_COSTS, on_costs, w, &err) ||
-        ds_rpc_server_add_unary(srv, DS_RPC_WORKER_CLOCK, ds_rpc_clock_handler, NULL, &err)) {
-        ds_error("%s", err.msg);
-        goto out;
-    }
-    if (pthread_create(&exec_th, NULL, executor_thread, w) == 0)
-        threads |= 1;
-    if (pthread_create(&send_th, NULL, sender_thread, w) == 0)
-        threads |= 2;
-    if (threads != 3 || ds_rpc_server_start(srv, 2, &err)) {
-        ds_error("%s", threads != 3 ? "cannot start threads" : err.msg);
-        goto out;
-    }
-    ds_info("serving on port %d", cfg->port_worker[id]);
-    ds_signals_wait(-1);
-    ds_info("stopping");
-    status = 0;
-out:
-    if (srv)
-        ds_rpc_server_shutdown(srv);
-    ring_close(&w->frames_ring);
-    if (threads & 1)
-        pthread_join(exec_th, NULL);
-    ring_close(&w->send_ring);
-    if (threads & 2)
-        pthread_join(send_th, NULL);
-    /* Frames still queued are dropped with the process; the master sees
-     * its streams end and reports them unfinished. */
-    while (w->frames_ring.count) {
-        protobuf_c_message_free_unpacked(&w->frames[w->frames_ring.head].req->base, NULL);
-        w->frames_ring.head = (w->frames_ring.head + 1) % FRAME_QUEUE;
-        w->frames_ring.count--;
-    }
-    pthread_mutex_lock(&w->session_lock);
-    if (w->results)
-        ds_rpc_stream_close(w->results, DS_RPC_UNAVAILABLE, "worker shutting down");
-    w->results = NULL;
-    pthread_mutex_unlock(&w->session_lock);
-    ds_rpc_server_free(srv);
-    ds_rpc_channel_free(w->next);
-    for (int i = 0; i < SEND_QUEUE; i++)
-        ds_buf_free(&w->sends[i].buf);
-    ds_payloads_free(&w->outputs);
-    ds_dif_node_free(w->node);
-    ds_layer_costs_free(&w->costs);
-    ds_model_free(&w->model);
-    ds_trace_close(w->trace);
-    free(w);
+    worker_close(w);
     return status;
 }

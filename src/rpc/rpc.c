@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -29,6 +28,7 @@
 #include <grpc/support/time.h>
 
 #include "common/log.h"
+#include "common/queue.h"
 #include "common/timing.h"
 
 _Static_assert(DS_RPC_OK == (int)GRPC_STATUS_OK, "status codes");
@@ -271,12 +271,10 @@ struct ds_rpc_server {
 struct ds_rpc_stream {
     tag closed_tag, send_tag, status_tag, md_tag;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     ds_rpc_server *srv; /* valid while grpc_refs > 0 */
     grpc_call *call;    /* NULL once gRPC is done with the call */
     size_t max_msg;
-    grpc_byte_buffer **q;
-    size_t cap, head, n;
+    ds_queue *q; /* messages not yet sent; closed once no more may come */
     grpc_byte_buffer *in_flight;
     int md_sent, sending, status_started, close_requested, gone, cancelled;
     int close_code;
@@ -394,24 +392,26 @@ static void handle_unary(worker_thread *w, method *m, grpc_call *call, grpc_byte
     finish_call(call, code, &w->resp, err.msg);
 }
 
-/* ---- streams (server side); all state under s->mu */
+/* ---- streams (server side); all state under s->mu, except that the queue
+ * has its own lock (taken inside s->mu, never the other way round) */
 
+static void bb_free(void *bb)
+{
+    grpc_byte_buffer_destroy(bb);
+}
+
+/* The stream is gone: nothing more will be sent. */
 static void stream_drop_queue(ds_rpc_stream *s)
 {
-    while (s->n) {
-        grpc_byte_buffer_destroy(s->q[s->head]);
-        s->head = (s->head + 1) % s->cap;
-        s->n--;
-    }
+    ds_queue_close(s->q);
+    ds_queue_drain(s->q, bb_free);
 }
 
 static void stream_free(ds_rpc_stream *s)
 {
-    stream_drop_queue(s);
-    free(s->q);
+    ds_queue_free(s->q, bb_free);
     free(s->close_msg);
     pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
     free(s);
 }
 
@@ -422,7 +422,10 @@ static void stream_pump(ds_rpc_stream *s)
         stream_drop_queue(s);
         return;
     }
-    if (s->sending || s->status_started || (!s->n && !s->close_requested))
+    if (s->sending || s->status_started)
+        return;
+    void *next = NULL;
+    if (ds_queue_pop(s->q, &next, 0) != DS_QUEUE_OK && !s->close_requested)
         return;
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
@@ -432,10 +435,8 @@ static void stream_pump(ds_rpc_stream *s)
         s->md_sent = 1;
     }
     tag *t;
-    if (s->n) {
-        s->in_flight = s->q[s->head];
-        s->head = (s->head + 1) % s->cap;
-        s->n--;
+    if (next) {
+        s->in_flight = next;
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = s->in_flight;
         s->sending = 1;
@@ -465,7 +466,6 @@ static void stream_pump(ds_rpc_stream *s)
         s->gone_why = "send failed";
         grpc_call_cancel(s->call, NULL);
         stream_drop_queue(s);
-        pthread_cond_broadcast(&s->cv);
     }
 }
 
@@ -495,7 +495,6 @@ static void stream_event(tag *t, int success)
             s->gone_why = "peer disconnected";
         }
         stream_pump(s);
-        pthread_cond_broadcast(&s->cv);
         break;
     case TAG_STREAM_STATUS:
         grpc_slice_unref(s->close_details);
@@ -515,7 +514,6 @@ static void stream_event(tag *t, int success)
                 ds_info("%s stream to %s ended: %s", s->method, s->peer, s->gone_why);
         }
         stream_drop_queue(s);
-        pthread_cond_broadcast(&s->cv);
         break;
     }
     int free_it = stream_grpc_unref(s);
@@ -561,7 +559,7 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
 {
     ds_rpc_stream *s = calloc(1, sizeof *s);
     if (s)
-        s->q = calloc(m->queue, sizeof *s->q);
+        s->q = ds_queue_new(m->queue, NULL);
     if (!s || !s->q) {
         free(s);
         if (payload)
@@ -571,7 +569,6 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
         return;
     }
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     s->closed_tag = (tag){TAG_STREAM_CLOSED, s};
     s->send_tag = (tag){TAG_STREAM_SEND, s};
     s->status_tag = (tag){TAG_STREAM_STATUS, s};
@@ -579,7 +576,6 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
     s->srv = w->srv;
     s->call = call;
     s->max_msg = w->srv->max_msg;
-    s->cap = m->queue;
     s->app_refs = 2;
     s->grpc_refs = 1;
     snprintf(s->method, sizeof s->method, "%s", short_method(m->path));
@@ -638,32 +634,22 @@ int ds_rpc_stream_push(ds_rpc_stream *s, const void *msg, size_t len, double tim
     if (len > s->max_msg)
         return ds_errorf(err, "%s stream to %s: message of %zu bytes exceeds the limit of %zu",
                          s->method, s->peer, len, s->max_msg);
+    /* The queue is closed when the stream closes or goes away, which wakes
+     * a push waiting for room. */
+    grpc_byte_buffer *bb = bb_from(msg, len);
+    int rc = ds_queue_push(s->q, bb, timeout_s);
+    if (rc == DS_QUEUE_TIMEOUT) {
+        grpc_byte_buffer_destroy(bb);
+        return ds_errorf(err, "%s stream to %s: queue full (%zu messages) for %.1f s",
+                         s->method, s->peer, ds_queue_cap(s->q), timeout_s);
+    }
     pthread_mutex_lock(&s->mu);
-    struct timespec until;
-    int timed = timeout_s >= 0;
-    if (timed) {
-        clock_gettime(CLOCK_REALTIME, &until);
-        double t = (double)until.tv_sec + until.tv_nsec * 1e-9 + timeout_s;
-        until.tv_sec = (time_t)t;
-        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
-    }
-    while (!s->gone && !s->close_requested && s->n == s->cap) {
-        if (!timed) {
-            pthread_cond_wait(&s->cv, &s->mu);
-        } else if (pthread_cond_timedwait(&s->cv, &s->mu, &until) != 0 && s->n == s->cap &&
-                   !s->gone) {
-            pthread_mutex_unlock(&s->mu);
-            return ds_errorf(err, "%s stream to %s: queue full (%zu messages) for %.1f s",
-                             s->method, s->peer, s->cap, timeout_s);
-        }
-    }
-    if (s->gone || s->close_requested) {
+    if (rc == DS_QUEUE_CLOSED) {
         const char *why = s->close_requested ? "stream closed" : s->gone_why;
         pthread_mutex_unlock(&s->mu);
+        grpc_byte_buffer_destroy(bb);
         return ds_errorf(err, "%s stream to %s: %s", s->method, s->peer, why ? why : "closed");
     }
-    s->q[(s->head + s->n) % s->cap] = bb_from(msg, len);
-    s->n++;
     stream_pump(s);
     pthread_mutex_unlock(&s->mu);
     return 0;
@@ -687,11 +673,11 @@ void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
     pthread_mutex_lock(&s->mu);
     if (!s->close_requested) {
         s->close_requested = 1;
+        ds_queue_close(s->q); /* queued messages still go out, before the status */
         s->close_code = (code < 0 || code > DS_RPC_UNAUTHENTICATED) ? DS_RPC_INTERNAL : code;
         s->close_msg = message ? dup_str(message) : NULL;
         stream_pump(s);
     }
-    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     stream_release(s);
 }
@@ -1030,14 +1016,9 @@ void ds_rpc_channel_free(ds_rpc_channel *ch)
     grpc_shutdown();
 }
 
-const char *ds_rpc_channel_peer(const ds_rpc_channel *ch)
+int ds_rpc_error_prefix(const ds_rpc_channel *ch, const char *method_path, ds_error *err)
 {
-    return ch->peer;
-}
-
-const char *ds_rpc_channel_target(const ds_rpc_channel *ch)
-{
-    return ch->target;
+    return ds_error_prefix(err, "%s (%s) %s", ch->peer, ch->target, short_method(method_path));
 }
 
 static const char *state_name(grpc_connectivity_state s)

@@ -1,8 +1,9 @@
 /* rpc.h - the project's only door to gRPC (C core) and protobuf-c messages.
  *
- * Nobody else includes grpc headers.  Messages are plain bytes here; the
- * services pack/unpack them with the protobuf-c helpers below and check them
- * with the ds_rpc_validate_* functions before use.
+ * Nobody else includes grpc headers.  Messages are plain bytes to the
+ * transport (rpc.c); the typed calls at the end (calls.c) pack, unpack and
+ * validate deltaslice.proto's messages for the services, with the
+ * protobuf-c helpers and ds_rpc_validate_* functions (rpc_msg.c).
  *
  * Server:  ds_rpc_server_new -> ds_rpc_server_add_unary / _add_stream ->
  *          ds_rpc_server_start -> ... -> ds_rpc_server_shutdown -> _free.
@@ -150,8 +151,9 @@ typedef struct ds_rpc_reader ds_rpc_reader;
 ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
                                    size_t max_msg_bytes, ds_error *err);
 void ds_rpc_channel_free(ds_rpc_channel *ch);
-const char *ds_rpc_channel_peer(const ds_rpc_channel *ch);
-const char *ds_rpc_channel_target(const ds_rpc_channel *ch);
+/* Prefixes err with "peer (target) Method", the way the channel's own call
+ * errors read; returns -1. */
+int ds_rpc_error_prefix(const ds_rpc_channel *ch, const char *method, ds_error *err);
 
 /* Waits until the peer accepts connections, retrying with backoff
  * (0.1 s .. 2 s) for up to total_timeout_s seconds; logs "waiting for w0 at
@@ -199,10 +201,6 @@ int ds_rpc_pack(const ProtobufCMessage *msg, ds_buf *out, ds_error *err);
 ProtobufCMessage *ds_rpc_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
                                 size_t len, size_t max_len, ds_error *err);
 
-/* Unary handler of the Clock methods: answers a ClockProbe with this
- * process's receive and send times (NTP-style offset estimation). */
-int ds_rpc_clock_handler(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err);
-
 /* ------------------------------------------------------------- validation
  *
  * What the services call right after unpacking a message from the network.
@@ -245,5 +243,85 @@ int ds_rpc_validate_predictors_request(const Deltaslice__PredictorsRequest *m, d
 int ds_rpc_validate_ack(const Deltaslice__Ack *m, ds_error *err);
 /* ClockProbe reply: server_recv_us <= server_send_us, all >= 0. */
 int ds_rpc_validate_clock_probe(const Deltaslice__ClockProbe *m, ds_error *err);
+
+/* ----------------------------------------------------- typed calls (calls.c)
+ *
+ * One function per method and side, so that the services deal in C values
+ * and never pack, unpack, validate or free a protobuf message of the ones
+ * below themselves.  Every received message is unpacked and validated in
+ * one step; on the client side its errors name the peer and method like
+ * the transport's ("w0 (localhost:33330) Costs: layer costs: ...").
+ *   client:  ds_rpc_call_*, ds_rpc_open_results
+ *   server:  ds_rpc_read_* the request, ds_rpc_write_* the reply */
+
+/* Clock (Worker and Trainer), client half: up to n_probes probes of the
+ * peer's wall clock (NTP-style); *offset_us (peer = local + offset) and
+ * *rtt_us of the probe with the shortest round trip.  Stops at the first
+ * failed call or bad answer; fails when no probe got a valid answer. */
+int ds_rpc_call_clock(ds_rpc_channel *ch, const char *method, int n_probes, int64_t *offset_us,
+                      int64_t *rtt_us, ds_error *err);
+/* Clock, server half: a unary handler answering with this process's receive
+ * and send times. */
+int ds_rpc_clock_handler(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err);
+
+/* Costs, client half: the worker's costs for the model (by hash) at rows x
+ * cols, checked for n_layers layers. */
+typedef struct ds_rpc_costs {
+    double *seconds; /* n_layers; malloc'd, the caller frees it */
+    uint32_t threads;
+    char host[DS_RPC_MAX_TEXT + 1];
+} ds_rpc_costs;
+int ds_rpc_call_costs(ds_rpc_channel *ch, const char *model_hash, int rows, int cols,
+                      size_t n_layers, double deadline_s, ds_rpc_costs *out, ds_error *err);
+/* Costs, server half. */
+typedef struct ds_rpc_costs_query {
+    char model_hash[DS_RPC_MAX_TEXT + 1];
+    int rows, cols;
+} ds_rpc_costs_query;
+int ds_rpc_read_costs_query(const uint8_t *req, size_t len, ds_rpc_costs_query *q, ds_error *err);
+int ds_rpc_write_costs(const double *seconds, const double *flops, size_t n_layers,
+                       uint32_t threads, const char *host, ds_buf *resp, ds_error *err);
+
+/* Predictors, client half: the trainer's predictor blob (sched/predict.h)
+ * for the model (by hash), video, frame size and frame count (0: any), into
+ * blob (reused). */
+int ds_rpc_call_predictors(ds_rpc_channel *ch, const char *model_hash, const char *video,
+                           int rows, int cols, uint32_t frame_num, double deadline_s,
+                           ds_buf *blob, ds_error *err);
+/* Predictors, server half. */
+typedef struct ds_rpc_predictors_query {
+    char model_hash[DS_RPC_MAX_TEXT + 1];
+    char video[DS_RPC_MAX_TEXT + 1];
+    int rows, cols;
+    uint32_t frame_num;
+} ds_rpc_predictors_query;
+int ds_rpc_read_predictors_query(const uint8_t *req, size_t len, ds_rpc_predictors_query *q,
+                                 ds_error *err);
+int ds_rpc_write_predictors(const uint8_t *blob, size_t blob_len, ds_buf *resp, ds_error *err);
+
+/* Submit, client half: sends a packed FrameRequest (the caller packs it:
+ * the worker does so off its sending thread) and checks the Ack; resp is a
+ * buffer reused across calls. */
+int ds_rpc_call_submit(ds_rpc_channel *ch, const ds_buf *request, double deadline_s,
+                       ds_buf *resp, ds_error *err);
+/* Submit, server half: the request as ds_rpc_validate_frame_request checks
+ * it (free it with ds_rpc_free_frame_request), and the Ack. */
+Deltaslice__FrameRequest *ds_rpc_read_frame_request(const uint8_t *req, size_t len,
+                                                    uint32_t n_workers, int32_t max_layer_id,
+                                                    ds_error *err);
+void ds_rpc_free_frame_request(Deltaslice__FrameRequest *m);
+int ds_rpc_write_ack(ds_buf *resp, ds_error *err);
+
+/* Results, client half: opens the worker's result stream (see
+ * ds_rpc_reader_open); its messages are FinishReports. */
+ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, ds_error *err);
+/* Results, server half: checks the request (it carries nothing). */
+int ds_rpc_read_results_request(const uint8_t *req, size_t len, ds_error *err);
+/* A FinishReport from the stream, as ds_rpc_validate_finish_report checks
+ * it; free it with ds_rpc_free_finish_report. */
+Deltaslice__FinishReport *ds_rpc_read_finish_report(const uint8_t *msg, size_t len,
+                                                    uint32_t n_workers, int32_t max_layer_id,
+                                                    ds_error *err);
+void ds_rpc_free_finish_report(Deltaslice__FinishReport *m);
 
 #endif

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "rpc/rpc.h"
-#include "common/timing.h"
 
 int ds_rpc_pack(const ProtobufCMessage *msg, ds_buf *out, ds_error *err)
 {
@@ -246,19 +245,4 @@ int ds_rpc_validate_clock_probe(const Deltaslice__ClockProbe *m, ds_error *err)
                          "server send %lld)", (long long)m->client_send_us,
                          (long long)m->server_recv_us, (long long)m->server_send_us);
     return 0;
-}
-
-int ds_rpc_clock_handler(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
-{
-    (void)ud;
-    int64_t recv = ds_wall_us();
-    Deltaslice__ClockProbe *m = (Deltaslice__ClockProbe *)ds_rpc_unpack(
-        &deltaslice__clock_probe__descriptor, req, len, 0, err);
-    if (!m)
-        return DS_RPC_INVALID_ARGUMENT;
-    m->server_recv_us = recv;
-    m->server_send_us = ds_wall_us();
-    int rc = ds_rpc_pack(&m->base, resp, err);
-    protobuf_c_message_free_unpacked(&m->base, NULL);
-    return rc ? DS_RPC_INTERNAL : DS_RPC_OK;
 }

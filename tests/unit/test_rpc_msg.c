@@ -229,12 +229,110 @@ static void test_small_messages(void **state)
     assert_string_equal(ds_rpc_code_name(99), "UNKNOWN_STATUS");
 }
 
+/* The typed server halves: a request unpacked and validated in one step
+ * (bad bytes and bad fields both refused), replies that read back. */
+static void test_typed_messages(void **state)
+{
+    (void)state;
+    ds_error err = {{0}};
+    ds_buf b = {0};
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x01};
+
+    /* Submit: the frame request as the validator checks it, and the Ack. */
+    fixture f;
+    make_request(&f);
+    assert_int_equal(ds_rpc_pack(&f.fr.base, &b, &err), 0);
+    Deltaslice__FrameRequest *m = ds_rpc_read_frame_request(b.data, b.len, 2, 8, &err);
+    assert_non_null(m);
+    assert_int_equal(m->frame_id, 42);
+    ds_rpc_free_frame_request(m);
+    assert_null(ds_rpc_read_frame_request(b.data, b.len, 3, 8, &err)); /* 2 jobs, 3 workers */
+    assert_non_null(strstr(err.msg, "2 jobs for 3 workers"));
+    assert_null(ds_rpc_read_frame_request(junk, sizeof junk, 2, 8, &err));
+    assert_non_null(strstr(err.msg, "malformed deltaslice.FrameRequest"));
+    ds_rpc_free_frame_request(NULL);
+    assert_int_equal(ds_rpc_write_ack(&b, &err), 0);
+    Deltaslice__Ack *ack = (Deltaslice__Ack *)ds_rpc_unpack(&deltaslice__ack__descriptor, b.data,
+                                                            b.len, 0, &err);
+    assert_non_null(ack);
+    assert_true(ack->ok);
+    protobuf_c_message_free_unpacked(&ack->base, NULL);
+
+    /* Costs. */
+    Deltaslice__LayerCostsRequest cq = DELTASLICE__LAYER_COSTS_REQUEST__INIT;
+    cq.model_hash = "0123456789abcdef";
+    cq.rows = 72;
+    cq.cols = 96;
+    assert_int_equal(ds_rpc_pack(&cq.base, &b, &err), 0);
+    ds_rpc_costs_query q;
+    assert_int_equal(ds_rpc_read_costs_query(b.data, b.len, &q, &err), 0);
+    assert_string_equal(q.model_hash, "0123456789abcdef");
+    assert_int_equal(q.rows, 72);
+    assert_int_equal(q.cols, 96);
+    cq.rows = 0;
+    assert_int_equal(ds_rpc_pack(&cq.base, &b, &err), 0);
+    assert_int_equal(ds_rpc_read_costs_query(b.data, b.len, &q, &err), -1);
+    assert_non_null(strstr(err.msg, "frame size 0x96"));
+    double sec[3] = {0, 1e-3, 2e-3}, flops[3] = {0, 10, 20};
+    assert_int_equal(ds_rpc_write_costs(sec, flops, 3, 2, "pi", &b, &err), 0);
+    Deltaslice__LayerCosts *c = (Deltaslice__LayerCosts *)ds_rpc_unpack(
+        &deltaslice__layer_costs__descriptor, b.data, b.len, 0, &err);
+    assert_non_null(c);
+    assert_int_equal(ds_rpc_validate_layer_costs(c, 3, &err), 0);
+    assert_true(c->seconds[2] == 2e-3 && c->flops[1] == 10 && c->threads == 2);
+    assert_string_equal(c->host, "pi");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+
+    /* Predictors. */
+    Deltaslice__PredictorsRequest pq = DELTASLICE__PREDICTORS_REQUEST__INIT;
+    pq.model_hash = "abc";
+    pq.video = "clip.mp4";
+    pq.rows = 10;
+    pq.cols = 20;
+    pq.frame_num = 8;
+    assert_int_equal(ds_rpc_pack(&pq.base, &b, &err), 0);
+    ds_rpc_predictors_query p;
+    assert_int_equal(ds_rpc_read_predictors_query(b.data, b.len, &p, &err), 0);
+    assert_string_equal(p.model_hash, "abc");
+    assert_string_equal(p.video, "clip.mp4");
+    assert_true(p.rows == 10 && p.cols == 20 && p.frame_num == 8);
+    pq.model_hash = "";
+    assert_int_equal(ds_rpc_pack(&pq.base, &b, &err), 0);
+    assert_int_equal(ds_rpc_read_predictors_query(b.data, b.len, &p, &err), -1);
+    assert_non_null(strstr(err.msg, "model hash is empty"));
+    static const uint8_t blob[] = {9, 8, 7};
+    assert_int_equal(ds_rpc_write_predictors(blob, sizeof blob, &b, &err), 0);
+    Deltaslice__Predictors *pr = (Deltaslice__Predictors *)ds_rpc_unpack(
+        &deltaslice__predictors__descriptor, b.data, b.len, 0, &err);
+    assert_non_null(pr);
+    assert_int_equal(pr->blob.len, 3);
+    assert_memory_equal(pr->blob.data, blob, 3);
+    protobuf_c_message_free_unpacked(&pr->base, NULL);
+
+    /* Results: the stream request, and the reports on the stream. */
+    assert_int_equal(ds_rpc_read_results_request(NULL, 0, &err), 0);
+    assert_int_equal(ds_rpc_read_results_request(junk, sizeof junk, &err), -1);
+    Deltaslice__FinishReport r = DELTASLICE__FINISH_REPORT__INIT;
+    r.frame_id = 5;
+    r.worker = 1;
+    r.ok = 1;
+    assert_int_equal(ds_rpc_pack(&r.base, &b, &err), 0);
+    Deltaslice__FinishReport *got = ds_rpc_read_finish_report(b.data, b.len, 2, 8, &err);
+    assert_non_null(got);
+    assert_int_equal(got->frame_id, 5);
+    ds_rpc_free_finish_report(got);
+    assert_null(ds_rpc_read_finish_report(b.data, b.len, 1, 8, &err)); /* worker 1 of 1 */
+    assert_non_null(strstr(err.msg, "worker 1 out of range"));
+    ds_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frame_request),
         cmocka_unit_test(test_finish_report),
         cmocka_unit_test(test_small_messages),
+        cmocka_unit_test(test_typed_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -164,6 +164,18 @@ static void test_predictors(void **state)
     ds_predictors_free(p);
     ds_model_free(&m2);
 
+    /* The typed call the master makes gives the same blob (both cached). */
+    ds_buf typed = {0};
+    assert_int_equal(ds_rpc_call_predictors(ch, model.hash, "sample.mp4", 64, 80, FRAMES, 120,
+                                            &typed, &err), 0);
+    assert_int_equal(typed.len, blob.len);
+    assert_memory_equal(typed.data, blob.data, blob.len);
+    assert_int_equal(ds_rpc_call_predictors(ch, model.hash, "other.mp4", 64, 80, FRAMES, 120,
+                                            &typed, &err), -1);
+    if (!strstr(err.msg, "trainer (") || !strstr(err.msg, ") Predictors: FAILED_PRECONDITION"))
+        fail_msg("%s", err.msg);
+    ds_buf_free(&typed);
+
     /* Clock probes still answered. */
     Deltaslice__ClockProbe probe = DELTASLICE__CLOCK_PROBE__INIT;
     probe.client_send_us = 1;
@@ -174,6 +186,8 @@ static void test_predictors(void **state)
                      0);
     ds_buf_free(&req);
     ds_buf_free(&resp);
+    int64_t offset, rtt;
+    assert_int_equal(ds_rpc_call_clock(ch, DS_RPC_TRAINER_CLOCK, 2, &offset, &rtt, &err), 0);
 
     /* Both sizes are cached: 2 data files and 2 predictor files. */
     char dir[128];

@@ -212,6 +212,29 @@ static void test_hostile_requests(void **state)
     assert_int_equal(submit(&req, &err), DS_RPC_OK);
     expect_report(2, 1);
 
+    /* The typed calls the master makes: Submit, Costs (checked against the
+     * layer count asked for), Clock. */
+    frame_request(&req, 3, 0, payload.data, payload.len);
+    assert_int_equal(ds_rpc_call_submit(ch, &req, 30, &resp, &err), 0);
+    expect_report(3, 1);
+    assert_int_equal(ds_rpc_call_submit(ch, &req, 30, &resp, &err), -1);
+    assert_non_null(strstr(err.msg, "frame 3 arrives after frame 3"));
+    ds_rpc_costs costs;
+    assert_int_equal(ds_rpc_call_costs(ch, model.hash, ROWS, COLS, (size_t)model.n_layers, 60,
+                                       &costs, &err), 0);
+    assert_true(costs.threads >= 1 && costs.host[0]);
+    for (int l = 0; l < model.n_layers; l++)
+        assert_true(costs.seconds[l] >= 0);
+    free(costs.seconds);
+    assert_int_equal(ds_rpc_call_costs(ch, model.hash, ROWS, COLS, (size_t)model.n_layers + 1, 60,
+                                       &costs, &err), -1);
+    if (!strstr(err.msg, "w0 (localhost:") || !strstr(err.msg, ") Costs: layer costs: "))
+        fail_msg("%s", err.msg);
+    assert_null(costs.seconds);
+    int64_t offset, rtt;
+    assert_int_equal(ds_rpc_call_clock(ch, DS_RPC_WORKER_CLOCK, 3, &offset, &rtt, &err), 0);
+    assert_true(rtt >= 0 && offset > -1000000 && offset < 1000000); /* one machine */
+
     ds_buf_free(&junk);
     ds_buf_free(&req);
     ds_buf_free(&resp);
