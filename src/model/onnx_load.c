@@ -15,6 +15,7 @@
 
 #include "model/model.h"
 #include "model/onnx.pb-c.h"
+#include "model/op_table.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "ONNX raw_data is little-endian; this loader reads it in place"
@@ -44,7 +45,7 @@ typedef struct cst {
     int borrowed;  /* data not owned by the unpacked message (bound input) */
 } cst;
 
-typedef struct ctx {
+typedef struct ds_onnx_ctx {
     const char *label;
     ds_error *err;
     Onnx__ModelProto *mp;
@@ -517,8 +518,9 @@ static int spatial_attrs(ctx *c, const Onnx__NodeProto *n, ds_layer *l, int need
     return 0;
 }
 
-static int op_conv(ctx *c, const Onnx__NodeProto *n)
+int ds_onnx_parse_conv(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
     static const char *const known[] = {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", NULL};
     if (check_arity(c, n, 2, 3, 1) || attr_check_known(c, n, known))
         return -1;
@@ -563,7 +565,7 @@ static int op_conv(ctx *c, const Onnx__NodeProto *n)
     return 0;
 }
 
-static int op_pool(ctx *c, const Onnx__NodeProto *n, ds_op op)
+int ds_onnx_parse_pool(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
     static const char *const kmax[] = {"kernel_shape", "strides", "pads", "auto_pad", "ceil_mode",
                                        "dilations", "storage_order", NULL};
@@ -608,7 +610,7 @@ static int op_pool(ctx *c, const Onnx__NodeProto *n, ds_op op)
     return 0;
 }
 
-static int op_simple(ctx *c, const Onnx__NodeProto *n, ds_op op)
+int ds_onnx_parse_unary(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
     static const char *const knone[] = {NULL};
     static const char *const kaxis[] = {"axis", NULL};
@@ -645,8 +647,9 @@ static int op_simple(ctx *c, const Onnx__NodeProto *n, ds_op op)
     return 0;
 }
 
-static int op_concat(ctx *c, const Onnx__NodeProto *n)
+int ds_onnx_parse_concat(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
     static const char *const known[] = {"axis", NULL};
     if (check_arity(c, n, 1, (int)(n->n_input > 0 ? n->n_input : 1), 1) || attr_check_known(c, n, known))
         return -1;
@@ -700,8 +703,10 @@ static int bias_from(ctx *c, const Onnx__NodeProto *n, ds_tensor *b, int64_t N, 
     return 0;
 }
 
-static int op_gemm(ctx *c, const Onnx__NodeProto *n, int matmul)
+int ds_onnx_parse_gemm(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
+    int matmul = !strcmp(op_type(n), "MatMul"); /* Gemm's operands, no attributes, no bias */
     static const char *const kgemm[] = {"alpha", "beta", "transA", "transB", NULL};
     static const char *const knone[] = {NULL};
     if (check_arity(c, n, 2, matmul ? 2 : 3, 1) || attr_check_known(c, n, matmul ? knone : kgemm))
@@ -760,8 +765,9 @@ static int op_gemm(ctx *c, const Onnx__NodeProto *n, int matmul)
     return 0;
 }
 
-static int op_add(ctx *c, const Onnx__NodeProto *n)
+int ds_onnx_parse_add(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
     static const char *const knone[] = {NULL};
     if (check_arity(c, n, 2, 2, 1) || attr_check_known(c, n, knone))
         return -1;
@@ -795,8 +801,9 @@ static int op_add(ctx *c, const Onnx__NodeProto *n)
     return 0;
 }
 
-static int op_batchnorm(ctx *c, const Onnx__NodeProto *n)
+int ds_onnx_parse_batchnorm(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
     static const char *const known[] = {"epsilon", "momentum", "training_mode", "spatial", NULL};
     if (check_arity(c, n, 5, 5, 1) || attr_check_known(c, n, known))
         return -1;
@@ -941,32 +948,11 @@ static int do_node(ctx *c, int idx)
     if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx"))
         return node_err(c, n, "unsupported operator domain \"%.60s\"", n->domain);
     const char *t = op_type(n);
-    if (!strcmp(t, "Conv"))
-        return op_conv(c, n);
-    if (!strcmp(t, "Relu"))
-        return op_simple(c, n, DS_OP_RELU);
-    if (!strcmp(t, "MaxPool"))
-        return op_pool(c, n, DS_OP_MAXPOOL);
-    if (!strcmp(t, "AveragePool"))
-        return op_pool(c, n, DS_OP_AVGPOOL);
-    if (!strcmp(t, "GlobalAveragePool"))
-        return op_pool(c, n, DS_OP_GLOBALAVGPOOL);
-    if (!strcmp(t, "Concat"))
-        return op_concat(c, n);
-    if (!strcmp(t, "Add"))
-        return op_add(c, n);
-    if (!strcmp(t, "Flatten"))
-        return op_simple(c, n, DS_OP_FLATTEN);
-    if (!strcmp(t, "Gemm"))
-        return op_gemm(c, n, 0);
-    if (!strcmp(t, "MatMul"))
-        return op_gemm(c, n, 1);
-    if (!strcmp(t, "LRN"))
-        return op_simple(c, n, DS_OP_LRN);
-    if (!strcmp(t, "Softmax"))
-        return op_simple(c, n, DS_OP_SOFTMAX);
-    if (!strcmp(t, "BatchNormalization"))
-        return op_batchnorm(c, n);
+    for (int op = 0; op < DS_OP_COUNT; op++)
+        for (int k = 0; k < 2 && ds_op_defs[op].onnx_types[k]; k++)
+            if (ds_op_defs[op].parse && !strcmp(t, ds_op_defs[op].onnx_types[k]))
+                return ds_op_defs[op].parse(c, n, (ds_op)op);
+    /* Nodes that name a value rather than compute a layer. */
     if (!strcmp(t, "Identity"))
         return op_alias(c, n, 0);
     if (!strcmp(t, "Dropout"))
