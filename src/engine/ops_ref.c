@@ -1,7 +1,6 @@
 /* ops_ref.c - the plain-C reference kernels (NCHW) and the checks both backends share. */
 #include "ops.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <string.h>
 

@@ -2,8 +2,9 @@
  *
  * Steps: unpack with protobuf-c; index every value name (initializers, graph
  * inputs, node outputs); sort the nodes topologically (file order where it
- * allows); then turn each node into a layer, an alias (Identity, Dropout,
- * Constant) or a fold (BatchNormalization into Conv, Add into MatMul).
+ * allows); then turn each node into a layer (the op table's parser for its
+ * op_type), an alias (Identity, Dropout, Constant) or a fold
+ * (BatchNormalization into Conv, Add into MatMul).
  * Nothing is trusted: every name, count, attribute and tensor size is checked
  * and a failure names the node and op. */
 #include <inttypes.h>
@@ -490,7 +491,7 @@ static void mark_unusable(ctx *c, const Onnx__NodeProto *n, size_t from, const c
         }
 }
 
-/* ---- ops --------------------------------------------------------------- */
+/* ---- ops: the parsers of the op table (op_table.c) ---------------------- */
 
 static int spatial_attrs(ctx *c, const Onnx__NodeProto *n, ds_layer *l, int need_kernel)
 {
