@@ -190,48 +190,55 @@ static int run_dot(const char *text, size_t len, const char *out)
     return 0;
 }
 
-int ds_cmd_dag(int argc, char **argv)
+static const char dag_help[] =
+    "usage: deltaslice dag MODEL -o OUT.svg|OUT.dot [options]\n"
+    "\n"
+    "Draws the model's layer DAG with Graphviz.  Each node shows the layer id\n"
+    "and name, op, output shape (bytes as float32), FLOPs and, from a quick\n"
+    "profile, the measured time and its share of the total.  Articulation\n"
+    "layers - those every input-to-output path passes through, the legal\n"
+    "single cut points - are orange with a double border.  MODEL is zoo:NAME\n"
+    "(alexnet, vgg16, vgg19, googlenet, resnet50) or an .onnx file.\n"
+    "  .dot  Graphviz source, written directly\n"
+    "  .svg  rendered by 'dot -Tsvg' (the graphviz package)\n"
+    "\n"
+    "options:\n"
+    "  -o, --output FILE    the picture; its extension picks the format\n"
+    "  -s, --size HxW       input frame size (default 480x720)\n"
+    "  -r, --runs N         profile runs after a warm-up, median taken\n"
+    "                       (default 3; 0 = FLOPs only, no profile)\n"
+    "  -t, --threads N      threads for the profile (default 1)\n"
+    "  -b, --backend NAME   xnnpack (default) or reference\n"
+    "  -h, --help           show this help\n"
+    "      --version        show the version\n";
+
+typedef struct dag_opts {
+    const char *spec, *out;
+    int h, w, runs, threads;
+    int svg; /* else .dot */
+    ds_backend be;
+} dag_opts;
+
+/* Options into o: -1 to go on, else the exit status (help, usage error). */
+static int parse_args(int argc, char **argv, dag_opts *o)
 {
-    static const char help[] =
-        "usage: deltaslice dag MODEL -o OUT.svg|OUT.dot [options]\n"
-        "\n"
-        "Draws the model's layer DAG with Graphviz.  Each node shows the layer id\n"
-        "and name, op, output shape (bytes as float32), FLOPs and, from a quick\n"
-        "profile, the measured time and its share of the total.  Articulation\n"
-        "layers - those every input-to-output path passes through, the legal\n"
-        "single cut points - are orange with a double border.  MODEL is zoo:NAME\n"
-        "(alexnet, vgg16, vgg19, googlenet, resnet50) or an .onnx file.\n"
-        "  .dot  Graphviz source, written directly\n"
-        "  .svg  rendered by 'dot -Tsvg' (the graphviz package)\n"
-        "\n"
-        "options:\n"
-        "  -o, --output FILE    the picture; its extension picks the format\n"
-        "  -s, --size HxW       input frame size (default 480x720)\n"
-        "  -r, --runs N         profile runs after a warm-up, median taken\n"
-        "                       (default 3; 0 = FLOPs only, no profile)\n"
-        "  -t, --threads N      threads for the profile (default 1)\n"
-        "  -b, --backend NAME   xnnpack (default) or reference\n"
-        "  -h, --help           show this help\n"
-        "      --version        show the version\n";
     static const struct option longs[] = {
         {"output", required_argument, NULL, 'o'},  {"size", required_argument, NULL, 's'},
         {"runs", required_argument, NULL, 'r'},    {"threads", required_argument, NULL, 't'},
         {"backend", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
     };
-    const char *out = NULL;
-    int h = 480, w = 720, runs = 3, threads = 1;
-    ds_backend be = DS_BACKEND_XNNPACK;
+    *o = (dag_opts){.h = 480, .w = 720, .runs = 3, .threads = 1, .be = DS_BACKEND_XNNPACK};
     optind = 1;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":o:s:r:t:b:h", longs, NULL)) != -1) {
         switch (c) {
         case 'o':
-            out = optarg;
+            o->out = optarg;
             break;
         case 's':
-            if (parse_size(optarg, &h, &w))
+            if (parse_size(optarg, &o->h, &o->w))
                 return ds_cli_usage_error(argv[0], "--size wants HxW with sides 1..%d, got '%s'",
                                           MAX_SIDE, optarg);
             break;
@@ -244,116 +251,155 @@ int ds_cmd_dag(int argc, char **argv)
             if (errno || end == optarg || *end || v < lo || v > hi)
                 return ds_cli_usage_error(argv[0], "--%s wants %ld..%ld, got '%s'",
                                           c == 'r' ? "runs" : "threads", lo, hi, optarg);
-            *(c == 'r' ? &runs : &threads) = (int)v;
+            *(c == 'r' ? &o->runs : &o->threads) = (int)v;
             break;
         }
         case 'b':
-            if (ds_backend_parse(optarg, &be))
+            if (ds_backend_parse(optarg, &o->be))
                 return ds_cli_usage_error(argv[0], "--backend is xnnpack or reference, not '%s'", optarg);
             break;
         default:
-            return ds_cli_common_option(c, argv[0], help, argv);
+            return ds_cli_common_option(c, argv[0], dag_help, argv);
         }
     }
     if (optind != argc - 1)
         return ds_cli_usage_error(argv[0], "expected exactly one MODEL argument");
-    if (!out)
+    if (!o->out)
         return ds_cli_usage_error(argv[0], "missing -o/--output OUT.svg|OUT.dot");
-    const char *slash = strrchr(out, '/');
-    const char *ext = strrchr(slash ? slash : out, '.');
-    int svg = ext && !strcmp(ext, ".svg");
-    if (!svg && !(ext && !strcmp(ext, ".dot")))
-        return ds_cli_usage_error(argv[0], "cannot tell the format of '%s': use a .svg or .dot name", out);
-    if (svg && !on_path("dot")) {
+    o->spec = argv[optind];
+    const char *slash = strrchr(o->out, '/');
+    const char *ext = strrchr(slash ? slash : o->out, '.');
+    o->svg = ext && !strcmp(ext, ".svg");
+    if (!o->svg && !(ext && !strcmp(ext, ".dot")))
+        return ds_cli_usage_error(argv[0], "cannot tell the format of '%s': use a .svg or .dot name", o->out);
+    return -1;
+}
+
+/* The DOT text to o->out: rendered by dot for .svg, as is for .dot. */
+static int write_output(const char *text, size_t len, const dag_opts *o)
+{
+    if (o->svg) {
+        if (run_dot(text, len, o->out)) {
+            remove(o->out);
+            return -1;
+        }
+        return 0;
+    }
+    FILE *f = fopen(o->out, "w");
+    int bad = !f;
+    if (f) {
+        bad = fwrite(text, 1, len, f) != len;
+        bad |= fclose(f) != 0;
+    }
+    if (bad) {
+        fprintf(stderr, "deltaslice dag: cannot write %s: %s\n", o->out, strerror(errno));
+        if (f)
+            remove(o->out);
+        return -1;
+    }
+    return 0;
+}
+
+static int draw(const ds_model *m, const dag_opts *o, const int *is_art, int n_art,
+                const ds_profile *prof, const char *prof_desc)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        fprintf(stderr, "deltaslice dag: out of memory\n");
+        return -1;
+    }
+    write_dot(f, m, o->spec, o->h, o->w, is_art, n_art, prof, prof_desc);
+    int rc = -1;
+    if (fclose(f))
+        fprintf(stderr, "deltaslice dag: out of memory\n");
+    else
+        rc = write_output(text, len, o);
+    free(text);
+    return rc;
+}
+
+/* is_art[i] = 1 for the articulation layers; returns their count, -1 when
+ * out of memory. */
+static int mark_articulations(const ds_model *m, int *is_art)
+{
+    int *art = malloc((size_t)m->n_layers * sizeof *art);
+    if (!art) {
+        fprintf(stderr, "deltaslice dag: out of memory\n");
+        return -1;
+    }
+    int n_art = ds_model_articulations(m, art);
+    for (int i = 0; i < n_art; i++)
+        if (art[i] >= 0 && art[i] < m->n_layers)
+            is_art[art[i]] = 1;
+    free(art);
+    return n_art;
+}
+
+/* Profiles m as o says; prof_desc describes how. */
+static int profile(const ds_model *m, const dag_opts *o, ds_profile *prof, char *prof_desc, size_t len)
+{
+    ds_error err;
+    if (ds_profile_model(m, o->be, o->threads, o->runs, isatty(2), prof, &err)) {
+        fprintf(stderr, "deltaslice dag: profiling %s: %s\n", o->spec, err.msg);
+        return -1;
+    }
+    if (prof->n_layers != m->n_layers) {
+        fprintf(stderr, "deltaslice dag: profile has %d layers, model %d\n", prof->n_layers, m->n_layers);
+        ds_profile_free(prof);
+        return -1;
+    }
+    snprintf(prof_desc, len, "on %s, %d thread%s, median of %d run%s", ds_backend_name(o->be), o->threads,
+             o->threads > 1 ? "s" : "", o->runs, o->runs > 1 ? "s" : "");
+    return 0;
+}
+
+int ds_cmd_dag(int argc, char **argv)
+{
+    dag_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    if (o.svg && !on_path("dot")) {
         fprintf(stderr, "deltaslice dag: 'dot' (Graphviz) not found on PATH: install the graphviz "
                         "package (apt-get install graphviz), or write .dot and render it elsewhere\n");
         return 1;
     }
-
-    const char *spec = argv[optind];
     ds_model m;
     memset(&m, 0, sizeof m);
     ds_profile prof;
     memset(&prof, 0, sizeof prof);
-    int have_prof = 0, rc = 1, *is_art = NULL, *art = NULL;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = NULL;
+    int have_prof = 0, *is_art = NULL, n_art;
+    char prof_desc[96] = "";
     ds_error err;
-    if (ds_model_load(spec, &m, &err)) {
+    rc = 1;
+    if (ds_model_load(o.spec, &m, &err)) {
         fprintf(stderr, "deltaslice dag: %s\n", err.msg);
         goto done;
     }
     /* Channels as declared (3 for every zoo trunk). */
     int64_t ch = m.input_shape.ndim >= 2 && m.input_shape.dims[1] > 0 ? m.input_shape.dims[1] : 3;
-    if (ds_model_set_input(&m, 1, ch, h, w, &err)) {
-        fprintf(stderr, "deltaslice dag: %s at %dx%d: %s\n", spec, h, w, err.msg);
+    if (ds_model_set_input(&m, 1, ch, o.h, o.w, &err)) {
+        fprintf(stderr, "deltaslice dag: %s at %dx%d: %s\n", o.spec, o.h, o.w, err.msg);
         goto done;
     }
-    is_art = calloc((size_t)m.n_layers, sizeof *is_art);
-    art = malloc((size_t)m.n_layers * sizeof *art);
-    if (!is_art || !art) {
+    if (!(is_art = calloc((size_t)m.n_layers, sizeof *is_art))) {
         fprintf(stderr, "deltaslice dag: out of memory\n");
         goto done;
     }
-    int n_art = ds_model_articulations(&m, art);
-    for (int i = 0; i < n_art; i++)
-        if (art[i] >= 0 && art[i] < m.n_layers)
-            is_art[art[i]] = 1;
-    char prof_desc[96] = "";
-    if (runs > 0) {
-        if (ds_profile_model(&m, be, threads, runs, isatty(2), &prof, &err)) {
-            fprintf(stderr, "deltaslice dag: profiling %s: %s\n", spec, err.msg);
-            goto done;
-        }
-        have_prof = 1;
-        if (prof.n_layers != m.n_layers) {
-            fprintf(stderr, "deltaslice dag: profile has %d layers, model %d\n", prof.n_layers, m.n_layers);
-            goto done;
-        }
-        snprintf(prof_desc, sizeof prof_desc, "on %s, %d thread%s, median of %d run%s",
-                 ds_backend_name(be), threads, threads > 1 ? "s" : "", runs, runs > 1 ? "s" : "");
-    }
-    f = open_memstream(&text, &len);
-    if (!f) {
-        fprintf(stderr, "deltaslice dag: out of memory\n");
+    if ((n_art = mark_articulations(&m, is_art)) < 0)
         goto done;
-    }
-    write_dot(f, &m, spec, h, w, is_art, n_art, have_prof ? &prof : NULL, prof_desc);
-    if (fclose(f)) {
-        f = NULL;
-        fprintf(stderr, "deltaslice dag: out of memory\n");
+    if (o.runs > 0 && profile(&m, &o, &prof, prof_desc, sizeof prof_desc))
         goto done;
-    }
-    f = NULL;
-    if (svg) {
-        if (run_dot(text, len, out)) {
-            remove(out);
-            goto done;
-        }
-    } else {
-        FILE *o = fopen(out, "w");
-        int bad = !o;
-        if (o) {
-            bad = fwrite(text, 1, len, o) != len;
-            bad |= fclose(o) != 0;
-        }
-        if (bad) {
-            fprintf(stderr, "deltaslice dag: cannot write %s: %s\n", out, strerror(errno));
-            if (o)
-                remove(out);
-            goto done;
-        }
-    }
-    printf("%s: %s at %dx%d, %d layers, %d articulation layers%s%s\n", out, spec, h, w, m.n_layers,
+    have_prof = o.runs > 0;
+    if (draw(&m, &o, is_art, n_art, have_prof ? &prof : NULL, prof_desc))
+        goto done;
+    printf("%s: %s at %dx%d, %d layers, %d articulation layers%s%s\n", o.out, o.spec, o.h, o.w, m.n_layers,
            n_art, have_prof ? ", profiled " : "", prof_desc);
     rc = 0;
 done:
-    if (f)
-        fclose(f);
-    free(text);
     free(is_art);
-    free(art);
     if (have_prof)
         ds_profile_free(&prof);
     ds_model_free(&m);

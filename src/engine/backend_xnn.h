@@ -22,9 +22,11 @@
 
 typedef struct ds_xnn ds_xnn;
 
-/* threads <= 1 runs on the caller's thread (no pool). */
+/* threads <= 1 runs on the caller's thread (no pool).  Checks m's layers
+ * once (ds_ops_check_model); the runs then trust their shapes. */
 ds_xnn *ds_xnn_new(const ds_model *m, int threads, ds_error *err);
-/* Runs layer id on internal-layout inputs into out (reserved here).
+/* Runs layer id on internal-layout inputs (its producers' values) into out
+ * (reserved here with the layer's out_shape).
  * fuse_relu (conv only) clamps the output at 0: the conv's Relu consumer then
  * needs no run of its own. */
 int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *const *in,

@@ -98,7 +98,10 @@ ds_executor *ds_executor_new(const ds_model *m, ds_backend be, int threads, ds_e
     }
     for (size_t i = 0; i < n; i++)
         ex->slot[i] = -1;
-    if (be == DS_BACKEND_XNNPACK && !(ex->xnn = ds_xnn_new(m, threads, err))) {
+    /* The layers are checked once, here (for XNNPACK by ds_xnn_new): the
+     * kernels then trust their out_shapes and parameters. */
+    if (be == DS_BACKEND_REFERENCE ? ds_ops_check_model(m, err) != 0
+                                   : !(ex->xnn = ds_xnn_new(m, threads, err))) {
         ds_executor_free(ex);
         return NULL;
     }
@@ -216,14 +219,14 @@ static int stored_nhwc(const ds_executor *ex, const ds_shape *s)
     return ex->be == DS_BACKEND_XNNPACK && s->ndim == 4;
 }
 
-static int run_job(ds_executor *ex, const ds_job *job, int n_inputs, const int *input_ids,
-                   const ds_tensor *const *inputs, ds_tensor *outputs, ds_error *err)
+/* The caller's inputs have the model's shapes; outputs were given. */
+static int check_io(const ds_executor *ex, const ds_job *job, int n_inputs, const int *input_ids,
+                    const ds_tensor *const *inputs, const ds_tensor *outputs, ds_error *err)
 {
-    const ds_model *m = ex->m;
     for (int i = 0; i < n_inputs; i++) {
         int id = input_ids[i];
         const ds_tensor *t = inputs ? inputs[i] : NULL;
-        const ds_shape *want = &m->layers[id].out_shape;
+        const ds_shape *want = &ex->m->layers[id].out_shape;
         char a[64], b[64];
         if (!t || t->dtype != DS_F32 || !t->data)
             return ds_errorf(err, "job: input for layer %d is not a float32 tensor", id);
@@ -234,6 +237,14 @@ static int run_job(ds_executor *ex, const ds_job *job, int n_inputs, const int *
     }
     if (job->n_out && !outputs)
         return ds_errorf(err, "job: no output tensors given");
+    return 0;
+}
+
+/* Consumer counts, pinned outputs, and the Conv+Relu pairs to fuse (XNNPACK:
+ * a conv whose only consumer is a Relu run in this job, neither requested). */
+static void plan_job(ds_executor *ex, const ds_job *job)
+{
+    const ds_model *m = ex->m;
     for (int i = 0; i < job->n_exec; i++) {
         const ds_layer *l = &m->layers[job->exec_ids[i]];
         for (int k = 0; k < l->n_inputs; k++)
@@ -241,18 +252,24 @@ static int run_job(ds_executor *ex, const ds_job *job, int n_inputs, const int *
     }
     for (int i = 0; i < job->n_out; i++)
         ex->pinned[job->out_ids[i]] = 1;
-    if (ex->be == DS_BACKEND_XNNPACK)
-        for (int i = 0; i < job->n_exec; i++) {
-            int id = job->exec_ids[i];
-            const ds_layer *l = &m->layers[id];
-            if (l->op != DS_OP_CONV || l->n_consumers != 1 || ex->pinned[id])
-                continue;
-            int c = l->consumers[0];
-            if (c > 0 && c < m->n_layers && m->layers[c].op == DS_OP_RELU &&
-                ex->mark[c] == 2 && m->layers[c].n_inputs == 1 && m->layers[c].inputs[0] == id)
-                ex->fuse[id] = ex->fuse[c] = 1;
-        }
-    /* inputs: used in place unless they need the NHWC layout */
+    if (ex->be != DS_BACKEND_XNNPACK)
+        return;
+    for (int i = 0; i < job->n_exec; i++) {
+        int id = job->exec_ids[i];
+        const ds_layer *l = &m->layers[id];
+        if (l->op != DS_OP_CONV || l->n_consumers != 1 || ex->pinned[id])
+            continue;
+        int c = l->consumers[0];
+        if (c > 0 && c < m->n_layers && m->layers[c].op == DS_OP_RELU && ex->mark[c] == 2 &&
+            m->layers[c].n_inputs == 1 && m->layers[c].inputs[0] == id)
+            ex->fuse[id] = ex->fuse[c] = 1;
+    }
+}
+
+/* Inputs are used in place unless they need the NHWC layout. */
+static int load_inputs(ds_executor *ex, int n_inputs, const int *input_ids,
+                       const ds_tensor *const *inputs, ds_error *err)
+{
     for (int i = 0; i < n_inputs; i++) {
         int id = input_ids[i];
         const ds_tensor *t = inputs[i];
@@ -269,52 +286,53 @@ static int run_job(ds_executor *ex, const ds_job *job, int n_inputs, const int *
         const int64_t *d = t->shape.dims;
         ds_nchw_to_nhwc(ds_tensor_f32(t), ds_tensor_f32(&ex->slots[s]), d[0], d[1], d[2] * d[3]);
     }
-    for (int i = 0; i < job->n_exec; i++) {
-        int id = job->exec_ids[i];
-        const ds_layer *l = &m->layers[id];
-        if (l->op == DS_OP_RELU && ex->fuse[id]) {
-            int c = l->inputs[0]; /* its conv already applied the Relu */
-            ex->slot[id] = ex->slot[c];
-            ex->slot[c] = -1;
-            ex->uses[c] = 0;
-            if (!ex->uses[id] && !ex->pinned[id])
-                release(ex, id);
-            continue;
-        }
-        const ds_tensor *in[64];
-        if (l->n_inputs < 1 || l->n_inputs > 64)
-            return ds_errorf(err, "layer %d (%s): %d inputs", id, ds_op_name(l->op), l->n_inputs);
-        for (int k = 0; k < l->n_inputs; k++)
-            in[k] = value(ex, l->inputs[k]);
-        int s = acquire(ex, (size_t)ds_shape_numel(&l->out_shape) * sizeof(float));
-        if (s < 0)
-            return ds_errorf(err, "job: buffer pool exhausted");
-        ex->slot[id] = s;
-        double t0 = ex->timing ? ds_now() : 0;
-        int rc = ex->be == DS_BACKEND_XNNPACK
-                     ? ds_xnn_run(ex->xnn, id, ex->fuse[id], l->n_inputs, in, &ex->slots[s], err)
-                     : ds_ref_run(l, l->n_inputs, in, &ex->slots[s], err);
-        if (rc)
-            return -1;
-        if (ex->timing)
-            ex->timing[id] += ds_now() - t0;
-        if (!ds_shape_equal(&ex->slots[s].shape, &l->out_shape)) {
-            char a[64], b[64];
-            return ds_errorf(err, "layer %d (%s): computed shape %s, the model says %s", id,
-                             ds_op_name(l->op), ds_shape_str(&ex->slots[s].shape, a, sizeof a),
-                             ds_shape_str(&l->out_shape, b, sizeof b));
-        }
-        for (int k = 0; k < l->n_inputs; k++) {
-            int p = l->inputs[k];
-            if (--ex->uses[p] == 0 && !ex->pinned[p])
-                release(ex, p);
-        }
-        if (!ex->uses[id] && !ex->pinned[id]) /* nobody in this job reads it */
+    return 0;
+}
+
+/* Runs layer id into a pool slot, then releases what no later layer of the
+ * job reads. */
+static int run_layer(ds_executor *ex, int id, ds_error *err)
+{
+    const ds_layer *l = &ex->m->layers[id];
+    if (l->op == DS_OP_RELU && ex->fuse[id]) {
+        int c = l->inputs[0]; /* its conv already applied the Relu */
+        ex->slot[id] = ex->slot[c];
+        ex->slot[c] = -1;
+        ex->uses[c] = 0;
+        if (!ex->uses[id] && !ex->pinned[id])
             release(ex, id);
+        return 0;
     }
+    const ds_tensor *in[DS_OPS_MAX_INPUTS];
+    for (int k = 0; k < l->n_inputs; k++) /* n_inputs bounded by ds_ops_check_model */
+        in[k] = value(ex, l->inputs[k]);
+    int s = acquire(ex, (size_t)ds_shape_numel(&l->out_shape) * sizeof(float));
+    if (s < 0)
+        return ds_errorf(err, "job: buffer pool exhausted");
+    ex->slot[id] = s;
+    double t0 = ex->timing ? ds_now() : 0;
+    int rc = ex->be == DS_BACKEND_XNNPACK
+                 ? ds_xnn_run(ex->xnn, id, ex->fuse[id], l->n_inputs, in, &ex->slots[s], err)
+                 : ds_ref_run(ex->m, id, l->n_inputs, in, &ex->slots[s], err);
+    if (rc)
+        return -1;
+    if (ex->timing)
+        ex->timing[id] += ds_now() - t0;
+    for (int k = 0; k < l->n_inputs; k++) {
+        int p = l->inputs[k];
+        if (--ex->uses[p] == 0 && !ex->pinned[p])
+            release(ex, p);
+    }
+    if (!ex->uses[id] && !ex->pinned[id]) /* nobody in this job reads it */
+        release(ex, id);
+    return 0;
+}
+
+/* Requested values back to the caller, NCHW. */
+static int store_outputs(ds_executor *ex, const ds_job *job, ds_tensor *outputs, ds_error *err)
+{
     for (int i = 0; i < job->n_out; i++) {
-        int id = job->out_ids[i];
-        const ds_tensor *v = value(ex, id);
+        const ds_tensor *v = value(ex, job->out_ids[i]);
         if (stored_nhwc(ex, &v->shape)) {
             if (ds_tensor_reserve(&outputs[i], &v->shape, DS_F32, err))
                 return -1;
@@ -326,6 +344,20 @@ static int run_job(ds_executor *ex, const ds_job *job, int n_inputs, const int *
         }
     }
     return 0;
+}
+
+static int run_job(ds_executor *ex, const ds_job *job, int n_inputs, const int *input_ids,
+                   const ds_tensor *const *inputs, ds_tensor *outputs, ds_error *err)
+{
+    if (check_io(ex, job, n_inputs, input_ids, inputs, outputs, err))
+        return -1;
+    plan_job(ex, job);
+    if (load_inputs(ex, n_inputs, input_ids, inputs, err))
+        return -1;
+    for (int i = 0; i < job->n_exec; i++)
+        if (run_layer(ex, job->exec_ids[i], err))
+            return -1;
+    return store_outputs(ex, job, outputs, err);
 }
 
 int ds_executor_run(ds_executor *ex, const ds_job *job, int n_inputs, const int *input_ids,

@@ -30,7 +30,9 @@ typedef enum { DS_BACKEND_XNNPACK, DS_BACKEND_REFERENCE } ds_backend;
 typedef struct ds_executor ds_executor;
 
 /* The model must outlive the executor.  threads: XNNPACK pool size (1 = run
- * on the caller's thread); ignored by the reference backend. */
+ * on the caller's thread); ignored by the reference backend.  Every layer is
+ * checked here, once (ds_layer_check: parameters, and out_shape as its op's
+ * shape rule gives it); runs then trust the layers. */
 ds_executor *ds_executor_new(const ds_model *m, ds_backend be, int threads, ds_error *err);
 
 /* Checks a job against the model without running it: ids exist (layer 0 is

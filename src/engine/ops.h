@@ -1,10 +1,12 @@
-/* ops.h - the kernels of one layer: shape rules and the plain-C reference.
+/* ops.h - the kernels of one layer: the plain-C reference, and the checks
+ * both backends share.
  *
- * The reference kernels run on NCHW float32 tensors with straightforward
- * loops and exact ONNX semantics; they are the yardstick the fast (XNNPACK)
- * path is tested against.  Element-wise ops (Relu, Add, BatchNorm, Softmax,
- * Concat, Flatten) accept any rank 1..4; Conv, pools, LRN need rank 4
- * (LRN: rank >= 3, channels on axis 1).
+ * Shapes are the model's: a layer's out_shape and its attributes come from
+ * its op's shape rule (model/op_table.c, run by ds_model_set_input) and are
+ * checked once per backend by ds_ops_check_model; the kernels then trust
+ * them.  The reference kernels run on NCHW float32 tensors with
+ * straightforward loops and exact ONNX semantics; they are the yardstick the
+ * fast (XNNPACK) path is tested against.
  *
  * The strided helpers below work on a tensor seen as outer x n x inner, so the
  * same code serves NCHW (channels: inner = H*W) and NHWC (inner = 1). */
@@ -18,21 +20,22 @@
 #include "common/tensor.h"
 #include "model/model.h"
 
-/* Output shape of layer l for the given input shapes (NCHW, logical order).
- * Checks the input count, ranks, channel counts against the weights, window
- * sizes and attribute ranges; -1 with a message naming the layer otherwise. */
-int ds_op_out_shape(const ds_layer *l, int n_in, const ds_shape *in, ds_shape *out,
-                    ds_error *err);
+/* Most inputs a layer may have (the kernels' input arrays). */
+#define DS_OPS_MAX_INPUTS 64
 
-/* Runs layer l on NCHW inputs; out is reserved here (its buffer reused). */
-int ds_ref_run(const ds_layer *l, int n_in, const ds_tensor *const *in, ds_tensor *out,
+/* Every layer of m is one the kernels may trust (ds_layer_check) and has at
+ * most DS_OPS_MAX_INPUTS inputs.  Run once when a backend is created. */
+int ds_ops_check_model(const ds_model *m, ds_error *err);
+
+/* The inputs handed to layer id are its n_inputs producers' values: float32
+ * tensors of their out_shapes. */
+int ds_ops_check_inputs(const ds_model *m, int id, int n_in, const ds_tensor *const *in,
+                        ds_error *err);
+
+/* Runs layer id of m (checked) on NCHW inputs; out is reserved here with the
+ * layer's out_shape (its buffer reused). */
+int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, ds_tensor *out,
                ds_error *err);
-
-/* Pool window geometry of one spatial axis: output size for input size n with
- * pads pb/pe, kernel k, stride s, dilation d (PyTorch/ONNX rule: with
- * ceil_mode the last window must start inside the input or the leading pad).
- * Returns -1 if the window does not fit. */
-int64_t ds_pool_out_size(int64_t n, int pb, int pe, int k, int s, int d, int ceil_mode);
 
 /* Strided layout of a rank-4 tensor for the generic pool kernel. */
 typedef struct ds_strides4 {

@@ -1,7 +1,6 @@
-/* ops_ref.c - shape rules and the plain-C reference kernels (NCHW). */
+/* ops_ref.c - the plain-C reference kernels (NCHW) and the checks both backends share. */
 #include "ops.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <string.h>
 
@@ -11,197 +10,40 @@ static int dil(const ds_layer *l, int i)
     return l->dilation[i] > 0 ? l->dilation[i] : 1;
 }
 
-static int norm_axis(int axis, int rank, int allow_rank)
+static int fail(ds_error *err, const ds_layer *l, const char *what)
 {
-    int hi = allow_rank ? rank : rank - 1;
-    if (axis < -rank || axis > hi)
-        return -1;
-    return axis < 0 ? axis + rank : axis;
+    return ds_errorf(err, "layer %d (%s, %s): %s", l->id, l->name ? l->name : "?", ds_op_name(l->op),
+                     what);
 }
 
-static int fail(ds_error *err, const ds_layer *l, const char *what, const ds_shape *s)
+int ds_ops_check_model(const ds_model *m, ds_error *err)
 {
-    char buf[64] = "";
-    if (s)
-        ds_shape_str(s, buf, sizeof buf);
-    return ds_errorf(err, "layer %d (%s, %s): %s%s%s", l->id, l->name ? l->name : "?",
-                     ds_op_name(l->op), what, s ? " for input " : "", buf);
-}
-
-int64_t ds_pool_out_size(int64_t n, int pb, int pe, int k, int s, int d, int ceil_mode)
-{
-    if (k < 1 || s < 1 || d < 1 || pb < 0 || pe < 0)
-        return -1;
-    int64_t eff = (int64_t)d * (k - 1) + 1;
-    int64_t span = n + pb + pe - eff;
-    if (span < 0)
-        return -1;
-    int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
-    if (ceil_mode && (out - 1) * s >= n + pb)
-        out--;
-    return out;
-}
-
-static int spatial_out(const ds_layer *l, const ds_shape *x, int kh, int kw, int ceil_mode,
-                       int64_t *oh, int64_t *ow, ds_error *err)
-{
-    if (l->stride[0] < 1 || l->stride[1] < 1)
-        return fail(err, l, "strides must be >= 1", NULL);
-    if (l->dilation[0] < 0 || l->dilation[1] < 0)
-        return fail(err, l, "dilations must be >= 1", NULL);
-    for (int i = 0; i < 4; i++)
-        if (l->pads[i] < 0)
-            return fail(err, l, "pads must be >= 0", NULL);
-    *oh = ds_pool_out_size(x->dims[2], l->pads[0], l->pads[2], kh, l->stride[0], dil(l, 0),
-                           ceil_mode);
-    *ow = ds_pool_out_size(x->dims[3], l->pads[1], l->pads[3], kw, l->stride[1], dil(l, 1),
-                           ceil_mode);
-    if (*oh < 1 || *ow < 1)
-        return fail(err, l, "window larger than the padded input", x);
+    if (!m || m->n_layers < 1 || !m->layers)
+        return ds_errorf(err, "engine: empty model");
+    for (int id = 1; id < m->n_layers; id++) {
+        if (m->layers[id].n_inputs > DS_OPS_MAX_INPUTS)
+            return fail(err, &m->layers[id], "more inputs than the kernels take");
+        if (ds_layer_check(m, id, err))
+            return -1;
+    }
     return 0;
 }
 
-static int is_vec(const ds_tensor *t, int64_t n)
+int ds_ops_check_inputs(const ds_model *m, int id, int n_in, const ds_tensor *const *in,
+                        ds_error *err)
 {
-    return t->data && t->dtype == DS_F32 && t->shape.ndim >= 1 && ds_shape_numel(&t->shape) == n;
-}
-
-/* bias absent (rank 0) or n float32 values */
-static int bias_ok(const ds_tensor *b, int64_t n)
-{
-    return b->shape.ndim == 0 || is_vec(b, n);
-}
-
-int ds_op_out_shape(const ds_layer *l, int n_in, const ds_shape *in, ds_shape *out,
-                    ds_error *err)
-{
+    if (!m || id < 1 || id >= m->n_layers)
+        return ds_errorf(err, "engine: bad layer id %d", id);
+    const ds_layer *l = &m->layers[id];
     if (l->op == DS_OP_INPUT)
-        return fail(err, l, "the input layer is supplied, not executed", NULL);
-    if ((int)l->op < 0 || l->op >= DS_OP_COUNT)
-        return ds_errorf(err, "layer %d: unknown op %d", l->id, (int)l->op);
-    int want = l->op == DS_OP_ADD ? 2 : 1;
-    if (!in || (l->op == DS_OP_CONCAT ? n_in < 1 : n_in != want))
-        return fail(err, l, "wrong number of inputs", NULL);
+        return fail(err, l, "the input layer is supplied, not executed");
+    if (!in || n_in != l->n_inputs)
+        return fail(err, l, "wrong number of inputs");
     for (int i = 0; i < n_in; i++)
-        if (in[i].ndim < 1 || in[i].ndim > DS_MAX_DIMS || ds_shape_numel(&in[i]) < 1)
-            return fail(err, l, "bad input rank or empty input", NULL);
-    const ds_shape *x = &in[0];
-    *out = *x;
-    switch (l->op) {
-    case DS_OP_CONV: {
-        const ds_tensor *w = &l->weight;
-        if (x->ndim != 4)
-            return fail(err, l, "needs a rank-4 NCHW input", x);
-        if (!w->data || w->dtype != DS_F32 || w->shape.ndim != 4 ||
-            ds_shape_numel(&w->shape) < 1)
-            return fail(err, l, "weight must be a float32 O x I/group x kH x kW tensor", NULL);
-        int64_t o = w->shape.dims[0], cg = w->shape.dims[1];
-        int64_t kh = w->shape.dims[2], kw = w->shape.dims[3];
-        if (l->group < 1 || o % l->group || cg * l->group != x->dims[1])
-            return fail(err, l, "input channels do not match the weight and group", x);
-        if ((l->kernel[0] && l->kernel[0] != kh) || (l->kernel[1] && l->kernel[1] != kw) ||
-            kh > 1 << 16 || kw > 1 << 16)
-            return fail(err, l, "kernel_shape differs from the weight", NULL);
-        if (!bias_ok(&l->bias, o))
-            return fail(err, l, "bias must hold one float32 per output channel", NULL);
-        int64_t oh, ow;
-        if (spatial_out(l, x, (int)kh, (int)kw, 0, &oh, &ow, err))
-            return -1;
-        *out = ds_shape_nchw(x->dims[0], o, oh, ow);
-        return 0;
-    }
-    case DS_OP_MAXPOOL:
-    case DS_OP_AVGPOOL: {
-        if (x->ndim != 4)
-            return fail(err, l, "needs a rank-4 NCHW input", x);
-        if (l->kernel[0] < 1 || l->kernel[1] < 1 || l->kernel[0] > 1 << 16 ||
-            l->kernel[1] > 1 << 16)
-            return fail(err, l, "kernel_shape must be >= 1", NULL);
-        /* A window made of padding only has no value (max) or no divisor
-         * (average without pads); keep pads inside the window extent. */
-        for (int i = 0; i < 4; i++)
-            if (l->pads[i] >= (int64_t)dil(l, i % 2) * (l->kernel[i % 2] - 1) + 1)
-                return fail(err, l, "pads must be smaller than the window", NULL);
-        int64_t oh, ow;
-        if (spatial_out(l, x, l->kernel[0], l->kernel[1], l->ceil_mode, &oh, &ow, err))
-            return -1;
-        out->dims[2] = oh;
-        out->dims[3] = ow;
-        return 0;
-    }
-    case DS_OP_GLOBALAVGPOOL:
-        if (x->ndim < 3)
-            return fail(err, l, "needs an input of rank >= 3", x);
-        for (int i = 2; i < x->ndim; i++)
-            out->dims[i] = 1;
-        return 0;
-    case DS_OP_CONCAT: {
-        int ax = norm_axis(l->axis, x->ndim, 0);
-        if (ax < 0)
-            return fail(err, l, "axis out of range", x);
-        for (int i = 1; i < n_in; i++) {
-            if (in[i].ndim != x->ndim)
-                return fail(err, l, "inputs differ in rank", &in[i]);
-            for (int d = 0; d < x->ndim; d++)
-                if (d != ax && in[i].dims[d] != x->dims[d])
-                    return fail(err, l, "inputs differ outside the concat axis", &in[i]);
-            out->dims[ax] += in[i].dims[ax];
-        }
-        if (ds_shape_numel(out) > (int64_t)1 << 32)
-            return fail(err, l, "output too large", NULL);
-        return 0;
-    }
-    case DS_OP_ADD:
-        if (!ds_shape_equal(&in[0], &in[1]))
-            return fail(err, l, "inputs must have the same shape (no broadcasting)", &in[1]);
-        return 0;
-    case DS_OP_FLATTEN: {
-        int ax = norm_axis(l->axis, x->ndim, 1);
-        if (ax < 0)
-            return fail(err, l, "axis out of range", x);
-        int64_t a = 1, b = 1;
-        for (int d = 0; d < x->ndim; d++)
-            *(d < ax ? &a : &b) *= x->dims[d];
-        out->ndim = 2;
-        out->dims[0] = a;
-        out->dims[1] = b;
-        out->dims[2] = out->dims[3] = 0;
-        return 0;
-    }
-    case DS_OP_GEMM: {
-        const ds_tensor *w = &l->weight;
-        if (x->ndim != 2)
-            return fail(err, l, "needs a rank-2 input", x);
-        if (!w->data || w->dtype != DS_F32 || w->shape.ndim != 2 || w->shape.dims[1] != x->dims[1] ||
-            w->shape.dims[0] < 1)
-            return fail(err, l, "weight must be float32 N x K with K the input's columns", x);
-        if (!bias_ok(&l->bias, w->shape.dims[0]))
-            return fail(err, l, "bias must hold N float32 values", NULL);
-        out->dims[1] = w->shape.dims[0];
-        return 0;
-    }
-    case DS_OP_LRN:
-        if (x->ndim < 3)
-            return fail(err, l, "needs an input of rank >= 3", x);
-        if (l->lrn_size < 1 || !isfinite(l->lrn_alpha) || !isfinite(l->lrn_beta) ||
-            !isfinite(l->lrn_bias))
-            return fail(err, l, "size must be >= 1 and alpha, beta, bias finite", NULL);
-        return 0;
-    case DS_OP_SOFTMAX:
-        if (norm_axis(l->axis, x->ndim, 0) < 0)
-            return fail(err, l, "axis out of range", x);
-        return 0;
-    case DS_OP_BATCHNORM:
-        if (x->ndim < 2)
-            return fail(err, l, "needs an input of rank >= 2", x);
-        if (!is_vec(&l->weight, x->dims[1]) || !is_vec(&l->bias, x->dims[1]))
-            return fail(err, l, "scale and shift must hold one float32 per channel", x);
-        return 0;
-    case DS_OP_RELU:
-        return 0;
-    default:
-        return fail(err, l, "unsupported op", NULL);
-    }
+        if (!in[i] || in[i]->dtype != DS_F32 || !in[i]->data ||
+            !ds_shape_equal(&in[i]->shape, &m->layers[l->inputs[i]].out_shape))
+            return fail(err, l, "an input is not a float32 tensor of its producer's out_shape");
+    return 0;
 }
 
 /* ---- strided helpers (shared with the NHWC path) ---- */
@@ -402,23 +244,66 @@ static void split_axis(const ds_shape *s, int ax, int64_t *outer, int64_t *n, in
     *n = s->dims[ax];
 }
 
-int ds_ref_run(const ds_layer *l, int n_in, const ds_tensor *const *in, ds_tensor *out,
+static void ref_pool(const ds_layer *l, const ds_tensor *xt, ds_tensor *yt)
+{
+    const int64_t *d = xt->shape.dims, *e = yt->shape.dims;
+    ds_strides4 sx = {d[1] * d[2] * d[3], d[2] * d[3], d[3], 1};
+    ds_strides4 sy = {e[1] * e[2] * e[3], e[2] * e[3], e[3], 1};
+    ds_pool_generic(l, ds_tensor_f32(xt), d, sx, ds_tensor_f32(yt), e, sy);
+}
+
+static void ref_global_pool(const ds_tensor *xt, ds_tensor *yt)
+{
+    const ds_shape *xs = &xt->shape;
+    const float *x = ds_tensor_f32(xt);
+    float *y = ds_tensor_f32(yt);
+    int64_t plane = ds_shape_numel(xs) / (xs->dims[0] * xs->dims[1]);
+    for (int64_t i = 0; i < xs->dims[0] * xs->dims[1]; i++) {
+        double s = 0;
+        for (int64_t j = 0; j < plane; j++)
+            s += x[i * plane + j];
+        y[i] = (float)(s / (double)plane);
+    }
+}
+
+static void ref_concat(const ds_layer *l, int n_in, const ds_tensor *const *in, ds_tensor *yt)
+{
+    const float *xs[DS_OPS_MAX_INPUTS];
+    int64_t ns[DS_OPS_MAX_INPUTS], outer, n, inner;
+    for (int i = 0; i < n_in; i++) {
+        xs[i] = ds_tensor_f32(in[i]);
+        ns[i] = in[i]->shape.dims[l->axis];
+    }
+    split_axis(&in[0]->shape, l->axis, &outer, &n, &inner);
+    ds_concat_strided(n_in, xs, ns, ds_tensor_f32(yt), outer, inner);
+}
+
+/* LRN, Softmax, BatchNorm: one axis against the rest. */
+static void ref_axis_op(const ds_layer *l, const ds_tensor *xt, ds_tensor *yt)
+{
+    int64_t outer, n, inner;
+    const float *x = ds_tensor_f32(xt);
+    float *y = ds_tensor_f32(yt);
+    split_axis(&xt->shape, l->op == DS_OP_SOFTMAX ? l->axis : 1, &outer, &n, &inner);
+    if (l->op == DS_OP_LRN)
+        ds_lrn_strided(x, y, outer, n, inner, l->lrn_size, l->lrn_alpha, l->lrn_beta, l->lrn_bias);
+    else if (l->op == DS_OP_SOFTMAX)
+        ds_softmax_strided(x, y, outer, n, inner);
+    else
+        ds_scale_shift(x, y, outer, n, inner, ds_tensor_f32(&l->weight), ds_tensor_f32(&l->bias));
+}
+
+int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, ds_tensor *out,
                ds_error *err)
 {
-    ds_shape shapes[64], os;
-    if (n_in < 1 || n_in > 64)
-        return fail(err, l, "wrong number of inputs", NULL);
-    for (int i = 0; i < n_in; i++) {
-        if (!in[i] || in[i]->dtype != DS_F32 || !in[i]->data)
-            return fail(err, l, "inputs must be float32 tensors", NULL);
-        shapes[i] = in[i]->shape;
-    }
-    if (ds_op_out_shape(l, n_in, shapes, &os, err) || ds_tensor_reserve(out, &os, DS_F32, err))
+    if (ds_ops_check_inputs(m, id, n_in, in, err))
         return -1;
-    const ds_shape *xs = &in[0]->shape;
+    const ds_layer *l = &m->layers[id];
+    if (ds_tensor_reserve(out, &l->out_shape, DS_F32, err))
+        return -1;
     const float *x = ds_tensor_f32(in[0]);
     float *y = ds_tensor_f32(out);
-    int64_t numel = ds_shape_numel(&os), outer, n, inner;
+    int64_t numel = ds_shape_numel(&l->out_shape);
     switch (l->op) {
     case DS_OP_CONV:
         ref_conv(l, in[0], out);
@@ -428,35 +313,15 @@ int ds_ref_run(const ds_layer *l, int n_in, const ds_tensor *const *in, ds_tenso
             y[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case DS_OP_MAXPOOL:
-    case DS_OP_AVGPOOL: {
-        const int64_t *d = xs->dims, *e = os.dims;
-        ds_strides4 sx = {d[1] * d[2] * d[3], d[2] * d[3], d[3], 1};
-        ds_strides4 sy = {e[1] * e[2] * e[3], e[2] * e[3], e[3], 1};
-        ds_pool_generic(l, x, d, sx, y, e, sy);
+    case DS_OP_AVGPOOL:
+        ref_pool(l, in[0], out);
         break;
-    }
-    case DS_OP_GLOBALAVGPOOL: {
-        int64_t plane = ds_shape_numel(xs) / (xs->dims[0] * xs->dims[1]);
-        for (int64_t i = 0; i < xs->dims[0] * xs->dims[1]; i++) {
-            double s = 0;
-            for (int64_t j = 0; j < plane; j++)
-                s += x[i * plane + j];
-            y[i] = (float)(s / (double)plane);
-        }
+    case DS_OP_GLOBALAVGPOOL:
+        ref_global_pool(in[0], out);
         break;
-    }
-    case DS_OP_CONCAT: {
-        const float *xs_[64];
-        int64_t ns[64];
-        int ax = norm_axis(l->axis, xs->ndim, 0);
-        for (int i = 0; i < n_in; i++) {
-            xs_[i] = ds_tensor_f32(in[i]);
-            ns[i] = in[i]->shape.dims[ax];
-        }
-        split_axis(xs, ax, &outer, &n, &inner);
-        ds_concat_strided(n_in, xs_, ns, y, outer, inner);
+    case DS_OP_CONCAT:
+        ref_concat(l, n_in, in, out);
         break;
-    }
     case DS_OP_ADD: {
         const float *x2 = ds_tensor_f32(in[1]);
         for (int64_t i = 0; i < numel; i++)
@@ -470,20 +335,12 @@ int ds_ref_run(const ds_layer *l, int n_in, const ds_tensor *const *in, ds_tenso
         ref_gemm(l, in[0], out);
         break;
     case DS_OP_LRN:
-        split_axis(xs, 1, &outer, &n, &inner);
-        ds_lrn_strided(x, y, outer, n, inner, l->lrn_size, l->lrn_alpha, l->lrn_beta,
-                       l->lrn_bias);
-        break;
     case DS_OP_SOFTMAX:
-        split_axis(xs, norm_axis(l->axis, xs->ndim, 0), &outer, &n, &inner);
-        ds_softmax_strided(x, y, outer, n, inner);
-        break;
     case DS_OP_BATCHNORM:
-        split_axis(xs, 1, &outer, &n, &inner);
-        ds_scale_shift(x, y, outer, n, inner, ds_tensor_f32(&l->weight), ds_tensor_f32(&l->bias));
+        ref_axis_op(l, in[0], out);
         break;
     default:
-        return fail(err, l, "unsupported op", NULL);
+        return fail(err, l, "no reference kernel for this op");
     }
     return 0;
 }

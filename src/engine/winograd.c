@@ -132,14 +132,11 @@ void ds_wino_scratch_free(ds_wino_scratch *s)
     memset(s, 0, sizeof *s);
 }
 
-ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
+/* Geometry, transform matrices (checked) and bias of layer l's Winograd
+ * form; 0 or -1 with a message. */
+static int wino_setup(ds_wino *w, const ds_layer *l, double g[WMAX][WMAX], ds_error *err)
 {
     const int64_t *wd = l->weight.shape.dims;
-    ds_wino *w = calloc(1, sizeof *w);
-    if (!w) {
-        ds_errorf(err, "layer %d: out of memory (Winograd)", l->id);
-        return NULL;
-    }
     w->r = (int)wd[2];
     w->m = 2;
     w->n = w->m + w->r - 1;
@@ -147,14 +144,12 @@ ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
     w->c = wd[1];
     w->pt = l->pads[0];
     w->pl = l->pads[1];
-    const int n = w->n, r = w->r;
-    double bt[WMAX][WMAX], g[WMAX][WMAX], at[WMAX][WMAX];
-    toom_cook(w->m, r, bt, g, at);
-    if (!toom_cook_ok(w->m, r, bt, g, at)) {
-        ds_errorf(err, "layer %d: Winograd F(%d,%d) matrices failed their check", l->id, w->m, r);
-        ds_wino_free(w);
-        return NULL;
-    }
+    const int n = w->n;
+    double bt[WMAX][WMAX], at[WMAX][WMAX];
+    toom_cook(w->m, w->r, bt, g, at);
+    if (!toom_cook_ok(w->m, w->r, bt, g, at))
+        return ds_errorf(err, "layer %d: Winograd F(%d,%d) matrices failed their check", l->id, w->m,
+                         w->r);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
             w->bt[i][j] = (float)bt[i][j];
@@ -171,22 +166,23 @@ ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
     w->block = w->block < 32 ? 32 : w->block > 4096 ? 4096 : w->block;
     if (l->bias.shape.ndim) {
         w->bias = malloc((size_t)w->o * sizeof *w->bias);
-        if (!w->bias) {
-            ds_errorf(err, "layer %d: out of memory (Winograd)", l->id);
-            ds_wino_free(w);
-            return NULL;
-        }
+        if (!w->bias)
+            return ds_errorf(err, "layer %d: out of memory (Winograd)", l->id);
         memcpy(w->bias, l->bias.data, (size_t)w->o * sizeof *w->bias);
     }
-    /* U[p] = (G g G^T)[p] for every (out, in) pair, as an O x C matrix;
-     * one row of positions at a time keeps the temporary at n x O x C */
+    return 0;
+}
+
+/* U[p] = (G g G^T)[p] for every (out, in) pair, as an O x C matrix, packed
+ * into one XNNPACK GEMM per position p; one row of positions at a time keeps
+ * the temporary at n x O x C. */
+static int wino_pack(ds_wino *w, const ds_layer *l, double g[WMAX][WMAX], ds_error *err)
+{
+    const int n = w->n, r = w->r;
     const size_t oc = (size_t)(w->o * w->c);
     float *u = malloc((size_t)n * oc * sizeof *u);
-    if (!u) {
-        ds_errorf(err, "layer %d: out of memory (Winograd weights)", l->id);
-        ds_wino_free(w);
-        return NULL;
-    }
+    if (!u)
+        return ds_errorf(err, "layer %d: out of memory (Winograd weights)", l->id);
     const float *k = ds_tensor_f32(&l->weight);
     for (int i = 0; i < n; i++) {
         for (size_t q = 0; q < oc; q++) {
@@ -210,14 +206,27 @@ ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
                 -INFINITY, INFINITY, 0, &w->fc[i * n + j]);
             if (st != xnn_status_success) {
                 free(u);
-                ds_errorf(err, "layer %d: XNNPACK fully connected create failed (status %d)",
-                          l->id, (int)st);
-                ds_wino_free(w);
-                return NULL;
+                return ds_errorf(err, "layer %d: XNNPACK fully connected create failed (status %d)",
+                                 l->id, (int)st);
             }
         }
     }
     free(u);
+    return 0;
+}
+
+ds_wino *ds_wino_new(const ds_layer *l, ds_error *err)
+{
+    ds_wino *w = calloc(1, sizeof *w);
+    if (!w) {
+        ds_errorf(err, "layer %d: out of memory (Winograd)", l->id);
+        return NULL;
+    }
+    double g[WMAX][WMAX];
+    if (wino_setup(w, l, g, err) || wino_pack(w, l, g, err)) {
+        ds_wino_free(w);
+        return NULL;
+    }
     return w;
 }
 

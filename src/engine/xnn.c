@@ -62,6 +62,8 @@ ds_xnn *ds_xnn_new(const ds_model *m, int threads, ds_error *err)
         ds_errorf(err, "XNNPACK backend: bad model or thread count %d", threads);
         return NULL;
     }
+    if (ds_ops_check_model(m, err)) /* once: the kernels trust the layers from here on */
+        return NULL;
     ds_xnn *x = calloc(1, sizeof *x);
     if (!x || !(x->l = calloc((size_t)m->n_layers, sizeof *x->l))) {
         free(x);
@@ -309,154 +311,184 @@ static void split_stored(const ds_shape *s, int ax, int64_t *outer, int64_t *n, 
     *n = pd[p];
 }
 
-static int norm_axis(int axis, int rank)
+/* ---- one function per op family; x, layer l, its state s ---- */
+
+static int xnn_conv(ds_xnn *x, const ds_layer *l, xlayer *s, int fuse_relu, const ds_tensor *in,
+                    ds_tensor *out, ds_error *err)
 {
-    return axis < 0 ? axis + rank : axis;
+    const int64_t *xd = in->shape.dims, *yd = out->shape.dims;
+    const float *xp = ds_tensor_f32(in);
+    float *yp = ds_tensor_f32(out);
+    if (x->winograd && ds_wino_suitable(l)) {
+        if (!s->wino && !(s->wino = ds_wino_new(l, err)))
+            return -1;
+        return ds_wino_run(s->wino, xp, xd[0], xd[2], xd[3], yp, yd[2], yd[3], fuse_relu, x->pool,
+                           &x->ws, err);
+    }
+    if (banded(l, xd, yd))
+        return run_banded(x, l, s, fuse_relu, xp, xd, yp, yd, err);
+    xnn_operator_t *op = fuse_relu ? &s->op_relu : &s->op;
+    if (!*op && make_conv(l, fuse_relu, l->pads[0], l->pads[2], op, err))
+        return -1;
+    enum xnn_status st = xnn_setup_convolution2d_nhwc_f32(*op, (size_t)xd[0], (size_t)xd[2],
+                                                          (size_t)xd[3], xp, yp, x->pool);
+    return run_op(x, l, *op, st, err);
 }
 
+/* Relu and Add: element-wise over the flat data, whatever the layout. */
+static int xnn_eltwise(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor *const *in,
+                       ds_tensor *out, ds_error *err)
+{
+    size_t numel = (size_t)ds_shape_numel(&out->shape);
+    const float *xp = ds_tensor_f32(in[0]);
+    float *yp = ds_tensor_f32(out);
+    enum xnn_status st;
+    if (l->op == DS_OP_RELU) {
+        if (!s->op && (st = xnn_create_clamp_nc_f32(1, 1, 1, 0.0f, INFINITY, 0, &s->op)) !=
+                          xnn_status_success)
+            return xfail(err, l, "clamp create", st);
+        st = xnn_setup_clamp_nc_f32(s->op, numel, xp, yp, x->pool);
+    } else {
+        if (!s->op && (st = xnn_create_add_nd_f32(-INFINITY, INFINITY, 0, &s->op)) != xnn_status_success)
+            return xfail(err, l, "add create", st);
+        st = xnn_setup_add_nd_f32(s->op, 1, &numel, 1, &numel, xp, ds_tensor_f32(in[1]), yp, x->pool);
+    }
+    return run_op(x, l, s->op, st, err);
+}
+
+static int xnn_pool(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor *in, ds_tensor *out,
+                    ds_error *err)
+{
+    const int64_t *xd = in->shape.dims, *yd = out->shape.dims;
+    const float *xp = ds_tensor_f32(in);
+    float *yp = ds_tensor_f32(out);
+    if ((!s->op && !s->fallback) || s->h != xd[2] || s->w != xd[3])
+        make_pool(l, s, xd, yd);
+    if (s->fallback) {
+        /* NHWC strides */
+        ds_strides4 sx = {xd[1] * xd[2] * xd[3], 1, xd[3] * xd[1], xd[1]};
+        ds_strides4 sy = {yd[1] * yd[2] * yd[3], 1, yd[3] * yd[1], yd[1]};
+        ds_pool_generic(l, xp, xd, sx, yp, yd, sy);
+        return 0;
+    }
+    enum xnn_status st;
+    if (l->op == DS_OP_MAXPOOL)
+        st = xnn_setup_max_pooling2d_nhwc_f32(s->op, (size_t)xd[0], (size_t)xd[2], (size_t)xd[3], xp,
+                                              yp, x->pool);
+    else
+        st = xnn_setup_average_pooling2d_nhwc_f32(s->op, (size_t)xd[0], (size_t)xd[2],
+                                                  (size_t)xd[3], xp, yp, x->pool);
+    return run_op(x, l, s->op, st, err);
+}
+
+static int xnn_global_pool(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor *in,
+                           ds_tensor *out, ds_error *err)
+{
+    const int64_t *xd = in->shape.dims;
+    const float *xp = ds_tensor_f32(in);
+    float *yp = ds_tensor_f32(out);
+    enum xnn_status st;
+    if (in->shape.ndim != 4) { /* rank 3: stored as its shape says */
+        int64_t plane = ds_shape_numel(&in->shape) / (xd[0] * xd[1]);
+        for (int64_t i = 0; i < xd[0] * xd[1]; i++) {
+            double sum = 0;
+            for (int64_t j = 0; j < plane; j++)
+                sum += xp[i * plane + j];
+            yp[i] = (float)(sum / (double)plane);
+        }
+        return 0;
+    }
+    if (!s->op) {
+        size_t C = (size_t)xd[1];
+        st = xnn_create_global_average_pooling_nwc_f32(C, C, C, -INFINITY, INFINITY, 0, &s->op);
+        if (st != xnn_status_success)
+            return xfail(err, l, "global average pooling create", st);
+    }
+    st = xnn_setup_global_average_pooling_nwc_f32(s->op, (size_t)xd[0], (size_t)(xd[2] * xd[3]), xp,
+                                                  yp, x->pool);
+    return run_op(x, l, s->op, st, err);
+}
+
+static int xnn_gemm(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor *in, ds_tensor *out,
+                    ds_error *err)
+{
+    enum xnn_status st;
+    if (!s->op) {
+        size_t K = (size_t)l->weight.shape.dims[1], N = (size_t)l->weight.shape.dims[0];
+        st = xnn_create_fully_connected_nc_f32(K, N, K, N, ds_tensor_f32(&l->weight),
+                                               l->bias.shape.ndim ? ds_tensor_f32(&l->bias) : NULL,
+                                               -INFINITY, INFINITY, 0, &s->op);
+        if (st != xnn_status_success)
+            return xfail(err, l, "fully connected create", st);
+    }
+    st = xnn_setup_fully_connected_nc_f32(s->op, (size_t)in->shape.dims[0], ds_tensor_f32(in),
+                                          ds_tensor_f32(out), x->pool);
+    return run_op(x, l, s->op, st, err);
+}
+
+/* Plain C on the stored layout: Concat, Flatten, LRN, Softmax, BatchNorm. */
+static void plain_op(const ds_layer *l, int n_in, const ds_tensor *const *in, ds_tensor *out)
+{
+    const ds_shape *xs = &in[0]->shape;
+    const float *xp = ds_tensor_f32(in[0]);
+    float *yp = ds_tensor_f32(out);
+    int64_t outer = 1, n, inner = 1;
+    if (l->op == DS_OP_CONCAT) {
+        const float *srcs[DS_OPS_MAX_INPUTS];
+        int64_t ns[DS_OPS_MAX_INPUTS];
+        for (int i = 0; i < n_in; i++) {
+            srcs[i] = ds_tensor_f32(in[i]);
+            split_stored(&in[i]->shape, l->axis, &outer, &ns[i], &inner);
+        }
+        ds_concat_strided(n_in, srcs, ns, yp, outer, inner);
+    } else if (l->op == DS_OP_FLATTEN) {
+        if (xs->ndim == 4)
+            ds_nhwc_to_nchw(xp, yp, xs->dims[0], xs->dims[1], xs->dims[2] * xs->dims[3]);
+        else
+            memmove(yp, xp, (size_t)ds_shape_numel(&out->shape) * sizeof *yp);
+    } else {
+        split_stored(xs, l->op == DS_OP_SOFTMAX ? l->axis : 1, &outer, &n, &inner);
+        if (l->op == DS_OP_LRN)
+            ds_lrn_strided(xp, yp, outer, n, inner, l->lrn_size, l->lrn_alpha, l->lrn_beta,
+                           l->lrn_bias);
+        else if (l->op == DS_OP_SOFTMAX)
+            ds_softmax_strided(xp, yp, outer, n, inner);
+        else
+            ds_scale_shift(xp, yp, outer, n, inner, ds_tensor_f32(&l->weight),
+                           ds_tensor_f32(&l->bias));
+    }
+}
 
 int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *const *in,
                ds_tensor *out, ds_error *err)
 {
-    if (!x || id < 1 || id >= x->m->n_layers)
-        return ds_errorf(err, "XNNPACK backend: bad layer id %d", id);
+    if (!x)
+        return ds_errorf(err, "XNNPACK backend: none");
+    if (ds_ops_check_inputs(x->m, id, n_in, in, err))
+        return -1;
     const ds_layer *l = &x->m->layers[id];
     xlayer *s = &x->l[id];
-    ds_shape shapes[64], os;
-    if (n_in < 1 || n_in > 64)
-        return ds_errorf(err, "layer %d: bad input count %d", id, n_in);
-    for (int i = 0; i < n_in; i++) {
-        if (!in[i] || in[i]->dtype != DS_F32 || !in[i]->data)
-            return ds_errorf(err, "layer %d: inputs must be float32 tensors", id);
-        shapes[i] = in[i]->shape;
-    }
-    if (ds_op_out_shape(l, n_in, shapes, &os, err) || ds_tensor_reserve(out, &os, DS_F32, err))
+    if (ds_tensor_reserve(out, &l->out_shape, DS_F32, err))
         return -1;
-    const ds_shape *xs = &in[0]->shape;
-    const int64_t *xd = xs->dims, *yd = os.dims;
-    const float *xp = ds_tensor_f32(in[0]);
-    float *yp = ds_tensor_f32(out);
-    int64_t numel = ds_shape_numel(&os), outer, n, inner;
-    enum xnn_status st;
     switch (l->op) {
-    case DS_OP_CONV: {
-        if (x->winograd && ds_wino_suitable(l)) {
-            if (!s->wino && !(s->wino = ds_wino_new(l, err)))
-                return -1;
-            return ds_wino_run(s->wino, xp, xd[0], xd[2], xd[3], yp, yd[2], yd[3], fuse_relu,
-                               x->pool, &x->ws, err);
-        }
-        xnn_operator_t *op = fuse_relu ? &s->op_relu : &s->op;
-        if (banded(l, xd, yd))
-            return run_banded(x, l, s, fuse_relu, xp, xd, yp, yd, err);
-        if (!*op && make_conv(l, fuse_relu, l->pads[0], l->pads[2], op, err))
-            return -1;
-        st = xnn_setup_convolution2d_nhwc_f32(*op, (size_t)xd[0], (size_t)xd[2], (size_t)xd[3],
-                                              xp, yp, x->pool);
-        return run_op(x, l, *op, st, err);
-    }
+    case DS_OP_CONV:
+        return xnn_conv(x, l, s, fuse_relu, in[0], out, err);
     case DS_OP_RELU:
-        if (!s->op) {
-            st = xnn_create_clamp_nc_f32(1, 1, 1, 0.0f, INFINITY, 0, &s->op);
-            if (st != xnn_status_success)
-                return xfail(err, l, "clamp create", st);
-        }
-        st = xnn_setup_clamp_nc_f32(s->op, (size_t)numel, xp, yp, x->pool);
-        return run_op(x, l, s->op, st, err);
-    case DS_OP_ADD: {
-        if (!s->op) {
-            st = xnn_create_add_nd_f32(-INFINITY, INFINITY, 0, &s->op);
-            if (st != xnn_status_success)
-                return xfail(err, l, "add create", st);
-        }
-        size_t dim = (size_t)numel;
-        st = xnn_setup_add_nd_f32(s->op, 1, &dim, 1, &dim, xp, ds_tensor_f32(in[1]), yp, x->pool);
-        return run_op(x, l, s->op, st, err);
-    }
+    case DS_OP_ADD:
+        return xnn_eltwise(x, l, s, in, out, err);
     case DS_OP_MAXPOOL:
     case DS_OP_AVGPOOL:
-        if ((!s->op && !s->fallback) || s->h != xd[2] || s->w != xd[3])
-            make_pool(l, s, xd, yd);
-        if (s->fallback) {
-            /* NHWC strides */
-            ds_strides4 sx = {xd[1] * xd[2] * xd[3], 1, xd[3] * xd[1], xd[1]};
-            ds_strides4 sy = {yd[1] * yd[2] * yd[3], 1, yd[3] * yd[1], yd[1]};
-            ds_pool_generic(l, xp, xd, sx, yp, yd, sy);
-            return 0;
-        }
-        if (l->op == DS_OP_MAXPOOL)
-            st = xnn_setup_max_pooling2d_nhwc_f32(s->op, (size_t)xd[0], (size_t)xd[2],
-                                                  (size_t)xd[3], xp, yp, x->pool);
-        else
-            st = xnn_setup_average_pooling2d_nhwc_f32(s->op, (size_t)xd[0], (size_t)xd[2],
-                                                      (size_t)xd[3], xp, yp, x->pool);
-        return run_op(x, l, s->op, st, err);
+        return xnn_pool(x, l, s, in[0], out, err);
     case DS_OP_GLOBALAVGPOOL:
-        if (xs->ndim == 4) {
-            if (!s->op) {
-                size_t C = (size_t)xd[1];
-                st = xnn_create_global_average_pooling_nwc_f32(C, C, C, -INFINITY, INFINITY, 0,
-                                                               &s->op);
-                if (st != xnn_status_success)
-                    return xfail(err, l, "global average pooling create", st);
-            }
-            st = xnn_setup_global_average_pooling_nwc_f32(s->op, (size_t)xd[0],
-                                                          (size_t)(xd[2] * xd[3]), xp, yp,
-                                                          x->pool);
-            return run_op(x, l, s->op, st, err);
-        } else {
-            int64_t plane = ds_shape_numel(xs) / (xd[0] * xd[1]);
-            for (int64_t i = 0; i < xd[0] * xd[1]; i++) {
-                double sum = 0;
-                for (int64_t j = 0; j < plane; j++)
-                    sum += xp[i * plane + j];
-                yp[i] = (float)(sum / (double)plane);
-            }
-        }
-        return 0;
-    case DS_OP_CONCAT: {
-        const float *srcs[64];
-        int64_t ns[64];
-        int ax = norm_axis(l->axis, xs->ndim);
-        for (int i = 0; i < n_in; i++) {
-            srcs[i] = ds_tensor_f32(in[i]);
-            split_stored(&in[i]->shape, ax, &outer, &ns[i], &inner);
-        }
-        ds_concat_strided(n_in, srcs, ns, yp, outer, inner);
-        return 0;
-    }
+        return xnn_global_pool(x, l, s, in[0], out, err);
+    case DS_OP_GEMM:
+        return xnn_gemm(x, l, s, in[0], out, err);
+    case DS_OP_CONCAT:
     case DS_OP_FLATTEN:
-        if (xs->ndim == 4)
-            ds_nhwc_to_nchw(xp, yp, xd[0], xd[1], xd[2] * xd[3]);
-        else
-            memmove(yp, xp, (size_t)numel * sizeof *yp);
-        return 0;
-    case DS_OP_GEMM: {
-        if (!s->op) {
-            size_t K = (size_t)l->weight.shape.dims[1], N = (size_t)l->weight.shape.dims[0];
-            st = xnn_create_fully_connected_nc_f32(
-                K, N, K, N, ds_tensor_f32(&l->weight),
-                l->bias.shape.ndim ? ds_tensor_f32(&l->bias) : NULL, -INFINITY, INFINITY, 0,
-                &s->op);
-            if (st != xnn_status_success)
-                return xfail(err, l, "fully connected create", st);
-        }
-        st = xnn_setup_fully_connected_nc_f32(s->op, (size_t)xd[0], xp, yp, x->pool);
-        return run_op(x, l, s->op, st, err);
-    }
     case DS_OP_LRN:
-        split_stored(xs, 1, &outer, &n, &inner);
-        ds_lrn_strided(xp, yp, outer, n, inner, l->lrn_size, l->lrn_alpha, l->lrn_beta,
-                       l->lrn_bias);
-        return 0;
     case DS_OP_SOFTMAX:
-        split_stored(xs, norm_axis(l->axis, xs->ndim), &outer, &n, &inner);
-        ds_softmax_strided(xp, yp, outer, n, inner);
-        return 0;
     case DS_OP_BATCHNORM:
-        split_stored(xs, 1, &outer, &n, &inner);
-        ds_scale_shift(xp, yp, outer, n, inner, ds_tensor_f32(&l->weight),
-                       ds_tensor_f32(&l->bias));
+        plain_op(l, n_in, in, out);
         return 0;
     default:
         return ds_errorf(err, "layer %d (%s): op not supported by the XNNPACK backend", id,

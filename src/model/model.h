@@ -31,6 +31,22 @@ typedef enum ds_op {
     DS_OP_COUNT
 } ds_op;
 
+/* Adding an op takes: a value above, its entry in the op table
+ * (op_table.c: name, ONNX types, parser, shape rule, FLOPs, predictor kind;
+ * a _Static_assert there counts the ops) and its kernels in src/engine
+ * (reference and XNNPACK backends).  Nothing else switches on the op. */
+
+/* Predictor kinds of sched/predict.h (their numbers are the predictor
+ * blob's kind byte); each op names its default in the op table. */
+typedef enum ds_pred_kind {
+    DS_PRED_PASS = 0,
+    DS_PRED_MEAN = 1,
+    DS_PRED_LINEAR = 2,
+    DS_PRED_MLP = 3,
+    DS_PRED_CONCAT = 4,
+    DS_PRED_KIND_COUNT
+} ds_pred_kind;
+
 typedef struct ds_layer {
     int id;
     ds_op op;
@@ -49,7 +65,7 @@ typedef struct ds_layer {
     int group;
     int ceil_mode;
     int count_include_pad;
-    int axis;          /* concat (channel axis 1), flatten, softmax */
+    int axis;          /* concat, flatten, softmax (>= 0 once shaped) */
     int lrn_size;
     float lrn_alpha, lrn_beta, lrn_bias;
 
@@ -61,9 +77,9 @@ typedef struct ds_layer {
     ds_tensor weight;
     ds_tensor bias;
 
-    /* Added after the first contract (additive): conv and pools.  0 = pads
-     * as given; 1 VALID, 2 SAME_UPPER, 3 SAME_LOWER: pads[] are then
-     * recomputed for the input size by ds_model_set_input. */
+    /* Conv and pools: 0 = pads as given; 1 VALID, 2 SAME_UPPER,
+     * 3 SAME_LOWER: pads[] are then recomputed for the input size by
+     * ds_model_set_input. */
     int auto_pad;
 } ds_layer;
 
@@ -98,6 +114,17 @@ int ds_model_load_onnx_bound(const void *buf, size_t len, const char *label,
  * Errors name the layer, its op and the offending shape. */
 int ds_model_set_input(ds_model *m, int64_t n, int64_t c, int64_t h, int64_t w,
                        ds_error *err);
+/* The op's shape rule (ONNX semantics) for layer id >= 1, from its
+ * producers' out_shapes: sets out_shape and resolves axes, auto_pad pads and
+ * a conv's absent kernel_shape; checks the input count, ranks, channel counts
+ * against the weights, windows and attribute ranges.  ds_model_set_input
+ * runs it on every layer; tests run it on layers built by hand. */
+int ds_model_shape_layer(ds_model *m, int id, ds_error *err);
+/* Whether layer id >= 1 is what its kernels may trust: weight and bias
+ * (when present) float32 tensors holding their shape's data, and the shape
+ * rule giving the same out_shape and attributes from the producers'
+ * out_shapes (so ds_model_set_input has run).  Run once per executor. */
+int ds_layer_check(const ds_model *m, int id, ds_error *err);
 /* Articulation layers: ids through which every input-to-output path passes
  * (the legal single cut points; layer 0 and the last layer included).
  * Writes them ascending into ids (room for n_layers); returns their count. */
@@ -105,6 +132,9 @@ int ds_model_articulations(const ds_model *m, int *ids);
 /* Multiply-accumulates x2 of one layer for its current out_shape. */
 double ds_layer_flops(const ds_model *m, int id);
 const char *ds_op_name(ds_op op);
+/* The predictor kind the trainer fits for op by default (the scheduler's
+ * ds_predictors_default_kind falls back when the shapes do not fit it). */
+ds_pred_kind ds_op_pred_kind(ds_op op);
 void ds_model_free(ds_model *m);
 
 /* Reads an ONNX TensorProto (float32 data, raw_data or float_data), as found

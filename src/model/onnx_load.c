@@ -2,8 +2,9 @@
  *
  * Steps: unpack with protobuf-c; index every value name (initializers, graph
  * inputs, node outputs); sort the nodes topologically (file order where it
- * allows); then turn each node into a layer, an alias (Identity, Dropout,
- * Constant) or a fold (BatchNormalization into Conv, Add into MatMul).
+ * allows); then turn each node into a layer (the op table's parser for its
+ * op_type), an alias (Identity, Dropout, Constant) or a fold
+ * (BatchNormalization into Conv, Add into MatMul).
  * Nothing is trusted: every name, count, attribute and tensor size is checked
  * and a failure names the node and op. */
 #include <inttypes.h>
@@ -15,6 +16,7 @@
 
 #include "model/model.h"
 #include "model/onnx.pb-c.h"
+#include "model/op_table.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "ONNX raw_data is little-endian; this loader reads it in place"
@@ -44,7 +46,7 @@ typedef struct cst {
     int borrowed;  /* data not owned by the unpacked message (bound input) */
 } cst;
 
-typedef struct ctx {
+typedef struct ds_onnx_ctx {
     const char *label;
     ds_error *err;
     Onnx__ModelProto *mp;
@@ -489,7 +491,7 @@ static void mark_unusable(ctx *c, const Onnx__NodeProto *n, size_t from, const c
         }
 }
 
-/* ---- ops --------------------------------------------------------------- */
+/* ---- ops: the parsers of the op table (op_table.c) ---------------------- */
 
 static int spatial_attrs(ctx *c, const Onnx__NodeProto *n, ds_layer *l, int need_kernel)
 {
@@ -517,8 +519,9 @@ static int spatial_attrs(ctx *c, const Onnx__NodeProto *n, ds_layer *l, int need
     return 0;
 }
 
-static int op_conv(ctx *c, const Onnx__NodeProto *n)
+int ds_onnx_parse_conv(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
     static const char *const known[] = {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", NULL};
     if (check_arity(c, n, 2, 3, 1) || attr_check_known(c, n, known))
         return -1;
@@ -563,7 +566,7 @@ static int op_conv(ctx *c, const Onnx__NodeProto *n)
     return 0;
 }
 
-static int op_pool(ctx *c, const Onnx__NodeProto *n, ds_op op)
+int ds_onnx_parse_pool(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
     static const char *const kmax[] = {"kernel_shape", "strides", "pads", "auto_pad", "ceil_mode",
                                        "dilations", "storage_order", NULL};
@@ -608,7 +611,7 @@ static int op_pool(ctx *c, const Onnx__NodeProto *n, ds_op op)
     return 0;
 }
 
-static int op_simple(ctx *c, const Onnx__NodeProto *n, ds_op op)
+int ds_onnx_parse_unary(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
     static const char *const knone[] = {NULL};
     static const char *const kaxis[] = {"axis", NULL};
@@ -645,8 +648,9 @@ static int op_simple(ctx *c, const Onnx__NodeProto *n, ds_op op)
     return 0;
 }
 
-static int op_concat(ctx *c, const Onnx__NodeProto *n)
+int ds_onnx_parse_concat(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
     static const char *const known[] = {"axis", NULL};
     if (check_arity(c, n, 1, (int)(n->n_input > 0 ? n->n_input : 1), 1) || attr_check_known(c, n, known))
         return -1;
@@ -700,8 +704,10 @@ static int bias_from(ctx *c, const Onnx__NodeProto *n, ds_tensor *b, int64_t N, 
     return 0;
 }
 
-static int op_gemm(ctx *c, const Onnx__NodeProto *n, int matmul)
+int ds_onnx_parse_gemm(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
+    int matmul = !strcmp(op_type(n), "MatMul"); /* Gemm's operands, no attributes, no bias */
     static const char *const kgemm[] = {"alpha", "beta", "transA", "transB", NULL};
     static const char *const knone[] = {NULL};
     if (check_arity(c, n, 2, matmul ? 2 : 3, 1) || attr_check_known(c, n, matmul ? knone : kgemm))
@@ -760,8 +766,9 @@ static int op_gemm(ctx *c, const Onnx__NodeProto *n, int matmul)
     return 0;
 }
 
-static int op_add(ctx *c, const Onnx__NodeProto *n)
+int ds_onnx_parse_add(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
+    (void)op;
     static const char *const knone[] = {NULL};
     if (check_arity(c, n, 2, 2, 1) || attr_check_known(c, n, knone))
         return -1;
@@ -795,8 +802,79 @@ static int op_add(ctx *c, const Onnx__NodeProto *n)
     return 0;
 }
 
-static int op_batchnorm(ctx *c, const Onnx__NodeProto *n)
+/* BatchNormalization's scale, B, mean and var: 1-D constants of C values,
+ * var + epsilon positive. */
+static int bn_params(ctx *c, const Onnx__NodeProto *n, float eps, ds_tensor p[4], int64_t *C)
 {
+    static const char *const what[4] = {"scale", "B", "mean", "var"};
+    *C = -1;
+    for (int i = 0; i < 4; i++) {
+        if (const_input(c, n, i + 1, what[i], &p[i]))
+            return -1;
+        if (*C < 0)
+            *C = ds_shape_numel(&p[i].shape);
+        if (p[i].shape.ndim != 1 || ds_shape_numel(&p[i].shape) != *C)
+            return node_err(c, n, "%s has %" PRId64 " elements, %" PRId64 " expected (1-D)", what[i],
+                            ds_shape_numel(&p[i].shape), *C);
+    }
+    for (int64_t i = 0; i < *C; i++)
+        if (!(ds_tensor_f32(&p[3])[i] + eps > 0) || !isfinite(ds_tensor_f32(&p[3])[i]))
+            return node_err(c, n, "var[%" PRId64 "] + epsilon is not positive", i);
+    return 0;
+}
+
+/* Into the preceding conv: w' = w * s, b' = (b - mean) * s + beta with
+ * s = gamma/sqrt(var+eps). */
+static int bn_fold(ctx *c, const Onnx__NodeProto *n, ds_layer *conv, const ds_tensor p[4], int64_t C,
+                   float eps)
+{
+    int64_t O = conv->weight.shape.dims[0];
+    if (O != C)
+        return node_err(c, n, "has %" PRId64 " channels but its Conv input \"%.60s\" has %" PRId64, C,
+                        conv->name, O);
+    if (!conv->bias.data) {
+        ds_shape s = ds_shape_make(1, &O);
+        if (ds_tensor_reserve(&conv->bias, &s, DS_F32, NULL))
+            return node_err(c, n, "out of memory");
+        memset(conv->bias.data, 0, (size_t)O * sizeof(float));
+    }
+    int64_t per = ds_shape_numel(&conv->weight.shape) / O;
+    float *w = ds_tensor_f32(&conv->weight), *b = ds_tensor_f32(&conv->bias);
+    for (int64_t o = 0; o < O; o++) {
+        double s = (double)ds_tensor_f32(&p[0])[o] / sqrt((double)ds_tensor_f32(&p[3])[o] + (double)eps);
+        for (int64_t j = 0; j < per; j++)
+            w[o * per + j] = (float)((double)w[o * per + j] * s);
+        b[o] = (float)(((double)b[o] - (double)ds_tensor_f32(&p[2])[o]) * s + (double)ds_tensor_f32(&p[1])[o]);
+    }
+    bind_output(c, n, conv->id);
+    return 0;
+}
+
+/* A layer of its own: scale and shift per channel, taken from p[0], p[1]. */
+static int bn_layer(ctx *c, const Onnx__NodeProto *n, int x, ds_tensor p[4], int64_t C, float eps)
+{
+    int id = new_layer(c, n, DS_OP_BATCHNORM, 1);
+    if (id < 0)
+        return -1;
+    ds_layer *l = &c->m->layers[id];
+    l->inputs[0] = x;
+    l->weight = p[0]; /* becomes scale */
+    l->bias = p[1];   /* becomes shift */
+    memset(&p[0], 0, sizeof p[0]);
+    memset(&p[1], 0, sizeof p[1]);
+    for (int64_t i = 0; i < C; i++) {
+        double s = (double)ds_tensor_f32(&l->weight)[i] / sqrt((double)ds_tensor_f32(&p[3])[i] + (double)eps);
+        ds_tensor_f32(&l->bias)[i] = (float)((double)ds_tensor_f32(&l->bias)[i] - (double)ds_tensor_f32(&p[2])[i] * s);
+        ds_tensor_f32(&l->weight)[i] = (float)s;
+    }
+    bind_output(c, n, id);
+    return 0;
+}
+
+/* Folded into a Conv that nothing else reads, else a layer of its own. */
+int ds_onnx_parse_batchnorm(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    (void)op;
     static const char *const known[] = {"epsilon", "momentum", "training_mode", "spatial", NULL};
     if (check_arity(c, n, 5, 5, 1) || attr_check_known(c, n, known))
         return -1;
@@ -810,72 +888,14 @@ static int op_batchnorm(ctx *c, const Onnx__NodeProto *n)
     int x = layer_input(c, n, 0);
     if (x < 0)
         return -1;
-    static const char *const what[4] = {"scale", "B", "mean", "var"};
     ds_tensor p[4];
     memset(p, 0, sizeof p);
-    int64_t C = -1;
-    int rc = 0;
-    for (int i = 0; i < 4 && !rc; i++) {
-        rc = const_input(c, n, i + 1, what[i], &p[i]);
-        if (!rc && C < 0)
-            C = ds_shape_numel(&p[i].shape);
-        if (!rc && (p[i].shape.ndim != 1 || ds_shape_numel(&p[i].shape) != C))
-            rc = node_err(c, n, "%s has %" PRId64 " elements, %" PRId64 " expected (1-D)", what[i],
-                          ds_shape_numel(&p[i].shape), C);
-    }
-    if (rc)
-        goto out;
-    for (int64_t i = 0; i < C && !rc; i++)
-        if (!(ds_tensor_f32(&p[3])[i] + eps > 0) || !isfinite(ds_tensor_f32(&p[3])[i]))
-            rc = node_err(c, n, "var[%" PRId64 "] + epsilon is not positive", i);
-    if (rc)
-        goto out;
-    ds_layer *conv = &c->m->layers[x];
-    if (conv->op == DS_OP_CONV && c->layer_refs[x] == 1) {
-        /* Fold: w' = w * s, b' = (b - mean) * s + beta, s = gamma/sqrt(var+eps). */
-        int64_t O = conv->weight.shape.dims[0];
-        if (O != C) {
-            rc = node_err(c, n, "has %" PRId64 " channels but its Conv input \"%.60s\" has %" PRId64, C,
-                          conv->name, O);
-            goto out;
-        }
-        if (!conv->bias.data) {
-            ds_shape s = ds_shape_make(1, &O);
-            if (ds_tensor_reserve(&conv->bias, &s, DS_F32, NULL)) {
-                rc = node_err(c, n, "out of memory");
-                goto out;
-            }
-            memset(conv->bias.data, 0, (size_t)O * sizeof(float));
-        }
-        int64_t per = ds_shape_numel(&conv->weight.shape) / O;
-        float *w = ds_tensor_f32(&conv->weight), *b = ds_tensor_f32(&conv->bias);
-        for (int64_t o = 0; o < O; o++) {
-            double s = (double)ds_tensor_f32(&p[0])[o] / sqrt((double)ds_tensor_f32(&p[3])[o] + (double)eps);
-            for (int64_t j = 0; j < per; j++)
-                w[o * per + j] = (float)((double)w[o * per + j] * s);
-            b[o] = (float)(((double)b[o] - (double)ds_tensor_f32(&p[2])[o]) * s + (double)ds_tensor_f32(&p[1])[o]);
-        }
-        bind_output(c, n, x);
-        goto out;
-    }
-    int id = new_layer(c, n, DS_OP_BATCHNORM, 1);
-    if (id < 0) {
-        rc = -1;
-        goto out;
-    }
-    ds_layer *l = &c->m->layers[id];
-    l->inputs[0] = x;
-    l->weight = p[0]; /* becomes scale */
-    l->bias = p[1];   /* becomes shift */
-    memset(&p[0], 0, sizeof p[0]);
-    memset(&p[1], 0, sizeof p[1]);
-    for (int64_t i = 0; i < C; i++) {
-        double s = (double)ds_tensor_f32(&l->weight)[i] / sqrt((double)ds_tensor_f32(&p[3])[i] + (double)eps);
-        ds_tensor_f32(&l->bias)[i] = (float)((double)ds_tensor_f32(&l->bias)[i] - (double)ds_tensor_f32(&p[2])[i] * s);
-        ds_tensor_f32(&l->weight)[i] = (float)s;
-    }
-    bind_output(c, n, id);
-out:
+    int64_t C;
+    int rc = bn_params(c, n, eps, p, &C);
+    if (!rc)
+        rc = c->m->layers[x].op == DS_OP_CONV && c->layer_refs[x] == 1
+                 ? bn_fold(c, n, &c->m->layers[x], p, C, eps)
+                 : bn_layer(c, n, x, p, C, eps);
     for (int i = 0; i < 4; i++)
         ds_tensor_free(&p[i]);
     return rc;
@@ -941,32 +961,11 @@ static int do_node(ctx *c, int idx)
     if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx"))
         return node_err(c, n, "unsupported operator domain \"%.60s\"", n->domain);
     const char *t = op_type(n);
-    if (!strcmp(t, "Conv"))
-        return op_conv(c, n);
-    if (!strcmp(t, "Relu"))
-        return op_simple(c, n, DS_OP_RELU);
-    if (!strcmp(t, "MaxPool"))
-        return op_pool(c, n, DS_OP_MAXPOOL);
-    if (!strcmp(t, "AveragePool"))
-        return op_pool(c, n, DS_OP_AVGPOOL);
-    if (!strcmp(t, "GlobalAveragePool"))
-        return op_pool(c, n, DS_OP_GLOBALAVGPOOL);
-    if (!strcmp(t, "Concat"))
-        return op_concat(c, n);
-    if (!strcmp(t, "Add"))
-        return op_add(c, n);
-    if (!strcmp(t, "Flatten"))
-        return op_simple(c, n, DS_OP_FLATTEN);
-    if (!strcmp(t, "Gemm"))
-        return op_gemm(c, n, 0);
-    if (!strcmp(t, "MatMul"))
-        return op_gemm(c, n, 1);
-    if (!strcmp(t, "LRN"))
-        return op_simple(c, n, DS_OP_LRN);
-    if (!strcmp(t, "Softmax"))
-        return op_simple(c, n, DS_OP_SOFTMAX);
-    if (!strcmp(t, "BatchNormalization"))
-        return op_batchnorm(c, n);
+    for (int op = 0; op < DS_OP_COUNT; op++)
+        for (int k = 0; k < 2 && ds_op_defs[op].onnx_types[k]; k++)
+            if (ds_op_defs[op].parse && !strcmp(t, ds_op_defs[op].onnx_types[k]))
+                return ds_op_defs[op].parse(c, n, (ds_op)op);
+    /* Nodes that name a value rather than compute a layer. */
     if (!strcmp(t, "Identity"))
         return op_alias(c, n, 0);
     if (!strcmp(t, "Dropout"))
@@ -978,100 +977,114 @@ static int do_node(ctx *c, int idx)
 
 /* ---- graph ------------------------------------------------------------- */
 
-/* Kahn's algorithm with a min-heap on the node index: a file already in
- * topological order keeps its order. */
-static int topo_sort(ctx *c, int *order)
+/* Calls f(producer, consumer, arg) for every node input made by a node
+ * (not for initializers, graph inputs or absent inputs). */
+static void for_each_edge(ctx *c, void (*f)(int p, int i, void *arg), void *arg)
 {
-    int nn = (int)c->g->n_node;
-    int *indeg = calloc((size_t)nn + 1, sizeof(int));
-    int *heap = malloc(((size_t)nn + 1) * sizeof(int));
-    int *edge_start = calloc((size_t)nn + 2, sizeof(int));
-    size_t n_edges = 0;
-    for (int i = 0; i < nn; i++)
-        n_edges += c->g->node[i]->n_input;
-    int *edges = malloc((n_edges + 1) * sizeof(int));
-    int rc = -1;
-    if (!indeg || !heap || !edge_start || !edges) {
-        graph_err(c, "out of memory");
-        goto out;
-    }
-    /* CSR adjacency producer -> consumer. */
-    for (int i = 0; i < nn; i++)
-        for (size_t k = 0; k < c->g->node[i]->n_input; k++) {
-            const char *s = c->g->node[i]->input[k];
-            if (!s[0])
-                continue;
-            int p = c->vals[val_find(c, s)].producer;
-            if (p >= 0) {
-                edge_start[p + 1]++;
-                indeg[i]++;
-            }
-        }
-    for (int i = 0; i < nn; i++)
-        edge_start[i + 1] += edge_start[i];
-    int *fill = calloc((size_t)nn + 1, sizeof(int));
-    if (!fill) {
-        graph_err(c, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < nn; i++)
+    for (int i = 0; i < (int)c->g->n_node; i++)
         for (size_t k = 0; k < c->g->node[i]->n_input; k++) {
             const char *s = c->g->node[i]->input[k];
             if (!s[0])
                 continue;
             int p = c->vals[val_find(c, s)].producer;
             if (p >= 0)
-                edges[edge_start[p] + fill[p]++] = i;
+                f(p, i, arg);
         }
-    free(fill);
+}
+
+/* CSR adjacency producer -> consumer, built in two passes. */
+typedef struct csr {
+    int *indeg, *start, *fill, *edges;
+} csr;
+
+static void count_edge(int p, int i, void *arg)
+{
+    csr *g = arg;
+    g->start[p + 1]++;
+    g->indeg[i]++;
+}
+
+static void place_edge(int p, int i, void *arg)
+{
+    csr *g = arg;
+    g->edges[g->start[p] + g->fill[p]++] = i;
+}
+
+static void heap_push(int *heap, int *hn, int v)
+{
+    int i = (*hn)++;
+    heap[i] = v;
+    while (i > 0 && heap[(i - 1) / 2] > heap[i]) { /* sift up */
+        int t = heap[i];
+        heap[i] = heap[(i - 1) / 2];
+        heap[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+}
+
+static int heap_pop(int *heap, int *hn)
+{
+    int top = heap[0];
+    heap[0] = heap[--*hn];
+    for (int i = 0;;) { /* sift down */
+        int l = 2 * i + 1, r = l + 1, s = i;
+        if (l < *hn && heap[l] < heap[s])
+            s = l;
+        if (r < *hn && heap[r] < heap[s])
+            s = r;
+        if (s == i)
+            break;
+        int t = heap[i];
+        heap[i] = heap[s];
+        heap[s] = t;
+        i = s;
+    }
+    return top;
+}
+
+/* Kahn's algorithm with a min-heap on the node index: a file already in
+ * topological order keeps its order. */
+static int topo_sort(ctx *c, int *order)
+{
+    int nn = (int)c->g->n_node;
+    size_t n_edges = 0;
+    for (int i = 0; i < nn; i++)
+        n_edges += c->g->node[i]->n_input;
+    csr g = {calloc((size_t)nn + 1, sizeof(int)), calloc((size_t)nn + 2, sizeof(int)),
+             calloc((size_t)nn + 1, sizeof(int)), malloc((n_edges + 1) * sizeof(int))};
+    int *heap = malloc(((size_t)nn + 1) * sizeof(int));
+    int rc = -1;
+    if (!g.indeg || !g.start || !g.fill || !g.edges || !heap) {
+        graph_err(c, "out of memory");
+        goto out;
+    }
+    for_each_edge(c, count_edge, &g);
+    for (int i = 0; i < nn; i++)
+        g.start[i + 1] += g.start[i];
+    for_each_edge(c, place_edge, &g);
     int hn = 0, done = 0;
     for (int i = 0; i < nn; i++)
-        if (!indeg[i])
+        if (!g.indeg[i])
             heap[hn++] = i; /* ascending: already a heap */
     while (hn) {
-        int top = heap[0];
-        heap[0] = heap[--hn];
-        for (int i = 0;;) { /* sift down */
-            int l = 2 * i + 1, r = l + 1, s = i;
-            if (l < hn && heap[l] < heap[s])
-                s = l;
-            if (r < hn && heap[r] < heap[s])
-                s = r;
-            if (s == i)
-                break;
-            int t = heap[i];
-            heap[i] = heap[s];
-            heap[s] = t;
-            i = s;
-        }
+        int top = heap_pop(heap, &hn);
         order[done++] = top;
-        for (int e = edge_start[top]; e < edge_start[top + 1]; e++) {
-            int v = edges[e];
-            if (--indeg[v] == 0) {
-                int i = hn++;
-                heap[i] = v;
-                while (i > 0 && heap[(i - 1) / 2] > heap[i]) { /* sift up */
-                    int t = heap[i];
-                    heap[i] = heap[(i - 1) / 2];
-                    heap[(i - 1) / 2] = t;
-                    i = (i - 1) / 2;
-                }
-            }
+        for (int e = g.start[top]; e < g.start[top + 1]; e++)
+            if (--g.indeg[g.edges[e]] == 0)
+                heap_push(heap, &hn, g.edges[e]);
+    }
+    for (int i = 0; done < nn && i < nn; i++)
+        if (g.indeg[i]) {
+            node_err(c, c->g->node[i], "is part of a cycle (its inputs depend on its own output)");
+            goto out;
         }
-    }
-    if (done < nn) {
-        for (int i = 0; i < nn; i++)
-            if (indeg[i]) {
-                node_err(c, c->g->node[i], "is part of a cycle (its inputs depend on its own output)");
-                goto out;
-            }
-    }
     rc = 0;
 out:
-    free(indeg);
+    free(g.indeg);
+    free(g.start);
+    free(g.fill);
+    free(g.edges);
     free(heap);
-    free(edge_start);
-    free(edges);
     return rc;
 }
 
@@ -1082,10 +1095,10 @@ static int check_name(ctx *c, const char *s, const char *what)
     return 0;
 }
 
-static int build(ctx *c, const ds_tensor *bound, int n_bound)
+/* The value index and the per-layer arrays, sized for the whole graph. */
+static int alloc_index(ctx *c, int n_bound)
 {
     Onnx__GraphProto *g = c->g;
-    ds_model *m = c->m;
     size_t n_values = g->n_initializer + g->n_input + (size_t)n_bound;
     for (size_t i = 0; i < g->n_node; i++)
         n_values += g->node[i]->n_output;
@@ -1097,15 +1110,19 @@ static int build(ctx *c, const ds_tensor *bound, int n_bound)
     c->table = malloc(cap * sizeof(int));
     c->vals = malloc((n_values + 1) * sizeof(value));
     c->consts = calloc(g->n_initializer + g->n_node + (size_t)n_bound + 1, sizeof(cst));
-    m->layers = calloc(g->n_node + 1, sizeof(ds_layer));
+    c->m->layers = calloc(g->n_node + 1, sizeof(ds_layer));
     c->layer_refs = calloc(g->n_node + 1, sizeof(int));
     c->from_matmul = calloc(g->n_node + 1, 1);
-    if (!c->table || !c->vals || !c->consts || !m->layers || !c->layer_refs || !c->from_matmul)
+    if (!c->table || !c->vals || !c->consts || !c->m->layers || !c->layer_refs || !c->from_matmul)
         return graph_err(c, "out of memory");
     memset(c->table, 0xff, cap * sizeof(int));
     c->table_mask = cap - 1;
+    return 0;
+}
 
-    /* Initializers. */
+static int add_initializers(ctx *c)
+{
+    Onnx__GraphProto *g = c->g;
     for (size_t i = 0; i < g->n_initializer; i++) {
         Onnx__TensorProto *t = g->initializer[i];
         if (check_name(c, t->name, "an initializer"))
@@ -1117,10 +1134,66 @@ static int build(ctx *c, const ds_tensor *bound, int n_bound)
         c->vals[v].cst = (int)i;
         c->consts[i].t = t;
     }
-    /* Graph inputs that are not initializers: the network input, then any
-     * bound ones. */
+    return 0;
+}
+
+/* The network input's declared element type and shape (dims <= 0 free). */
+static int read_input_decl(ctx *c, const Onnx__ValueInfoProto *vi)
+{
+    const Onnx__TypeProto *tp = vi->type;
+    if (tp && tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE)
+        return graph_err(c, "network input \"%.80s\" is not a tensor", vi->name);
+    if (!tp || !tp->tensor_type)
+        return 0;
+    const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
+    if (tt->has_elem_type && tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+        return graph_err(c, "network input \"%.80s\" has element type %s; float expected", vi->name,
+                         dtype_name(tt->elem_type));
+    if (!tt->shape)
+        return 0;
+    if (tt->shape->n_dim < 1 || tt->shape->n_dim > DS_MAX_DIMS)
+        return graph_err(c, "network input \"%.80s\" has %zu dimensions; 1..%d supported", vi->name,
+                         tt->shape->n_dim, DS_MAX_DIMS);
+    ds_shape *s = &c->m->input_shape;
+    s->ndim = (int)tt->shape->n_dim;
+    for (size_t d = 0; d < tt->shape->n_dim; d++) {
+        const Onnx__TensorShapeProto__Dimension *dim = tt->shape->dim[d];
+        int64_t dv = dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ? dim->dim_value : 0;
+        s->dims[d] = dv > 0 && dv <= MAX_NUMEL ? dv : 0;
+    }
+    return 0;
+}
+
+/* Graph input vi (value v) becomes constant k made from the caller's tensor
+ * bt, which stays the caller's. */
+static int bind_input(ctx *c, const Onnx__ValueInfoProto *vi, int v, const ds_tensor *bt, int k,
+                      Onnx__TensorProto *t)
+{
+    onnx__tensor_proto__init(t);
+    if (bt->dtype != DS_F32 || bt->shape.ndim < 1 || bt->shape.ndim > DS_MAX_DIMS)
+        return graph_err(c, "bound tensor for graph input \"%.80s\" is not a 1..4-D float tensor", vi->name);
+    t->n_dims = (size_t)bt->shape.ndim;
+    t->dims = (int64_t *)bt->shape.dims;
+    t->has_data_type = 1;
+    t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    t->has_raw_data = 1;
+    t->raw_data.data = bt->data;
+    t->raw_data.len = ds_tensor_bytes(bt);
+    t->name = (char *)vi->name;
+    c->consts[k].t = t;
+    c->consts[k].borrowed = 1;
+    c->vals[v].kind = V_CONST;
+    c->vals[v].cst = k;
+    return 0;
+}
+
+/* Graph inputs that are not initializers: the network input (layer 0),
+ * then the bound ones.  Writes the network input's name to *net. */
+static int add_graph_inputs(ctx *c, const ds_tensor *bound, int n_bound, const char **net)
+{
+    Onnx__GraphProto *g = c->g;
     int n_real = 0;
-    const char *real_names[3] = {0};
+    const char *names[3] = {0};
     for (size_t i = 0; i < g->n_input; i++) {
         const Onnx__ValueInfoProto *vi = g->input[i];
         if (check_name(c, vi->name, "a graph input"))
@@ -1132,53 +1205,17 @@ static int build(ctx *c, const ds_tensor *bound, int n_bound)
             return graph_err(c, "graph input \"%.80s\" is declared twice", vi->name);
         }
         if (n_real < 3)
-            real_names[n_real] = vi->name;
+            names[n_real] = vi->name;
         int v = val_add(c, vi->name, -1);
         if (n_real == 0) {
             c->vals[v].kind = V_LAYER;
             c->vals[v].layer = 0;
-            /* Declared type and shape. */
-            const Onnx__TypeProto *tp = vi->type;
-            if (tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE && tp->tensor_type) {
-                const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
-                if (tt->has_elem_type && tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
-                    return graph_err(c, "network input \"%.80s\" has element type %s; float expected", vi->name,
-                                     dtype_name(tt->elem_type));
-                if (tt->shape) {
-                    if (tt->shape->n_dim < 1 || tt->shape->n_dim > DS_MAX_DIMS)
-                        return graph_err(c, "network input \"%.80s\" has %zu dimensions; 1..%d supported",
-                                         vi->name, tt->shape->n_dim, DS_MAX_DIMS);
-                    m->input_shape.ndim = (int)tt->shape->n_dim;
-                    for (size_t d = 0; d < tt->shape->n_dim; d++) {
-                        const Onnx__TensorShapeProto__Dimension *dim = tt->shape->dim[d];
-                        int64_t dv = dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE
-                                         ? dim->dim_value : 0;
-                        m->input_shape.dims[d] = dv > 0 && dv <= MAX_NUMEL ? dv : 0;
-                    }
-                }
-            } else if (tp && tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) {
-                return graph_err(c, "network input \"%.80s\" is not a tensor", vi->name);
-            }
-        } else if (n_real <= n_bound) {
-            /* Bound: a constant made from the caller's tensor (not owned). */
-            const ds_tensor *bt = &bound[n_real - 1];
-            Onnx__TensorProto *t = &c->bound_protos[n_real - 1];
-            onnx__tensor_proto__init(t);
-            if (bt->dtype != DS_F32 || bt->shape.ndim < 1 || bt->shape.ndim > DS_MAX_DIMS)
-                return graph_err(c, "bound tensor for graph input \"%.80s\" is not a 1..4-D float tensor", vi->name);
-            t->n_dims = (size_t)bt->shape.ndim;
-            t->dims = (int64_t *)bt->shape.dims;
-            t->has_data_type = 1;
-            t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-            t->has_raw_data = 1;
-            t->raw_data.data = bt->data;
-            t->raw_data.len = ds_tensor_bytes(bt);
-            t->name = (char *)vi->name;
-            int k = (int)(g->n_initializer + g->n_node) + n_real - 1;
-            c->consts[k].t = t;
-            c->consts[k].borrowed = 1;
-            c->vals[v].kind = V_CONST;
-            c->vals[v].cst = k;
+            if (read_input_decl(c, vi))
+                return -1;
+        } else if (n_real <= n_bound &&
+                   bind_input(c, vi, v, &bound[n_real - 1], (int)(g->n_initializer + g->n_node) + n_real - 1,
+                              &c->bound_protos[n_real - 1])) {
+            return -1;
         }
         n_real++;
     }
@@ -1189,21 +1226,24 @@ static int build(ctx *c, const ds_tensor *bound, int n_bound)
             return graph_err(c, "graph has %d inputs that are not initializers; %d bound tensors given", n_real,
                              n_bound);
         return graph_err(c, "graph has %d inputs that are not initializers (\"%.60s\", \"%.60s\"%s); exactly one "
-                            "network input is supported", n_real, real_names[0], real_names[1],
-                         n_real > 2 ? ", ..." : "");
+                            "network input is supported", n_real, names[0], names[1], n_real > 2 ? ", ..." : "");
     }
+    *net = names[0];
+    return 0;
+}
 
-    /* Node outputs. */
+/* Node outputs become values; every name a node or the graph output uses
+ * must exist; the uses are counted (a constant used once may give its data
+ * away). */
+static int resolve_names(ctx *c, int n_bound)
+{
+    Onnx__GraphProto *g = c->g;
     for (size_t i = 0; i < g->n_node; i++) {
         const Onnx__NodeProto *n = g->node[i];
-        for (size_t k = 0; k < n->n_output; k++) {
-            if (!n->output[k][0])
-                continue;
-            if (val_add(c, n->output[k], (int)i) < 0)
+        for (size_t k = 0; k < n->n_output; k++)
+            if (n->output[k][0] && val_add(c, n->output[k], (int)i) < 0)
                 return node_err(c, n, "output \"%.60s\" is already produced elsewhere", n->output[k]);
-        }
     }
-    /* References: every name must exist. */
     for (size_t i = 0; i < g->n_node; i++) {
         const Onnx__NodeProto *n = g->node[i];
         for (size_t k = 0; k < n->n_input; k++) {
@@ -1230,29 +1270,40 @@ static int build(ctx *c, const ds_tensor *bound, int n_bound)
         c->consts[i].refs = c->vals[val_find(c, g->initializer[i]->name)].refs;
     for (int i = 0; i < n_bound; i++)
         c->consts[g->n_initializer + g->n_node + (size_t)i].refs = 1 << 30;
+    return 0;
+}
 
-    /* Layer 0. */
-    ds_layer *in = &m->layers[0];
+static int add_input_layer(ctx *c, const char *name)
+{
+    ds_layer *in = &c->m->layers[0];
     in->id = 0;
     in->op = DS_OP_INPUT;
-    in->name = strdup(real_names[0]);
+    in->name = strdup(name);
     in->inputs = calloc(1, sizeof(int));
     if (!in->name || !in->inputs)
         return graph_err(c, "out of memory");
-    m->n_layers = 1;
-    c->layer_refs[0] = c->vals[val_find(c, real_names[0])].refs;
+    c->m->n_layers = 1;
+    c->layer_refs[0] = c->vals[val_find(c, name)].refs;
+    return 0;
+}
 
-    int *order = malloc((g->n_node + 1) * sizeof(int));
+/* Every node in topological order: a layer, a fold or an alias. */
+static int add_nodes(ctx *c)
+{
+    int *order = malloc((c->g->n_node + 1) * sizeof(int));
     if (!order)
         return graph_err(c, "out of memory");
     int rc = topo_sort(c, order);
-    for (size_t i = 0; rc == 0 && i < g->n_node; i++)
+    for (size_t i = 0; rc == 0 && i < c->g->n_node; i++)
         rc = do_node(c, order[i]);
     free(order);
-    if (rc)
-        return -1;
+    return rc ? -1 : 0;
+}
 
-    /* Outputs. */
+static int set_outputs(ctx *c)
+{
+    Onnx__GraphProto *g = c->g;
+    ds_model *m = c->m;
     m->outputs = malloc(g->n_output * sizeof(int));
     if (!m->outputs)
         return graph_err(c, "out of memory");
@@ -1263,8 +1314,14 @@ static int build(ctx *c, const ds_tensor *bound, int n_bound)
                              v->kind == V_CONST ? "a constant" : v->why ? v->why : "unresolved");
         m->outputs[m->n_outputs++] = v->layer;
     }
+    return 0;
+}
 
-    /* Consumers, ascending and without repeats. */
+/* Consumers, ascending and without repeats. */
+static int link_consumers(ctx *c)
+{
+    ds_model *m = c->m;
+    int rc = 0;
     int *count = calloc((size_t)m->n_layers, sizeof(int));
     if (!count)
         return graph_err(c, "out of memory");
@@ -1292,6 +1349,15 @@ static int build(ctx *c, const ds_tensor *bound, int n_bound)
                 p->consumers[p->n_consumers++] = i;
         }
     return 0;
+}
+
+static int build(ctx *c, const ds_tensor *bound, int n_bound)
+{
+    const char *net = NULL;
+    if (alloc_index(c, n_bound) || add_initializers(c) || add_graph_inputs(c, bound, n_bound, &net) ||
+        resolve_names(c, n_bound) || add_input_layer(c, net) || add_nodes(c) || set_outputs(c))
+        return -1;
+    return link_consumers(c);
 }
 
 static int load(const void *buf, size_t len, const char *label, const ds_tensor *bound, int n_bound,

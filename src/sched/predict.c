@@ -90,24 +90,10 @@ ds_pred_kind ds_predictors_default_kind(const ds_model *m, int layer)
     if (layer == 0)
         return DS_PRED_PASS;
     int nf;
-    ds_pred_kind want;
-    switch (m->layers[layer].op) {
-    case DS_OP_FLATTEN:
-        if (!kind_fits(m, layer, DS_PRED_PASS, &nf, NULL))
-            return DS_PRED_PASS;
-        want = DS_PRED_MEAN;
-        break;
-    case DS_OP_CONCAT:
-        want = DS_PRED_CONCAT;
-        break;
-    case DS_OP_CONV:
-    case DS_OP_GEMM:
-        want = DS_PRED_MLP;
-        break;
-    default: /* element-wise, pools, softmax, add */
-        want = DS_PRED_LINEAR;
-        break;
-    }
+    ds_pred_kind want = ds_op_pred_kind(m->layers[layer].op);
+    /* a MEAN over groups of one channel (plane count unchanged) is a PASS */
+    if (want == DS_PRED_MEAN && !kind_fits(m, layer, DS_PRED_PASS, &nf, NULL))
+        return DS_PRED_PASS;
     return kind_fits(m, layer, want, &nf, NULL) ? DS_PRED_MLP : want;
 }
 

@@ -10,7 +10,7 @@
  * 2-D N=1 tensor such as Flatten's or Gemm's output), so the arrays here are
  * exactly the per-plane fractions the codec's size model takes.
  *
- * Predictor kinds (ds_predictors_default_kind picks one per op):
+ * Predictor kinds (the op table in src/model names each op's default):
  *   PASS    out[c] = in[c]                           Input; Flatten when the
  *                                                    plane count is unchanged
  *   MEAN    out[j] = mean of the in channels of      Flatten of C planes into
@@ -61,14 +61,8 @@
 #define DS_PRED_MAGIC "DSPR"
 #define DS_PRED_VERSION 1
 
-typedef enum ds_pred_kind {
-    DS_PRED_PASS = 0,
-    DS_PRED_MEAN = 1,
-    DS_PRED_LINEAR = 2,
-    DS_PRED_MLP = 3,
-    DS_PRED_CONCAT = 4,
-    DS_PRED_KIND_COUNT
-} ds_pred_kind;
+/* ds_pred_kind (DS_PRED_PASS ... DS_PRED_CONCAT) is declared in
+ * model/model.h: the op table gives each op's default kind. */
 
 typedef struct ds_layer_pred {
     ds_pred_kind kind;

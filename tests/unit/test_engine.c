@@ -50,6 +50,7 @@ static void tm_init(tmodel *t, ds_shape in)
 {
     memset(t, 0, sizeof *t);
     t->m.name = "hand";
+    t->m.opset = 17;
     t->m.layers = t->l;
     t->m.n_layers = 1;
     t->l[0].op = DS_OP_INPUT;
@@ -60,7 +61,8 @@ static void tm_init(tmodel *t, ds_shape in)
 }
 
 /* Appends a layer of op over the given producers; attributes are set by the
- * caller afterwards, then tm_shape() fills its out_shape. */
+ * caller afterwards, then tm_shape() fills its out_shape (the model's shape
+ * rule, which the executors check and then trust). */
 static ds_layer *tm_add(tmodel *t, ds_op op, int n_in, ...)
 {
     int id = t->m.n_layers++;
@@ -89,10 +91,7 @@ static ds_layer *tm_add(tmodel *t, ds_op op, int n_in, ...)
 
 static int tm_shape(tmodel *t, ds_layer *l)
 {
-    ds_shape s[MAXL];
-    for (int i = 0; i < l->n_inputs; i++)
-        s[i] = t->l[l->inputs[i]].out_shape;
-    return ds_op_out_shape(l, l->n_inputs, s, &l->out_shape, NULL);
+    return ds_model_shape_layer(&t->m, l->id, NULL);
 }
 
 static void tm_free(tmodel *t)
@@ -187,7 +186,7 @@ static void run_ref1(tmodel *t, const float *x, ds_tensor *y)
     memcpy(xt.data, x, ds_tensor_bytes(&xt));
     const ds_tensor *in[1] = {&xt};
     ds_error err;
-    if (ds_ref_run(&t->l[1], 1, in, y, &err))
+    if (ds_model_shape_layer(&t->m, 1, &err) || ds_ref_run(&t->m, 1, 1, in, y, &err))
         fail_msg("%s", err.msg);
     ds_tensor_free(&xt);
 }
@@ -496,7 +495,7 @@ static void test_multi_input_ops(void **state)
             sh[i] = a;
             if (it % 3)
                 sh[i].dims[ax] = rint_(1, 5);
-            ds_layer *p = tm_add(&t, DS_OP_RELU, 1, 0); /* producers, supplied as inputs */
+            ds_layer *p = tm_add(&t, DS_OP_INPUT, 0); /* producers, supplied as inputs */
             p->out_shape = sh[i];
         }
         ds_layer *l = it % 3 == 0 ? tm_add(&t, DS_OP_ADD, 2, 1, 2)
@@ -705,37 +704,70 @@ static void test_bad_layers(void **state)
     (void)state;
     tmodel t;
     ds_error err;
-    ds_shape s[2], o;
     /* conv whose weight does not match the input channels */
     tm_init(&t, ds_shape_nchw(1, 3, 8, 8));
     ds_layer *l = tm_add(&t, DS_OP_CONV, 1, 0);
     ds_shape ws = ds_shape_nchw(4, 2, 3, 3);
     fill(&l->weight, &ws);
-    s[0] = t.l[0].out_shape;
-    assert_int_equal(ds_op_out_shape(l, 1, s, &o, &err), -1);
+    assert_int_equal(tm_shape(&t, l), -1);
+    assert_int_equal(ds_model_shape_layer(&t.m, 1, &err), -1);
     assert_non_null(strstr(err.msg, "channels"));
-    /* window larger than the input; zero stride; missing weight */
+    assert_non_null(strstr(err.msg, "(Conv)"));
+    /* window larger than the input; zero stride; pads as large as the window */
     ws = ds_shape_nchw(4, 3, 9, 3);
     fill(&l->weight, &ws);
-    assert_int_equal(ds_op_out_shape(l, 1, s, &o, &err), -1);
+    assert_int_equal(tm_shape(&t, l), -1);
     l->op = DS_OP_MAXPOOL;
     l->kernel[0] = l->kernel[1] = 2;
     l->stride[0] = 0;
-    assert_int_equal(ds_op_out_shape(l, 1, s, &o, &err), -1);
+    assert_int_equal(tm_shape(&t, l), -1);
     l->stride[0] = 1;
     l->pads[0] = 2;
-    assert_int_equal(ds_op_out_shape(l, 1, s, &o, &err), -1);
+    assert_int_equal(tm_shape(&t, l), -1);
+    l->pads[0] = 0;
+    assert_int_equal(tm_shape(&t, l), 0);
+    /* gemm on a 4-D input */
     l->op = DS_OP_GEMM;
-    assert_int_equal(ds_op_out_shape(l, 1, s, &o, &err), -1);
-    /* add of different shapes, concat axis out of range */
-    l->op = DS_OP_ADD;
-    s[1] = ds_shape_nchw(1, 3, 8, 7);
-    assert_int_equal(ds_op_out_shape(l, 2, s, &o, &err), -1);
-    l->op = DS_OP_CONCAT;
-    l->axis = 4;
-    assert_int_equal(ds_op_out_shape(l, 2, s, &o, &err), -1);
-    l->op = DS_OP_BATCHNORM;
-    assert_int_equal(ds_op_out_shape(l, 1, s, &o, &err), -1);
+    assert_int_equal(tm_shape(&t, l), -1);
+    l->op = DS_OP_MAXPOOL;
+    assert_int_equal(tm_shape(&t, l), 0); /* 1x3x7x7 */
+    /* add of different shapes or of one input, concat axis out of range,
+     * batchnorm without scale and shift */
+    ds_layer *add = tm_add(&t, DS_OP_ADD, 2, 0, 1);
+    assert_int_equal(ds_model_shape_layer(&t.m, add->id, &err), -1);
+    assert_non_null(strstr(err.msg, "1x3x8x8 + 1x3x7x7"));
+    add->n_inputs = 1;
+    assert_int_equal(tm_shape(&t, add), -1);
+    ds_layer *cat = tm_add(&t, DS_OP_CONCAT, 2, 0, 0);
+    cat->axis = 4;
+    assert_int_equal(tm_shape(&t, cat), -1);
+    cat->axis = -5;
+    assert_int_equal(tm_shape(&t, cat), -1);
+    cat->axis = -1;
+    assert_int_equal(tm_shape(&t, cat), 0);
+    assert_int_equal(cat->axis, 3);
+    assert_true(ds_shape_equal(&cat->out_shape, &(ds_shape){4, {1, 3, 8, 16}}));
+    ds_layer *bn = tm_add(&t, DS_OP_BATCHNORM, 1, 0);
+    assert_int_equal(tm_shape(&t, bn), -1);
+    tm_free(&t);
+
+    /* the executors check every layer once: an out_shape that is not its
+     * rule's, or a weight without data, is refused up front */
+    chain(&t);
+    for (int be = 0; be < 2; be++) {
+        t.l[5].out_shape.dims[3]++;
+        assert_null(ds_executor_new(&t.m, (ds_backend)be, 1, &err));
+        assert_non_null(strstr(err.msg, "(Relu)"));
+        t.l[5].out_shape.dims[3]--;
+        void *w = t.l[4].weight.data;
+        t.l[4].weight.data = NULL;
+        assert_null(ds_executor_new(&t.m, (ds_backend)be, 1, &err));
+        assert_non_null(strstr(err.msg, "weight"));
+        t.l[4].weight.data = w;
+        ds_executor *ex = ds_executor_new(&t.m, (ds_backend)be, 1, &err);
+        assert_non_null(ex);
+        ds_executor_free(ex);
+    }
     tm_free(&t);
 }
 

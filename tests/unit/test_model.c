@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "model/model.h"
+#include "model/op_table.h"
 #include "model/zoo.h"
 
 /* Expected output shapes were obtained once with python3-onnx 1.12's shape
@@ -217,9 +218,34 @@ static void test_zoo_deterministic(void **state)
     assert_int_equal(n, 5);
 }
 
+/* Every op has a complete entry in the op table (a designated initializer
+ * left out would leave a hole the _Static_assert on the count misses). */
+static void test_op_table(void **state)
+{
+    (void)state;
+    for (int op = 0; op < DS_OP_COUNT; op++) {
+        const ds_op_def *d = &ds_op_defs[op];
+        assert_non_null(d->name);
+        assert_string_equal(ds_op_name((ds_op)op), d->name);
+        for (int k = 0; k < op; k++)
+            assert_true(strcmp(ds_op_defs[k].name, d->name) != 0);
+        assert_true((unsigned)ds_op_pred_kind((ds_op)op) < DS_PRED_KIND_COUNT);
+        if (op == DS_OP_INPUT) {
+            assert_null(d->parse);
+            continue;
+        }
+        assert_non_null(d->onnx_types[0]);
+        assert_non_null(d->parse);
+        assert_non_null(d->shape);
+        assert_true(d->arity == -1 || d->arity >= 1);
+    }
+    assert_string_equal(ds_op_name(DS_OP_COUNT), "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_op_table),
         cmocka_unit_test(test_alexnet_layers),
         cmocka_unit_test(test_zoo_trunks),
         cmocka_unit_test(test_zoo_deterministic),

@@ -1,0 +1,59 @@
+/* op_table.h - what each op is, in one place (internal to src/model).
+ *
+ * ds_op_defs[op] holds, per op: its name, the ONNX op types read into it,
+ * the function that turns such a node into a layer (attributes checked; in
+ * onnx_load.c, next to the helpers it uses), its shape rule, its FLOP count
+ * and the predictor kind the trainer fits by default.  The loader dispatches
+ * on it, ds_model_set_input runs the shape rules, the engine re-checks a
+ * layer with them once (ds_layer_check) and then trusts out_shape. */
+#ifndef DS_MODEL_OP_TABLE_H
+#define DS_MODEL_OP_TABLE_H
+
+#include "model/model.h"
+#include "model/onnx.pb-c.h"
+
+struct ds_onnx_ctx; /* the loader's state (onnx_load.c) */
+
+/* Reads node n into a new layer of op (or folds it into an earlier one);
+ * errors name the node and op. */
+typedef int (*ds_op_parse_fn)(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+
+/* Sets l->out_shape from its inputs' shapes in[0..l->n_inputs-1] and
+ * resolves the attributes that depend on them (negative axes, auto_pad
+ * pads, a conv's kernel from its weight); checks ranks, channel counts
+ * against the weights, window sizes and attribute ranges.  Errors go
+ * through ds_layer_shape_err. */
+typedef int (*ds_op_shape_fn)(const ds_model *m, ds_layer *l, const ds_shape *const *in,
+                              ds_error *err);
+
+/* Multiply-accumulates x2 for the layer's out_shape (NULL: one per output
+ * element). */
+typedef double (*ds_op_flops_fn)(const ds_model *m, const ds_layer *l);
+
+typedef struct ds_op_def {
+    const char *name;          /* ds_op_name */
+    const char *onnx_types[2]; /* ONNX op_types read into this op (unused slots NULL) */
+    int arity;                 /* inputs it takes; -1: one or more */
+    ds_op_parse_fn parse;      /* NULL: not read from a node (the input) */
+    ds_op_shape_fn shape;
+    ds_op_flops_fn flops;
+    ds_pred_kind pred;
+} ds_op_def;
+
+extern const ds_op_def ds_op_defs[DS_OP_COUNT];
+
+/* The parse functions of the table (onnx_load.c). */
+int ds_onnx_parse_conv(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_pool(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_unary(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_concat(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_add(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_gemm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_batchnorm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+
+/* "MODEL: layer ID "NAME" (OP): input SHAPE: message" (in: the first
+ * input's shape, or NULL). */
+int ds_layer_shape_err(ds_error *err, const ds_model *m, const ds_layer *l, const ds_shape *in,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#endif
