@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILE_BYTES (1024L * 1024 * 1024)
+#include "common/buf.h"
+#include "common/file.h"
+
+#define MAX_FILE_BYTES ((uint64_t)1 << 30)
 #define MAX_TIME_US (INT64_C(1) << 53)     /* exact in a JSON/JS double */
 #define MAX_OFFSET_US INT64_C(1000000000000) /* 11.6 days */
 #define MAX_RTT_US INT64_C(1000000000)       /* 1000 s */
@@ -100,22 +103,6 @@ static void warnf(ds_timeline *tl, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     tl->warn(tl->warn_ctx, msg);
-}
-
-/* Grows *p (n used of *cap elements) to hold one more. */
-static int grow(void **p, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 64;
-    if (nc > SIZE_MAX / elem)
-        return -1;
-    void *q = realloc(*p, nc * elem);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = nc;
-    return 0;
 }
 
 ds_timeline *ds_timeline_new(ds_tm_warn_fn warn, void *ctx)
@@ -330,7 +317,7 @@ static int parse_clock(tm_file *f, char *line, int lineno, ds_error *err)
     if (parse_i64(tok[4], 0, MAX_RTT_US, &c.rtt))
         return ds_errorf(err, "%s:%d: bad round-trip time '%.30s' (integer µs, 0..%" PRId64 ")",
                          f->label, lineno, tok[4], MAX_RTT_US);
-    if (grow((void **)&f->clk, &f->cap_clk, f->n_clk, sizeof *f->clk))
+    if (ds_grow((void **)&f->clk, &f->cap_clk, f->n_clk + 1, sizeof *f->clk, NULL))
         return ds_errorf(err, "%s:%d: out of memory", f->label, lineno);
     f->clk[f->n_clk++] = c;
     return 0;
@@ -364,7 +351,7 @@ static int parse_event(ds_timeline *tl, tm_file *f, char *line, int lineno, ds_e
         return ds_errorf(err, "%s:%d: more than %d distinct stage names", f->label, lineno,
                          DS_TM_MAX_STAGES);
     e.line = lineno;
-    if (grow((void **)&f->ev, &f->cap_ev, f->n_ev, sizeof *f->ev))
+    if (ds_grow((void **)&f->ev, &f->cap_ev, f->n_ev + 1, sizeof *f->ev, NULL))
         return ds_errorf(err, "%s:%d: out of memory", f->label, lineno);
     f->ev[f->n_ev++] = e;
     return 0;
@@ -449,40 +436,11 @@ fail:
 
 int ds_timeline_add_file(ds_timeline *tl, const char *path, ds_error *err)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return ds_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            if (cap >= (size_t)MAX_FILE_BYTES) {
-                fclose(fp);
-                free(buf);
-                return ds_errorf(err, "%s: larger than %ld MiB", path, MAX_FILE_BYTES >> 20);
-            }
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                fclose(fp);
-                free(buf);
-                return ds_errorf(err, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, fp);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(fp);
-    fclose(fp);
-    if (bad) {
-        free(buf);
-        return ds_errorf(err, "%s: read error", path);
-    }
-    int rc = ds_timeline_add_text(tl, path, buf ? buf : "", len, err);
-    free(buf);
+    ds_buf b = {0};
+    if (ds_read_file(path, MAX_FILE_BYTES, &b, err))
+        return -1;
+    int rc = ds_timeline_add_text(tl, path, (const char *)b.data, b.len, err);
+    ds_buf_free(&b);
     return rc;
 }
 
@@ -501,7 +459,7 @@ static int cmp_event_idx(const void *a, const void *b, void *ctx)
 
 static int add_pair(ds_timeline *tl, int file, const tm_event *s, const tm_event *e)
 {
-    if (grow((void **)&tl->pairs, &tl->cap_pairs, tl->n_pairs, sizeof *tl->pairs))
+    if (ds_grow((void **)&tl->pairs, &tl->cap_pairs, tl->n_pairs + 1, sizeof *tl->pairs, NULL))
         return -1;
     tl->pairs[tl->n_pairs++] = (tm_pair){file, s->stage, s->frame, s->t, e->t};
     return 0;
@@ -686,7 +644,7 @@ static int find_worker(const ds_timeline *tl, int k)
 
 static int add_item(ds_timeline *tl, int64_t major, int64_t minor, const ds_tm_slice *s)
 {
-    if (grow((void **)&tl->items, &tl->cap_items, tl->n_items, sizeof *tl->items))
+    if (ds_grow((void **)&tl->items, &tl->cap_items, tl->n_items + 1, sizeof *tl->items, NULL))
         return -1;
     tl->items[tl->n_items++] = (tm_item){major, minor, *s};
     return 0;
