@@ -1018,30 +1018,34 @@ static double tick_step(double span, int want)
     return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
 }
 
-int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
+/* Geometry of the SVG chart. */
+typedef struct svg_layout {
+    const int *base; /* first lane row of each track, [n_tracks + 1] */
+    double row_h, track_gap, top, plot_w, left, width, height;
+    double span_us, scale; /* time span, px per µs */
+} svg_layout;
+
+static svg_layout svg_layout_of(const ds_timeline *tl, const int *base)
 {
-    static const char *const palette[] = {"#8dd3c7", "#ffffb3", "#bebada", "#fb8072",
-                                          "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
-                                          "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f"};
-    const int n_pal = (int)(sizeof palette / sizeof palette[0]);
-    if (!tl->built)
-        return ds_errorf(err, "timeline not built");
-    int *base = lane_base(tl);
-    if (!base)
-        return ds_errorf(err, "out of memory");
-    const double row_h = 18, track_gap = 6, top = 56, plot_w = 1000, right = 24;
+    svg_layout L = {.base = base, .row_h = 18, .track_gap = 6, .top = 56, .plot_w = 1000};
+    const double right = 24;
     size_t longest = 4;
     for (int t = 0; t < tl->n_tracks; t++)
         if (strlen(tl->tracks[t].name) > longest)
             longest = strlen(tl->tracks[t].name);
-    double left = 16 + 7.5 * (double)(longest > 32 ? 32 : longest) + 12;
-    double height = top + tl->n_tracks * track_gap + base[tl->n_tracks] * row_h + 36;
-    double width = left + plot_w + right;
-    double span_us = (double)(tl->t1 - tl->t0);
-    if (span_us < 1)
-        span_us = 1;
-    double scale = plot_w / span_us;
+    L.left = 16 + 7.5 * (double)(longest > 32 ? 32 : longest) + 12;
+    L.height = L.top + tl->n_tracks * L.track_gap + base[tl->n_tracks] * L.row_h + 36;
+    L.width = L.left + L.plot_w + right;
+    L.span_us = (double)(tl->t1 - tl->t0);
+    if (L.span_us < 1)
+        L.span_us = 1;
+    L.scale = L.plot_w / L.span_us;
+    return L;
+}
 
+/* The XML header, background and title line. */
+static void svg_title(const ds_timeline *tl, const svg_layout *L, FILE *f)
+{
     uint64_t fmin = UINT64_MAX, fmax = 0;
     for (size_t i = 0; i < tl->n_slices; i++) {
         if (tl->slices[i].frame < fmin)
@@ -1053,46 +1057,65 @@ int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"11\">\n"
                "<rect class=\"bg\" x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n",
-            width, height, width, height, width, height);
+            L->width, L->height, L->width, L->height, L->width, L->height);
     fprintf(f, "<text x=\"%.1f\" y=\"18\" font-size=\"13\" font-weight=\"bold\">deltaslice timeline: "
                "frames %" PRIu64 "..%" PRIu64 ", %zu slices, %.3f s</text>\n",
-            left, fmin, fmax, tl->n_slices, span_us / 1e6);
+            L->left, fmin, fmax, tl->n_slices, L->span_us / 1e6);
+}
 
-    /* Time axis: ticks in seconds from the first slice, grid lines down. */
-    double span_s = span_us / 1e6, step = tick_step(span_s, 10);
+/* Time axis: ticks in seconds from the first slice, grid lines down. */
+static void svg_axis(const svg_layout *L, FILE *f)
+{
+    double span_s = L->span_us / 1e6, step = tick_step(span_s, 10);
     int decimals = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
-    double bottom = height - 30;
+    double bottom = L->height - 30;
     fprintf(f, "<g class=\"axis\" stroke=\"#cccccc\" stroke-width=\"1\">\n");
     for (int k = 0; k * step <= span_s * (1 + 1e-9) && k <= 100; k++) {
-        double x = left + k * step * 1e6 * scale;
-        fprintf(f, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\"/>\n", x, top - 6, x, bottom);
+        double x = L->left + k * step * 1e6 * L->scale;
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\"/>\n", x, L->top - 6, x,
+                bottom);
     }
     fprintf(f, "</g>\n<g class=\"ticks\" text-anchor=\"middle\" fill=\"#333333\">\n");
     for (int k = 0; k * step <= span_s * (1 + 1e-9) && k <= 100; k++) {
-        double x = left + k * step * 1e6 * scale;
-        fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">%.*f</text>\n", x, top - 10, decimals, k * step);
+        double x = L->left + k * step * 1e6 * L->scale;
+        fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">%.*f</text>\n", x, L->top - 10, decimals, k * step);
     }
-    fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">time (s)</text>\n</g>\n", left + plot_w / 2, bottom + 20);
+    fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">time (s)</text>\n</g>\n", L->left + L->plot_w / 2,
+            bottom + 20);
+}
 
-    /* Track labels and row bands. */
+/* Track labels and row bands. */
+static void svg_tracks(const ds_timeline *tl, const svg_layout *L, FILE *f)
+{
     fprintf(f, "<g class=\"tracks\">\n");
     for (int t = 0; t < tl->n_tracks; t++) {
-        double y = top + t * track_gap + base[t] * row_h;
-        double h = tl->tracks[t].lanes * row_h;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eeeeee\"/>\n", left,
-                y + h + track_gap / 2, left + plot_w, y + h + track_gap / 2);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 8, y + h / 2 + 4);
+        double y = L->top + t * L->track_gap + L->base[t] * L->row_h;
+        double h = tl->tracks[t].lanes * L->row_h;
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eeeeee\"/>\n",
+                L->left, y + h + L->track_gap / 2, L->left + L->plot_w, y + h + L->track_gap / 2);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", L->left - 8, y + h / 2 + 4);
         xml_str(f, tl->tracks[t].name);
         fprintf(f, "</text>\n");
     }
-    fprintf(f, "</g>\n<g class=\"slices\" stroke=\"#555555\" stroke-width=\"0.5\">\n");
+    fprintf(f, "</g>\n");
+}
+
+/* One rectangle per slice, a colour per frame, the frame id when it fits. */
+static void svg_slices(const ds_timeline *tl, const svg_layout *L, FILE *f)
+{
+    static const char *const palette[] = {"#8dd3c7", "#ffffb3", "#bebada", "#fb8072",
+                                          "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
+                                          "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f"};
+    const int n_pal = (int)(sizeof palette / sizeof palette[0]);
+    const double row_h = L->row_h;
+    fprintf(f, "<g class=\"slices\" stroke=\"#555555\" stroke-width=\"0.5\">\n");
     for (size_t i = 0; i < tl->n_slices; i++) {
         const ds_tm_slice *s = &tl->slices[i];
-        double x = left + (double)(s->start_us - tl->t0) * scale;
-        double w = (double)(s->end_us - s->start_us) * scale;
+        double x = L->left + (double)(s->start_us - tl->t0) * L->scale;
+        double w = (double)(s->end_us - s->start_us) * L->scale;
         if (w < 0.5)
             w = 0.5; /* zero-length slices stay visible */
-        double y = top + s->track * track_gap + (base[s->track] + s->lane) * row_h + 1;
+        double y = L->top + s->track * L->track_gap + (L->base[s->track] + s->lane) * row_h + 1;
         fprintf(f, "<rect class=\"s\" x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" "
                    "fill=\"%s\"%s><title>frame %" PRIu64 " %s (%s) %.3f ms</title></rect>\n",
                 x, y, w, row_h - 2, palette[s->frame % (uint64_t)n_pal],
@@ -1105,7 +1128,22 @@ int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
                        "text-anchor=\"middle\" font-size=\"10\">%s</text>\n",
                     x + w / 2, y + row_h / 2 + 2.5, id);
     }
-    fprintf(f, "</g>\n</svg>\n");
+    fprintf(f, "</g>\n");
+}
+
+int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
+{
+    if (!tl->built)
+        return ds_errorf(err, "timeline not built");
+    int *base = lane_base(tl);
+    if (!base)
+        return ds_errorf(err, "out of memory");
+    const svg_layout L = svg_layout_of(tl, base);
+    svg_title(tl, &L, f);
+    svg_axis(&L, f);
+    svg_tracks(tl, &L, f);
+    svg_slices(tl, &L, f);
+    fprintf(f, "</svg>\n");
     free(base);
     if (fflush(f) || ferror(f))
         return ds_errorf(err, "write failed: %s", strerror(errno));
