@@ -19,18 +19,24 @@ static int too_large(const char *path, uint64_t size, uint64_t max, ds_error *er
     return ds_errorf(err, "%s: larger than %s", path, limit);
 }
 
-/* A pipe or device: read until end of file, growing b. */
+/* A pipe or device: read until end of file, growing b, at most one byte
+ * past max (which tells a stream of exactly max bytes from a longer one). */
 static int read_stream(FILE *f, const char *path, uint64_t max, ds_buf *b, ds_error *err)
 {
     for (;;) {
-        if (b->len + 1 >= b->cap) {
-            if ((uint64_t)b->len >= max)
+        if (b->len + 1 >= b->cap) { /* room for one byte and the final zero */
+            uint64_t want = b->cap ? (uint64_t)b->cap * 2 : 65536;
+            if (max < UINT64_MAX - 2 && want > max + 2)
+                want = max + 2;
+            if (want < (uint64_t)b->len + 2)
+                want = (uint64_t)b->len + 2;
+            if (want > SIZE_MAX)
                 return too_large(path, 0, max, err);
-            if (ds_buf_reserve(b, b->cap ? b->cap * 2 : 65536, err))
+            if (ds_buf_reserve(b, (size_t)want, err))
                 return ds_error_prefix(err, "%s", path);
         }
         size_t room = b->cap - 1 - b->len;
-        if ((uint64_t)room > max + 1 - b->len) /* stop just past max */
+        if (max < UINT64_MAX && (uint64_t)room > max + 1 - b->len)
             room = (size_t)(max + 1 - b->len);
         size_t got = fread(b->data + b->len, 1, room, f);
         b->len += got;
