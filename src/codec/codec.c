@@ -54,18 +54,6 @@ static inline uint64_t mask_word(const uint8_t *m, size_t mb, size_t i)
     return w;
 }
 
-static int grow(void **p, size_t *cap, size_t want, size_t elem, ds_error *err)
-{
-    if (want <= *cap)
-        return 0;
-    void *q = realloc(*p, want * elem);
-    if (!q)
-        return ds_errorf(err, "codec: out of memory for %zu bytes of scratch", want * elem);
-    *p = q;
-    *cap = want;
-    return 0;
-}
-
 void ds_codec_planes(const ds_shape *shape, int64_t *planes, int64_t *plane)
 {
     int64_t numel = ds_shape_numel(shape);
@@ -119,7 +107,7 @@ const uint32_t *ds_codec_last_counts(const ds_codec_scratch *s, size_t *nplanes)
     return s->counts;
 }
 
-/* ---- encode kernels ----------------------------------------------------- */
+/* ---- kernels: masks, gather/scatter, deltas, shuffle -------------------- */
 
 /* Portable popcount: without -mpopcnt __builtin_popcountll is a libgcc call. */
 static inline int popcount64(uint64_t x)
@@ -382,6 +370,260 @@ static int shuffle_helps(const uint8_t *vals, size_t n)
     return sh > 0 && plain > 0 && sh < plain;
 }
 
+/* ---- geometry and plane modes -------------------------------------------- */
+
+/* The format's view of a tensor (codec.h, "Planes"). */
+typedef struct geom {
+    size_t es;               /* element size */
+    size_t numel;
+    size_t planes, plane;    /* planes of `plane` elements */
+    size_t images, channels; /* PIXEL: images of `channels` planes */
+    size_t pw;               /* words of a plane mask in scratch */
+    size_t mb;               /* bytes of a plane mask in a payload */
+} geom;
+
+static geom geom_of(const ds_shape *shape, ds_dtype t)
+{
+    int64_t planes, plane;
+    ds_codec_planes(shape, &planes, &plane);
+    geom g;
+    g.es = ds_dtype_size(t);
+    g.numel = (size_t)ds_shape_numel(shape);
+    g.planes = (size_t)planes;
+    g.plane = (size_t)plane;
+    g.images = (size_t)shape_images(shape);
+    g.channels = g.planes / g.images;
+    g.pw = (g.plane + 63) / 64;
+    g.mb = (g.plane + 7) / 8;
+    return g;
+}
+
+/* The mode byte of a plane in an ELEM body. */
+typedef enum plane_mode {
+    PLANE_SAME = 0,  /* keep the base plane */
+    PLANE_DENSE = 1, /* all `plane` values follow */
+    PLANE_MASK = 2,  /* a mask, then the values at its set bits */
+} plane_mode;
+
+/* The smaller form for a plane with `changed` changed elements. */
+static plane_mode plane_mode_for(uint32_t changed, const geom *g)
+{
+    if (!changed)
+        return PLANE_SAME;
+    return g->mb + (uint64_t)changed * g->es < (uint64_t)g->plane * g->es ? PLANE_MASK : PLANE_DENSE;
+}
+
+/* Mask and value bytes of a plane in that mode. */
+static uint64_t plane_bytes(plane_mode m, uint32_t changed, const geom *g)
+{
+    switch (m) {
+    case PLANE_SAME: return 0;
+    case PLANE_DENSE: return (uint64_t)g->plane * g->es;
+    case PLANE_MASK: return g->mb + (uint64_t)changed * g->es;
+    }
+    return 0;
+}
+
+/* Popcount of a payload mask of `bits` bits, or -1 if padding bits are set. */
+static int64_t mask_count(const uint8_t *m, size_t bits)
+{
+    size_t mb = (bits + 7) / 8;
+    int64_t c = 0;
+    size_t i = 0;
+    for (; i + 8 <= mb; i += 8) {
+        uint64_t w;
+        memcpy(&w, m + i, 8);
+        c += popcount64(w);
+    }
+    for (; i < mb; i++)
+        c += popcount64(m[i]);
+    if (bits % 8 && (m[mb - 1] >> (bits % 8)))
+        return -1;
+    return c;
+}
+
+/* ---- ELEM masks: one mask per plane -------------------------------------- */
+
+/* Encode: the change mask and count of every plane into scratch; *size =
+ * the ELEM body's size. */
+static int elem_measure(ds_codec_scratch *s, const geom *g, const uint8_t *cd, const uint8_t *rd,
+                        uint64_t *size, ds_error *err)
+{
+    if (ds_grow((void **)&s->bits, &s->bits_cap, g->planes * g->pw, sizeof *s->bits, err) ||
+        ds_grow((void **)&s->counts, &s->counts_cap, g->planes, sizeof *s->counts, err))
+        return ds_error_prefix(err, "codec");
+    const size_t pb = g->plane * g->es;
+    uint64_t sz = g->planes; /* the mode bytes */
+    for (size_t p = 0; p < g->planes; p++) {
+        uint32_t c = mask_plane_es(cd + p * pb, rd ? rd + p * pb : NULL, g->plane, g->es,
+                                   s->bits + p * g->pw);
+        s->counts[p] = c;
+        sz += plane_bytes(plane_mode_for(c, g), c, g);
+    }
+    s->counts_len = g->planes;
+    *size = sz;
+    return 0;
+}
+
+/* Encode: writes the ELEM body (modes, masks of the MASK planes, values) to
+ * b; values are deltas against dref when it is not NULL.  *voff = offset of
+ * the values; returns the body's size. */
+static size_t elem_build(const ds_codec_scratch *s, const geom *g, const uint8_t *cd,
+                         const uint8_t *dref, uint8_t *b, size_t *voff)
+{
+    const size_t pb = g->plane * g->es;
+    size_t off = g->planes;
+    for (size_t p = 0; p < g->planes; p++) {
+        b[p] = (uint8_t)plane_mode_for(s->counts[p], g);
+        if (b[p] == PLANE_MASK) {
+            memcpy(b + off, s->bits + p * g->pw, g->mb);
+            off += g->mb;
+        }
+    }
+    *voff = off;
+    for (size_t p = 0; p < g->planes; p++) {
+        const uint8_t *src = cd + p * pb, *ref = dref ? dref + p * pb : NULL;
+        if (b[p] == PLANE_DENSE) {
+            plane_put(b + off, src, ref, g->plane, g->es);
+            off += pb;
+        } else if (b[p] == PLANE_MASK) {
+            off += gather_es(b + off, src, ref, s->bits + p * g->pw, g->pw, g->es);
+        }
+    }
+    return off;
+}
+
+/* Decode: checks the modes, the mask padding and that the values fill the
+ * body exactly; *voff = offset of the values. */
+static int elem_check(const geom *g, const uint8_t *body, size_t raw, int L, size_t *voff,
+                      ds_error *err)
+{
+    uint64_t nmask = 0, ndense = 0;
+    for (size_t q = 0; q < g->planes; q++) {
+        if (body[q] > PLANE_MASK)
+            return ds_errorf(err, "codec payload for layer %d: plane %zu has unknown mode %u", L,
+                             q, body[q]);
+        nmask += body[q] == PLANE_MASK;
+        ndense += body[q] == PLANE_DENSE;
+    }
+    uint64_t vals_off = g->planes + nmask * g->mb;
+    if (vals_off > raw)
+        return ds_errorf(err, "codec payload for layer %d: %" PRIu64
+                         " masks do not fit in a body of %zu bytes", L, nmask, raw);
+    uint64_t nvals = ndense * g->plane;
+    for (uint64_t k = 0; k < nmask; k++) {
+        int64_t c = mask_count(body + g->planes + k * g->mb, g->plane);
+        if (c < 0)
+            return ds_errorf(err, "codec payload for layer %d: mask %" PRIu64
+                             " has padding bits set", L, k);
+        nvals += (uint64_t)c;
+    }
+    if (vals_off + nvals * g->es != raw)
+        return ds_errorf(err, "codec payload for layer %d: masks imply %" PRIu64
+                         " values but the body holds %" PRIu64 " bytes for them",
+                         L, nvals, raw - vals_off);
+    *voff = (size_t)vals_off;
+    return 0;
+}
+
+/* Decode: applies a checked ELEM body to dst. */
+static void elem_apply(const geom *g, const uint8_t *body, size_t voff, int delta, uint8_t *dst)
+{
+    const uint8_t *m = body + g->planes, *v = body + voff;
+    for (size_t q = 0; q < g->planes; q++) {
+        uint8_t *d = dst + q * g->plane * g->es;
+        if (body[q] == PLANE_DENSE) {
+            plane_apply(d, v, g->plane, g->es, delta);
+            v += g->plane * g->es;
+        } else if (body[q] == PLANE_MASK) {
+            v += scatter_es(d, v, m, g->mb, g->es, delta);
+            m += g->mb;
+        }
+    }
+}
+
+/* ---- PIXEL masks: one mask per image, shared by its channels ------------- */
+
+/* Encode: each image's mask, the OR of its channels' masks (elem_measure
+ * ran first); *size = the PIXEL body's size, UINT64_MAX when there is one
+ * channel (ELEM is then never larger). */
+static int pixel_measure(ds_codec_scratch *s, const geom *g, uint64_t *size, ds_error *err)
+{
+    *size = UINT64_MAX;
+    if (g->channels <= 1)
+        return 0;
+    if (ds_grow((void **)&s->pix, &s->pix_cap, g->images * g->pw, sizeof *s->pix, err))
+        return ds_error_prefix(err, "codec");
+    uint64_t sz = (uint64_t)g->images * g->mb;
+    for (size_t im = 0; im < g->images; im++) {
+        uint64_t *u = s->pix + im * g->pw;
+        memcpy(u, s->bits + im * g->channels * g->pw, g->pw * sizeof *u);
+        for (size_t ch = 1; ch < g->channels; ch++) {
+            const uint64_t *w = s->bits + (im * g->channels + ch) * g->pw;
+            for (size_t i = 0; i < g->pw; i++)
+                u[i] |= w[i];
+        }
+        uint64_t pc = 0;
+        for (size_t i = 0; i < g->pw; i++)
+            pc += (uint64_t)popcount64(u[i]);
+        sz += pc * g->channels * g->es;
+    }
+    *size = sz;
+    return 0;
+}
+
+/* Encode: writes the PIXEL body (image masks, then values image by image,
+ * channel by channel) to b; *voff and the result as for elem_build. */
+static size_t pixel_build(const ds_codec_scratch *s, const geom *g, const uint8_t *cd,
+                          const uint8_t *dref, uint8_t *b, size_t *voff)
+{
+    const size_t pb = g->plane * g->es;
+    size_t off = 0;
+    for (size_t im = 0; im < g->images; im++) {
+        memcpy(b + off, s->pix + im * g->pw, g->mb);
+        off += g->mb;
+    }
+    *voff = off;
+    for (size_t im = 0; im < g->images; im++)
+        for (size_t ch = 0; ch < g->channels; ch++) {
+            size_t q = im * g->channels + ch;
+            off += gather_es(b + off, cd + q * pb, dref ? dref + q * pb : NULL,
+                             s->pix + im * g->pw, g->pw, g->es);
+        }
+    return off;
+}
+
+/* Decode: checks the mask padding and that the values fill the body
+ * exactly; *voff = offset of the values. */
+static int pixel_check(const geom *g, const uint8_t *body, size_t raw, int L, size_t *voff,
+                       ds_error *err)
+{
+    uint64_t nvals = 0;
+    for (size_t im = 0; im < g->images; im++) {
+        int64_t c = mask_count(body + im * g->mb, g->plane);
+        if (c < 0)
+            return ds_errorf(err, "codec payload for layer %d: pixel mask %zu has padding bits set",
+                             L, im);
+        nvals += (uint64_t)c * g->channels;
+    }
+    if (g->images * g->mb + nvals * g->es != raw)
+        return ds_errorf(err, "codec payload for layer %d: masks imply %" PRIu64
+                         " values but the body holds %zu bytes for them",
+                         L, nvals, raw - g->images * g->mb);
+    *voff = g->images * g->mb;
+    return 0;
+}
+
+/* Decode: applies a checked PIXEL body to dst. */
+static void pixel_apply(const geom *g, const uint8_t *body, size_t voff, int delta, uint8_t *dst)
+{
+    const uint8_t *v = body + voff;
+    for (size_t im = 0; im < g->images; im++)
+        for (size_t ch = 0; ch < g->channels; ch++)
+            v += scatter_es(dst + (im * g->channels + ch) * g->plane * g->es, v,
+                            body + im * g->mb, g->mb, g->es, delta);
+}
+
 /* ---- encode ------------------------------------------------------------- */
 
 static int check_tensor(const ds_tensor *t, const char *what, int layer_id, ds_error *err)
@@ -407,82 +649,16 @@ static int check_tensor(const ds_tensor *t, const char *what, int layer_id, ds_e
     return 0;
 }
 
-static size_t header_size(int ndim)
+/* The arguments of ds_codec_encode. */
+static int check_encode_args(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
+                             const ds_codec_opts *o, ds_error *err)
 {
-    return 12 + 4 * (size_t)ndim + 16;
-}
-
-#define SHUFFLED 0x80 /* compression byte flag: f32 values byte-shuffled */
-#define DELTA 0x40    /* mask byte flag: UPDATE values are exact deltas */
-
-static void write_header(uint8_t *p, int layer_id, const ds_tensor *t, ds_codec_encoding enc,
-                         ds_codec_mask mask, int delta, ds_compress c, int shuffled,
-                         int level, uint64_t raw, uint64_t stored)
-{
-    p[0] = DS_CODEC_MAGIC;
-    p[1] = DS_CODEC_VERSION;
-    p[2] = (uint8_t)t->dtype;
-    p[3] = (uint8_t)enc;
-    p[4] = (uint8_t)((unsigned)mask | (delta ? DELTA : 0));
-    p[5] = (uint8_t)((unsigned)c | (shuffled ? SHUFFLED : 0));
-    p[6] = (uint8_t)(int8_t)(c == DS_COMPRESS_ZSTD ? level : 0);
-    p[7] = (uint8_t)t->shape.ndim;
-    put_u32(p + 8, (uint32_t)layer_id);
-    for (int i = 0; i < t->shape.ndim; i++)
-        put_u32(p + 12 + 4 * i, (uint32_t)t->shape.dims[i]);
-    size_t o = 12 + 4 * (size_t)t->shape.ndim;
-    put_u64(p + o, raw);
-    put_u64(p + o + 8, stored);
-}
-
-/* Compresses body into dst (capacity cap); returns the compressed size, or 0
- * when compression is unavailable for this size or would not shrink it. */
-static size_t compress_body(ds_codec_scratch *s, ds_compress c, int level, const uint8_t *body,
-                            size_t raw, uint8_t *dst, size_t cap, ds_error *err, int *failed)
-{
-    *failed = 0;
-    if (c == DS_COMPRESS_LZ4) {
-        if (raw > LZ4_MAX_INPUT_SIZE || cap > INT_MAX)
-            return 0;
-        int r = LZ4_compress_default((const char *)body, (char *)dst, (int)raw, (int)cap);
-        return r > 0 && (size_t)r < raw ? (size_t)r : 0;
-    }
-    if (c == DS_COMPRESS_ZSTD) {
-        if (!s->zc && !(s->zc = ZSTD_createCCtx())) {
-            *failed = 1;
-            ds_errorf(err, "codec: cannot create a zstd context");
-            return 0;
-        }
-        size_t r = ZSTD_compressCCtx(s->zc, dst, cap, body, raw, level);
-        if (ZSTD_isError(r)) {
-            *failed = 1;
-            ds_errorf(err, "codec: zstd compression failed: %s", ZSTD_getErrorName(r));
-            return 0;
-        }
-        return r < raw ? r : 0;
-    }
-    return 0;
-}
-
-static size_t compress_bound(ds_compress c, size_t raw)
-{
-    if (c == DS_COMPRESS_LZ4)
-        return raw <= LZ4_MAX_INPUT_SIZE ? (size_t)LZ4_compressBound((int)raw) : 0;
-    if (c == DS_COMPRESS_ZSTD)
-        return ZSTD_compressBound(raw);
-    return 0;
-}
-
-int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
-                    const ds_codec_opts *o, ds_codec_scratch *s, ds_buf *out, ds_error *err)
-{
-    static const ds_codec_opts defaults = {DS_COMPRESS_NONE, 0, 1};
-    if (!o)
-        o = &defaults;
     if (layer_id < 0)
         return ds_errorf(err, "codec: negative layer id %d", layer_id);
-    if (!cur || check_tensor(cur, "tensor", layer_id, err))
-        return cur ? -1 : ds_errorf(err, "codec: layer %d: no tensor to encode", layer_id);
+    if (!cur)
+        return ds_errorf(err, "codec: layer %d: no tensor to encode", layer_id);
+    if (check_tensor(cur, "tensor", layer_id, err))
+        return -1;
     if (ref) {
         if (check_tensor(ref, "reference", layer_id, err))
             return -1;
@@ -498,174 +674,215 @@ int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
     if (o->compress != DS_COMPRESS_NONE && o->compress != DS_COMPRESS_LZ4 &&
         o->compress != DS_COMPRESS_ZSTD)
         return ds_errorf(err, "codec: unknown compression %d", (int)o->compress);
-    int level = o->zstd_level ? o->zstd_level : 1;
+    return 0;
+}
+
+/* The zstd level used: 0 means 1, clamped to zstd's range and to int8 (the
+ * header's byte). */
+static int zstd_level(int asked)
+{
+    int level = asked ? asked : 1;
     int lo = ZSTD_minCLevel() < -127 ? -127 : ZSTD_minCLevel();
     if (level < lo)
         level = lo;
     if (level > ZSTD_maxCLevel())
         level = ZSTD_maxCLevel();
+    return level;
+}
 
-    const size_t es = ds_dtype_size(cur->dtype);
-    const size_t numel = (size_t)ds_shape_numel(&cur->shape);
-    int64_t planes64, plane64;
-    ds_codec_planes(&cur->shape, &planes64, &plane64);
-    const size_t planes = (size_t)planes64, plane = (size_t)plane64;
-    const size_t images = (size_t)shape_images(&cur->shape), channels = planes / images;
-    const size_t pw = (plane + 63) / 64, mb = (plane + 7) / 8;
-    const uint8_t *cd = cur->data, *rd = ref ? ref->data : NULL;
+/* What a payload is: encoding, mask kind, delta flag and body layout. */
+typedef struct form {
+    ds_codec_encoding enc;
+    ds_codec_mask mask;
+    int delta;    /* UPDATE values are exact deltas */
+    uint64_t raw; /* body bytes before compression */
+    size_t voff;  /* offset of the values in the body */
+} form;
 
-    ds_codec_encoding enc = DS_ENC_DENSE;
-    ds_codec_mask mk = DS_MASK_NONE;
-    uint64_t dense_size = (uint64_t)numel * es, raw = dense_size;
+/* Chooses the smallest uncompressed form: DENSE, ELEM or PIXEL (codec.h);
+ * leaves the masks it measured in scratch for the body. */
+static int choose_form(ds_codec_scratch *s, const geom *g, const uint8_t *cd, const uint8_t *rd,
+                       const ds_codec_opts *o, form *f, ds_error *err)
+{
+    *f = (form){DS_ENC_DENSE, DS_MASK_NONE, 0, (uint64_t)g->numel * g->es, 0};
     s->counts_len = 0;
-    if (o->allow_update) {
-        if (grow((void **)&s->bits, &s->bits_cap, planes * pw, sizeof *s->bits, err) ||
-            grow((void **)&s->counts, &s->counts_cap, planes, sizeof *s->counts, err))
-            return -1;
-        uint64_t elem_size = planes;
-        for (size_t p = 0; p < planes; p++) {
-            uint32_t c = mask_plane_es(cd + p * plane * es, rd ? rd + p * plane * es : NULL,
-                                       plane, es, s->bits + p * pw);
-            s->counts[p] = c;
-            if (c) {
-                uint64_t m = mb + (uint64_t)c * es, d = (uint64_t)plane * es;
-                elem_size += m < d ? m : d;
-            }
-        }
-        s->counts_len = planes;
-        uint64_t pix_size = UINT64_MAX;
-        if (channels > 1) {
-            if (grow((void **)&s->pix, &s->pix_cap, images * pw, sizeof *s->pix, err))
-                return -1;
-            pix_size = (uint64_t)images * mb;
-            for (size_t im = 0; im < images; im++) {
-                uint64_t *u = s->pix + im * pw;
-                memcpy(u, s->bits + im * channels * pw, pw * sizeof *u);
-                for (size_t ch = 1; ch < channels; ch++) {
-                    const uint64_t *w = s->bits + (im * channels + ch) * pw;
-                    for (size_t i = 0; i < pw; i++)
-                        u[i] |= w[i];
-                }
-                uint64_t pc = 0;
-                for (size_t i = 0; i < pw; i++)
-                    pc += (uint64_t)popcount64(u[i]);
-                pix_size += pc * channels * es;
-            }
-        }
-        /* With exact deltas and compression even an all-changed plane is
-         * worth an update: XOR deltas compress far better than values. */
-        uint64_t dense_cmp = raw;
-        if (rd && o->allow_update == DS_CODEC_EXACT_DELTA && o->compress != DS_COMPRESS_NONE)
-            dense_cmp = raw + planes + (uint64_t)images * mb + 1;
-        if (elem_size < dense_cmp && elem_size <= pix_size) {
-            enc = rd ? DS_ENC_UPDATE : DS_ENC_SPARSE;
-            mk = DS_MASK_ELEM;
-            raw = elem_size;
-        } else if (pix_size < dense_cmp) {
-            enc = rd ? DS_ENC_UPDATE : DS_ENC_SPARSE;
-            mk = DS_MASK_PIXEL;
-            raw = pix_size;
-        }
-    }
+    if (o->update == DS_CODEC_DENSE_ONLY)
+        return 0;
+    uint64_t elem_size = 0, pix_size = 0;
+    if (elem_measure(s, g, cd, rd, &elem_size, err) || pixel_measure(s, g, &pix_size, err))
+        return -1;
+    /* With exact deltas and compression even an all-changed plane is worth
+     * an update: XOR deltas compress far better than values. */
+    uint64_t dense_cmp = f->raw;
+    if (rd && o->update == DS_CODEC_EXACT_DELTA && o->compress != DS_COMPRESS_NONE)
+        dense_cmp = f->raw + g->planes + (uint64_t)g->images * g->mb + 1;
+    if (elem_size < dense_cmp && elem_size <= pix_size)
+        f->mask = DS_MASK_ELEM, f->raw = elem_size;
+    else if (pix_size < dense_cmp)
+        f->mask = DS_MASK_PIXEL, f->raw = pix_size;
+    else
+        return 0;
+    f->enc = rd ? DS_ENC_UPDATE : DS_ENC_SPARSE;
+    f->delta = o->update == DS_CODEC_EXACT_DELTA && f->enc == DS_ENC_UPDATE;
+    return 0;
+}
 
-    /* The uncompressed body: the tensor itself when dense, else built in
-     * s->body. */
-    const uint8_t *body = cd;
-    size_t voff = 0; /* offset of the values in the body */
-    const int delta = o->allow_update == DS_CODEC_EXACT_DELTA && enc == DS_ENC_UPDATE;
-    const uint8_t *dref = delta ? rd : NULL;
-    if (enc != DS_ENC_DENSE) {
-        if (raw > SIZE_MAX || ds_buf_reserve(&s->body, (size_t)raw, err))
-            return -1;
-        uint8_t *b = s->body.data;
-        size_t off = 0;
-        if (mk == DS_MASK_ELEM) {
-            uint8_t *modes = b;
-            off = planes;
-            for (size_t p = 0; p < planes; p++) {
-                uint32_t c = s->counts[p];
-                modes[p] = c == 0 ? 0 : (mb + (uint64_t)c * es < (uint64_t)plane * es ? 2 : 1);
-                if (modes[p] == 2) {
-                    memcpy(b + off, s->bits + p * pw, mb);
-                    off += mb;
-                }
-            }
-            voff = off;
-            for (size_t p = 0; p < planes; p++) {
-                const uint8_t *src = cd + p * plane * es;
-                const uint8_t *ref = dref ? dref + p * plane * es : NULL;
-                if (modes[p] == 1) {
-                    plane_put(b + off, src, ref, plane, es);
-                    off += plane * es;
-                } else if (modes[p] == 2) {
-                    off += gather_es(b + off, src, ref, s->bits + p * pw, pw, es);
-                }
-            }
-        } else {
-            for (size_t im = 0; im < images; im++) {
-                memcpy(b + off, s->pix + im * pw, mb);
-                off += mb;
-            }
-            voff = off;
-            for (size_t im = 0; im < images; im++)
-                for (size_t ch = 0; ch < channels; ch++)
-                    off += gather_es(b + off, cd + (im * channels + ch) * plane * es,
-                                     dref ? dref + (im * channels + ch) * plane * es : NULL,
-                                     s->pix + im * pw, pw, es);
-        }
-        if (off != raw)
-            return ds_errorf(err, "codec: layer %d: internal size mismatch %zu vs %" PRIu64,
-                             layer_id, off, raw);
-        s->body.len = off;
-        body = b;
-    }
+/* Builds the body of a non-DENSE form in s->body (values as deltas against
+ * rd when f->delta); sets f->voff. */
+static int build_body(ds_codec_scratch *s, const geom *g, const uint8_t *cd, const uint8_t *rd,
+                      form *f, int layer_id, ds_error *err)
+{
+    if (f->raw > SIZE_MAX || ds_buf_reserve(&s->body, (size_t)f->raw, err))
+        return -1;
+    const uint8_t *dref = f->delta ? rd : NULL;
+    size_t off = f->mask == DS_MASK_ELEM ? elem_build(s, g, cd, dref, s->body.data, &f->voff)
+                                         : pixel_build(s, g, cd, dref, s->body.data, &f->voff);
+    if (off != f->raw)
+        return ds_errorf(err, "codec: layer %d: internal size mismatch %zu vs %" PRIu64,
+                         layer_id, off, f->raw);
+    s->body.len = off;
+    return 0;
+}
 
-    const size_t hs = header_size(cur->shape.ndim);
-    size_t bound = compress_bound(o->compress, (size_t)raw);
-    size_t need = hs + (bound > raw ? bound : (size_t)raw);
+static size_t header_size(int ndim)
+{
+    return 12 + 4 * (size_t)ndim + 16;
+}
+
+#define SHUFFLED 0x80 /* compression byte flag: f32 values byte-shuffled */
+#define DELTA 0x40    /* mask byte flag: UPDATE values are exact deltas */
+
+static void write_header(uint8_t *p, int layer_id, const ds_tensor *t, const form *f,
+                         ds_compress c, int shuffled, int level, uint64_t stored)
+{
+    p[0] = DS_CODEC_MAGIC;
+    p[1] = DS_CODEC_VERSION;
+    p[2] = (uint8_t)t->dtype;
+    p[3] = (uint8_t)f->enc;
+    p[4] = (uint8_t)((unsigned)f->mask | (f->delta ? DELTA : 0));
+    p[5] = (uint8_t)((unsigned)c | (shuffled ? SHUFFLED : 0));
+    p[6] = (uint8_t)(int8_t)(c == DS_COMPRESS_ZSTD ? level : 0);
+    p[7] = (uint8_t)t->shape.ndim;
+    put_u32(p + 8, (uint32_t)layer_id);
+    for (int i = 0; i < t->shape.ndim; i++)
+        put_u32(p + 12 + 4 * i, (uint32_t)t->shape.dims[i]);
+    size_t o = 12 + 4 * (size_t)t->shape.ndim;
+    put_u64(p + o, f->raw);
+    put_u64(p + o + 8, stored);
+}
+
+static size_t compress_bound(ds_compress c, size_t raw)
+{
+    if (c == DS_COMPRESS_LZ4)
+        return raw <= LZ4_MAX_INPUT_SIZE ? (size_t)LZ4_compressBound((int)raw) : 0;
+    if (c == DS_COMPRESS_ZSTD)
+        return ZSTD_compressBound(raw);
+    return 0;
+}
+
+/* Compresses src (raw bytes) into dst (capacity cap); *z = the compressed
+ * size, 0 when this compression is unavailable for the size or would not
+ * shrink it. */
+static int deflate_body(ds_codec_scratch *s, ds_compress c, int level, const uint8_t *src,
+                        size_t raw, uint8_t *dst, size_t cap, size_t *z, ds_error *err)
+{
+    *z = 0;
+    if (c == DS_COMPRESS_LZ4) {
+        if (raw > LZ4_MAX_INPUT_SIZE || cap > INT_MAX)
+            return 0;
+        int r = LZ4_compress_default((const char *)src, (char *)dst, (int)raw, (int)cap);
+        *z = r > 0 && (size_t)r < raw ? (size_t)r : 0;
+    } else if (c == DS_COMPRESS_ZSTD) {
+        if (!s->zc && !(s->zc = ZSTD_createCCtx()))
+            return ds_errorf(err, "codec: cannot create a zstd context");
+        size_t r = ZSTD_compressCCtx(s->zc, dst, cap, src, raw, level);
+        if (ZSTD_isError(r))
+            return ds_errorf(err, "codec: zstd compression failed: %s", ZSTD_getErrorName(r));
+        *z = r < raw ? r : 0;
+    }
+    return 0;
+}
+
+/* Compresses the body into dst when that makes it smaller, byte-shuffling
+ * f32 values first when a probe says it helps.  *stored = 0: the body goes
+ * as it is. */
+static int compress_values(ds_codec_scratch *s, ds_compress c, int level, size_t es,
+                           const uint8_t *body, const form *f, uint8_t *dst, size_t cap,
+                           size_t *stored, int *shuffled, ds_error *err)
+{
+    const size_t raw = (size_t)f->raw, nv = (raw - f->voff) / 4;
+    const uint8_t *src = body;
+    *shuffled = 0;
+    if (es == 4 && shuffle_helps(body + f->voff, nv)) {
+        if (ds_buf_reserve(&s->aux, raw, err))
+            return -1;
+        memcpy(s->aux.data, body, f->voff);
+        shuffle4(s->aux.data + f->voff, body + f->voff, nv);
+        src = s->aux.data;
+        *shuffled = 1;
+    }
+    if (deflate_body(s, c, level, src, raw, dst, cap, stored, err))
+        return -1;
+    if (!*stored)
+        *shuffled = 0;
+    return 0;
+}
+
+/* Appends header + (compressed) body to out. */
+static int emit(int layer_id, const ds_tensor *cur, const form *f, const uint8_t *body,
+                ds_compress c, int level, ds_codec_scratch *s, ds_buf *out, ds_error *err)
+{
+    const size_t hs = header_size(cur->shape.ndim), raw = (size_t)f->raw;
+    const size_t bound = compress_bound(c, raw);
+    const size_t need = hs + (bound > raw ? bound : raw);
     if (ds_buf_reserve(out, out->len + need, err))
         return ds_error_prefix(err, "codec: layer %d", layer_id);
     uint8_t *dst = out->data + out->len;
-    ds_compress applied = DS_COMPRESS_NONE;
-    size_t stored = (size_t)raw;
+    size_t stored = 0;
     int shuffled = 0;
-    if (o->compress != DS_COMPRESS_NONE) {
-        const uint8_t *src = body;
-        if (es == 4 && shuffle_helps(body + voff, ((size_t)raw - voff) / 4)) {
-            if (ds_buf_reserve(&s->aux, (size_t)raw, err))
-                return ds_error_prefix(err, "codec: layer %d", layer_id);
-            memcpy(s->aux.data, body, voff);
-            shuffle4(s->aux.data + voff, body + voff, ((size_t)raw - voff) / 4);
-            src = s->aux.data;
-            shuffled = 1;
-        }
-        int failed;
-        size_t z = compress_body(s, o->compress, level, src, (size_t)raw, dst + hs, need - hs,
-                                 err, &failed);
-        if (failed)
-            return ds_error_prefix(err, "codec: layer %d", layer_id);
-        if (z) {
-            applied = o->compress;
-            stored = z;
-        } else {
-            shuffled = 0;
-        }
+    if (c != DS_COMPRESS_NONE &&
+        compress_values(s, c, level, ds_dtype_size(cur->dtype), body, f, dst + hs, need - hs,
+                        &stored, &shuffled, err))
+        return ds_error_prefix(err, "codec: layer %d", layer_id);
+    ds_compress applied = stored ? c : DS_COMPRESS_NONE;
+    if (!stored) {
+        memcpy(dst + hs, body, raw);
+        stored = raw;
     }
-    if (applied == DS_COMPRESS_NONE)
-        memcpy(dst + hs, body, (size_t)raw);
-    write_header(dst, layer_id, cur, enc, mk, delta, applied, shuffled, level, raw, stored);
+    write_header(dst, layer_id, cur, f, applied, shuffled, level, stored);
     out->len += hs + stored;
     return 0;
 }
 
+int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
+                    const ds_codec_opts *o, ds_codec_scratch *s, ds_buf *out, ds_error *err)
+{
+    static const ds_codec_opts defaults = {DS_COMPRESS_NONE, 0, DS_CODEC_NEW_VALUES};
+    if (!o)
+        o = &defaults;
+    if (check_encode_args(layer_id, cur, ref, o, err))
+        return -1;
+    const int level = zstd_level(o->zstd_level);
+    const geom g = geom_of(&cur->shape, cur->dtype);
+    const uint8_t *rd = ref ? ref->data : NULL;
+    form f;
+    if (choose_form(s, &g, cur->data, rd, o, &f, err))
+        return -1;
+    /* The uncompressed body: the tensor itself when dense. */
+    const uint8_t *body = cur->data;
+    if (f.enc != DS_ENC_DENSE) {
+        if (build_body(s, &g, cur->data, rd, &f, layer_id, err))
+            return -1;
+        body = s->body.data;
+    }
+    return emit(layer_id, cur, &f, body, o->compress, level, s, out, err);
+}
+
 /* ---- decode ------------------------------------------------------------- */
 
-/* Header fields up to the dims (checked against expected when given), then
- * the sizes. */
-static int parse_header(const uint8_t *p, size_t n, const ds_shape *expected,
-                        ds_codec_header *h, ds_error *err)
+/* Bytes 0..7 and the layer id. */
+static int parse_fields(const uint8_t *p, size_t n, ds_codec_header *h, ds_error *err)
 {
-    memset(h, 0, sizeof *h);
     if (!p || n < 12)
         return ds_errorf(err, "codec payload: %zu bytes is shorter than a header", n);
     if (p[0] != DS_CODEC_MAGIC)
@@ -709,6 +926,14 @@ static int parse_header(const uint8_t *p, size_t n, const ds_shape *expected,
         return ds_errorf(err, "codec payload for layer %d: %u dims (expected 1..%d)", L, p[7],
                          DS_MAX_DIMS);
     h->shape.ndim = p[7];
+    return 0;
+}
+
+/* The dims (checked against expected when given) and the two sizes. */
+static int parse_dims(const uint8_t *p, size_t n, const ds_shape *expected, ds_codec_header *h,
+                      ds_error *err)
+{
+    int L = h->layer_id;
     h->header_size = header_size(h->shape.ndim);
     if (n < h->header_size)
         return ds_errorf(err, "codec payload for layer %d: truncated header (%zu of %zu bytes)",
@@ -733,23 +958,38 @@ static int parse_header(const uint8_t *p, size_t n, const ds_shape *expected,
     size_t o = 12 + 4 * (size_t)h->shape.ndim;
     h->raw_size = get_u64(p + o);
     h->stored_size = get_u64(p + o + 8);
+    return 0;
+}
 
-    uint64_t es = ds_dtype_size(h->dtype);
+/* The raw size against the bounds of the mask kind for the shape. */
+static int check_raw_size(const ds_codec_header *h, ds_error *err)
+{
+    uint64_t es = ds_dtype_size(h->dtype), numel = (uint64_t)ds_shape_numel(&h->shape);
     int64_t planes, plane;
     ds_codec_planes(&h->shape, &planes, &plane);
     uint64_t mb = ((uint64_t)plane + 7) / 8, images = (uint64_t)shape_images(&h->shape);
     uint64_t lo, hi;
     if (h->mask == DS_MASK_NONE)
-        lo = hi = (uint64_t)numel * es;
+        lo = hi = numel * es;
     else if (h->mask == DS_MASK_ELEM)
-        lo = (uint64_t)planes, hi = (uint64_t)planes * (1 + mb) + (uint64_t)numel * es;
+        lo = (uint64_t)planes, hi = (uint64_t)planes * (1 + mb) + numel * es;
     else
-        lo = images * mb, hi = images * mb + (uint64_t)numel * es;
+        lo = images * mb, hi = images * mb + numel * es;
     if (h->raw_size < lo || h->raw_size > hi)
         return ds_errorf(err,
                          "codec payload for layer %d: raw size %" PRIu64
                          " outside %" PRIu64 "..%" PRIu64 " for its shape",
-                         L, h->raw_size, lo, hi);
+                         h->layer_id, h->raw_size, lo, hi);
+    return 0;
+}
+
+/* The stored size against the payload's length and the compression; bounds
+ * the decompressed size by the stored size before anything is allocated for
+ * it: lz4 expands at most ~255x; a zstd body is one frame that declares its
+ * content size. */
+static int check_stored_size(const uint8_t *p, size_t n, const ds_codec_header *h, ds_error *err)
+{
+    int L = h->layer_id;
     size_t body = n - h->header_size;
     if (h->stored_size != body)
         return ds_errorf(err,
@@ -765,9 +1005,6 @@ static int parse_header(const uint8_t *p, size_t n, const ds_shape *expected,
     if (h->compress == DS_COMPRESS_LZ4 &&
         (h->raw_size > LZ4_MAX_INPUT_SIZE || h->stored_size > INT_MAX))
         return ds_errorf(err, "codec payload for layer %d: too large for lz4", L);
-    /* Bound the decompressed size by the stored size before anything is
-     * allocated for it: lz4 expands at most ~255x; a zstd body is one frame
-     * that declares its content size. */
     if (h->compress == DS_COMPRESS_LZ4 && h->raw_size > h->stored_size * 256 + 64)
         return ds_errorf(err, "codec payload for layer %d: raw size %" PRIu64
                          " impossible for %" PRIu64 " bytes of lz4", L, h->raw_size, h->stored_size);
@@ -784,177 +1021,136 @@ static int parse_header(const uint8_t *p, size_t n, const ds_shape *expected,
     return 0;
 }
 
+static int parse_header(const uint8_t *p, size_t n, const ds_shape *expected,
+                        ds_codec_header *h, ds_error *err)
+{
+    memset(h, 0, sizeof *h);
+    if (parse_fields(p, n, h, err) || parse_dims(p, n, expected, h, err) ||
+        check_raw_size(h, err) || check_stored_size(p, n, h, err))
+        return -1;
+    return 0;
+}
+
 int ds_codec_peek(const uint8_t *p, size_t n, ds_codec_header *h, ds_error *err)
 {
     return parse_header(p, n, NULL, h, err);
 }
 
-/* Popcount of a payload mask of `bits` bits, or -1 if padding bits are set. */
-static int64_t mask_count(const uint8_t *m, size_t bits)
+/* An UPDATE needs a cached tensor of its dtype and shape. */
+static int check_update_target(const ds_codec_header *h, const ds_tensor *cache, ds_error *err)
 {
-    size_t mb = (bits + 7) / 8;
-    int64_t c = 0;
-    size_t i = 0;
-    for (; i + 8 <= mb; i += 8) {
-        uint64_t w;
-        memcpy(&w, m + i, 8);
-        c += popcount64(w);
+    if (h->encoding != DS_ENC_UPDATE)
+        return 0;
+    int L = h->layer_id;
+    if (!cache->data || cache->shape.ndim < 1)
+        return ds_errorf(err, "codec: update for layer %d but no cached tensor", L);
+    if (cache->dtype != h->dtype || !ds_shape_equal(&cache->shape, &h->shape)) {
+        char a[64], b[64];
+        return ds_errorf(err,
+                         "codec: update for layer %d is %s %s but the cached tensor is %s %s",
+                         L, h->dtype == DS_U8 ? "u8" : "f32",
+                         ds_shape_str(&h->shape, a, sizeof a),
+                         cache->dtype == DS_U8 ? "u8" : "f32",
+                         ds_shape_str(&cache->shape, b, sizeof b));
     }
-    for (; i < mb; i++)
-        c += popcount64(m[i]);
-    if (bits % 8 && (m[mb - 1] >> (bits % 8)))
-        return -1;
-    return c;
+    return 0;
+}
+
+/* The uncompressed body: *body = stored (no compression) or s->body. */
+static int inflate_body(const ds_codec_header *h, const uint8_t *stored, ds_codec_scratch *s,
+                        const uint8_t **body, ds_error *err)
+{
+    int L = h->layer_id;
+    *body = stored;
+    if (h->compress == DS_COMPRESS_NONE)
+        return 0;
+    const size_t raw = (size_t)h->raw_size;
+    if (h->raw_size > SIZE_MAX || ds_buf_reserve(&s->body, raw ? raw : 1, err))
+        return ds_error_prefix(err, "codec payload for layer %d", L);
+    size_t got;
+    if (h->compress == DS_COMPRESS_LZ4) {
+        int r = LZ4_decompress_safe((const char *)stored, (char *)s->body.data,
+                                    (int)h->stored_size, (int)raw);
+        if (r < 0)
+            return ds_errorf(err, "codec payload for layer %d: corrupt lz4 body", L);
+        got = (size_t)r;
+    } else {
+        if (!s->zd && !(s->zd = ZSTD_createDCtx()))
+            return ds_errorf(err, "codec: cannot create a zstd context");
+        size_t r = ZSTD_decompressDCtx(s->zd, s->body.data, raw, stored, (size_t)h->stored_size);
+        if (ZSTD_isError(r))
+            return ds_errorf(err, "codec payload for layer %d: corrupt zstd body: %s", L,
+                             ZSTD_getErrorName(r));
+        got = r;
+    }
+    if (got != raw)
+        return ds_errorf(err,
+                         "codec payload for layer %d: body decompressed to %zu bytes, raw size says %zu",
+                         L, got, raw);
+    *body = s->body.data;
+    return 0;
+}
+
+/* Validates the body completely (before the cache is touched); *voff = the
+ * offset of its values. */
+static int check_body(const ds_codec_header *h, const geom *g, const uint8_t *body, size_t *voff,
+                      ds_error *err)
+{
+    *voff = 0;
+    if (h->mask == DS_MASK_ELEM)
+        return elem_check(g, body, (size_t)h->raw_size, h->layer_id, voff, err);
+    if (h->mask == DS_MASK_PIXEL)
+        return pixel_check(g, body, (size_t)h->raw_size, h->layer_id, voff, err);
+    return 0; /* DENSE: parse_header checked raw == numel * es */
+}
+
+/* Undoes the byte shuffle of the values into s->aux; *body points there. */
+static int unshuffle_body(const ds_codec_header *h, size_t voff, ds_codec_scratch *s,
+                          const uint8_t **body, ds_error *err)
+{
+    const size_t raw = (size_t)h->raw_size;
+    if (ds_buf_reserve(&s->aux, raw, err))
+        return ds_error_prefix(err, "codec payload for layer %d", h->layer_id);
+    memcpy(s->aux.data, *body, voff);
+    unshuffle4(s->aux.data + voff, *body + voff, (raw - voff) / 4);
+    *body = s->aux.data;
+    return 0;
+}
+
+/* Writes a checked body into the cache. */
+static int apply_body(const ds_codec_header *h, const geom *g, const uint8_t *body, size_t voff,
+                      ds_tensor *cache, ds_error *err)
+{
+    if (h->encoding != DS_ENC_UPDATE && ds_tensor_reserve(cache, &h->shape, h->dtype, err))
+        return ds_error_prefix(err, "codec payload for layer %d", h->layer_id);
+    uint8_t *dst = cache->data;
+    if (h->encoding == DS_ENC_DENSE) {
+        memcpy(dst, body, g->numel * g->es);
+        return 0;
+    }
+    if (h->encoding == DS_ENC_SPARSE)
+        memset(dst, 0, g->numel * g->es);
+    if (h->mask == DS_MASK_ELEM)
+        elem_apply(g, body, voff, h->exact_delta, dst);
+    else
+        pixel_apply(g, body, voff, h->exact_delta, dst);
+    return 0;
 }
 
 int ds_codec_decode(const uint8_t *p, size_t n, const ds_shape *expected, ds_tensor *cache,
                     ds_codec_scratch *s, ds_error *err)
 {
     ds_codec_header h;
-    if (parse_header(p, n, expected, &h, err))
+    const uint8_t *body;
+    size_t voff;
+    if (parse_header(p, n, expected, &h, err) || check_update_target(&h, cache, err) ||
+        inflate_body(&h, p + h.header_size, s, &body, err))
         return -1;
-    int L = h.layer_id;
-    char a[64], b[64];
-    if (h.encoding == DS_ENC_UPDATE) {
-        if (!cache->data || cache->shape.ndim < 1)
-            return ds_errorf(err, "codec: update for layer %d but no cached tensor", L);
-        if (cache->dtype != h.dtype || !ds_shape_equal(&cache->shape, &h.shape))
-            return ds_errorf(err,
-                             "codec: update for layer %d is %s %s but the cached tensor is %s %s",
-                             L, h.dtype == DS_U8 ? "u8" : "f32",
-                             ds_shape_str(&h.shape, a, sizeof a),
-                             cache->dtype == DS_U8 ? "u8" : "f32",
-                             ds_shape_str(&cache->shape, b, sizeof b));
-    }
-
-    /* The uncompressed body. */
-    const uint8_t *body = p + h.header_size;
-    const size_t raw = (size_t)h.raw_size;
-    if (h.compress != DS_COMPRESS_NONE) {
-        if (h.raw_size > SIZE_MAX || ds_buf_reserve(&s->body, raw ? raw : 1, err))
-            return ds_error_prefix(err, "codec payload for layer %d", L);
-        size_t got;
-        if (h.compress == DS_COMPRESS_LZ4) {
-            int r = LZ4_decompress_safe((const char *)body, (char *)s->body.data,
-                                        (int)h.stored_size, (int)raw);
-            if (r < 0)
-                return ds_errorf(err, "codec payload for layer %d: corrupt lz4 body", L);
-            got = (size_t)r;
-        } else {
-            if (!s->zd && !(s->zd = ZSTD_createDCtx()))
-                return ds_errorf(err, "codec: cannot create a zstd context");
-            size_t r = ZSTD_decompressDCtx(s->zd, s->body.data, raw, body, (size_t)h.stored_size);
-            if (ZSTD_isError(r))
-                return ds_errorf(err, "codec payload for layer %d: corrupt zstd body: %s", L,
-                                 ZSTD_getErrorName(r));
-            got = r;
-        }
-        if (got != raw)
-            return ds_errorf(err,
-                             "codec payload for layer %d: body decompressed to %zu bytes, raw size says %zu",
-                             L, got, raw);
-        body = s->body.data;
-    }
-
-    const size_t es = ds_dtype_size(h.dtype);
-    const size_t numel = (size_t)ds_shape_numel(&h.shape);
-    int64_t planes64, plane64;
-    ds_codec_planes(&h.shape, &planes64, &plane64);
-    const size_t planes = (size_t)planes64, plane = (size_t)plane64;
-    const size_t images = (size_t)shape_images(&h.shape), channels = planes / images;
-    const size_t mb = (plane + 7) / 8;
-
-    /* Validate the body completely before touching the cache. */
-    if (h.mask == DS_MASK_ELEM) {
-        uint64_t nmask = 0, ndense = 0;
-        for (size_t q = 0; q < planes; q++) {
-            if (body[q] > 2)
-                return ds_errorf(err, "codec payload for layer %d: plane %zu has unknown mode %u",
-                                 L, q, body[q]);
-            nmask += body[q] == 2;
-            ndense += body[q] == 1;
-        }
-        uint64_t vals_off = planes + nmask * mb;
-        if (vals_off > raw)
-            return ds_errorf(err, "codec payload for layer %d: %" PRIu64
-                             " masks do not fit in a body of %zu bytes", L, nmask, raw);
-        uint64_t nvals = ndense * plane;
-        for (uint64_t k = 0; k < nmask; k++) {
-            int64_t c = mask_count(body + planes + k * mb, plane);
-            if (c < 0)
-                return ds_errorf(err, "codec payload for layer %d: mask %" PRIu64
-                                 " has padding bits set", L, k);
-            nvals += (uint64_t)c;
-        }
-        if (vals_off + nvals * es != raw)
-            return ds_errorf(err, "codec payload for layer %d: masks imply %" PRIu64
-                             " values but the body holds %" PRIu64 " bytes for them",
-                             L, nvals, raw - vals_off);
-    } else if (h.mask == DS_MASK_PIXEL) {
-        uint64_t nvals = 0;
-        for (size_t im = 0; im < images; im++) {
-            int64_t c = mask_count(body + im * mb, plane);
-            if (c < 0)
-                return ds_errorf(err, "codec payload for layer %d: pixel mask %zu has padding bits set",
-                                 L, im);
-            nvals += (uint64_t)c * channels;
-        }
-        if (images * mb + nvals * es != raw)
-            return ds_errorf(err, "codec payload for layer %d: masks imply %" PRIu64
-                             " values but the body holds %zu bytes for them",
-                             L, nvals, raw - images * mb);
-    }
-
-    if (h.shuffled) {
-        size_t voff = 0;
-        if (h.mask == DS_MASK_ELEM) {
-            voff = planes;
-            for (size_t q = 0; q < planes; q++)
-                voff += body[q] == 2 ? mb : 0;
-        } else if (h.mask == DS_MASK_PIXEL) {
-            voff = images * mb;
-        }
-        if (ds_buf_reserve(&s->aux, raw, err))
-            return ds_error_prefix(err, "codec payload for layer %d", L);
-        memcpy(s->aux.data, body, voff);
-        unshuffle4(s->aux.data + voff, body + voff, (raw - voff) / 4);
-        body = s->aux.data;
-    }
-
-    /* Apply. */
-    if (h.encoding != DS_ENC_UPDATE && ds_tensor_reserve(cache, &h.shape, h.dtype, err))
-        return ds_error_prefix(err, "codec payload for layer %d", L);
-    uint8_t *dst = cache->data;
-    if (h.encoding == DS_ENC_DENSE) {
-        memcpy(dst, body, numel * es);
-        return 0;
-    }
-    if (h.encoding == DS_ENC_SPARSE)
-        memset(dst, 0, numel * es);
-    if (h.mask == DS_MASK_ELEM) {
-        const uint8_t *m = body + planes;
-        size_t nmask = 0;
-        for (size_t q = 0; q < planes; q++)
-            nmask += body[q] == 2;
-        const uint8_t *v = m + nmask * mb;
-        for (size_t q = 0; q < planes; q++) {
-            uint8_t *d = dst + q * plane * es;
-            if (body[q] == 1) {
-                plane_apply(d, v, plane, es, h.exact_delta);
-                v += plane * es;
-            } else if (body[q] == 2) {
-                v += scatter_es(d, v, m, mb, es, h.exact_delta);
-                m += mb;
-            }
-        }
-    } else {
-        const uint8_t *v = body + images * mb;
-        for (size_t im = 0; im < images; im++)
-            for (size_t ch = 0; ch < channels; ch++)
-                v += scatter_es(dst + (im * channels + ch) * plane * es, v, body + im * mb, mb, es,
-                                h.exact_delta);
-    }
-    return 0;
+    const geom g = geom_of(&h.shape, h.dtype);
+    if (check_body(&h, &g, body, &voff, err) ||
+        (h.shuffled && unshuffle_body(&h, voff, s, &body, err)))
+        return -1;
+    return apply_body(&h, &g, body, voff, cache, err);
 }
 
 /* ---- size model --------------------------------------------------------- */

@@ -2,7 +2,8 @@
  *
  * A sender keeps, per layer, the last tensor it sent (ref); a receiver keeps
  * the last one it received (its cache).  An UPDATE payload carries a change
- * mask and the NEW values of the changed elements, never differences, so the
+ * mask and, for the changed elements, their new values or exact integer
+ * deltas (DELTA flag, below), never floating-point differences, so the
  * receiver's cache becomes bit-identical to the sender's cur (DESIGN §3.1).
  * "Changed" compares bit patterns (memcmp semantics): -0.0 vs 0.0 and NaN
  * payloads travel exactly.  A payload never depends on a cache unless its
@@ -46,7 +47,7 @@
  * Body, PIXEL:   images masks of `plane` bits, then for each image, for each
  *                of its channels, the values at the set bits of its mask.
  * The raw size must equal exactly what the modes and mask popcounts imply.
- * With the DELTA flag (opt-in: allow_update = DS_CODEC_EXACT_DELTA) every
+ * With the DELTA flag (ds_codec_opts.update = DS_CODEC_EXACT_DELTA) every
  * value of an UPDATE body is an exact integer delta against the receiver's
  * cached element: f32 bit patterns XORed (new = old ^ v), u8 modulo 256
  * (new = old + v).  These are bit-exact like copying (no floating-point
@@ -56,7 +57,7 @@
  * -> 30.2%; a random-weight AlexNet conv1 (+ReLU) on those frames: zstd-1
  * 26.5% -> 22.7% of dense f32, lz4 28.2% -> 26.0%.  It loses on values with
  * few distinct bit patterns (an 8-bit frame / 255 as f32: zstd 13.0% ->
- * 15.5%).  Off by default because the brief asks for new values; without
+ * 15.5%).  dif mode uses it on every link (ds_dif_link_update); without
  * compression it changes nothing.
  * With the shuffle flag the values of the body (the whole body for DENSE)
  * are byte-shuffled before compression: the V values are stored as V first
@@ -118,14 +119,19 @@ typedef enum ds_codec_mask {
     DS_MASK_PIXEL = 2,
 } ds_codec_mask;
 
-#define DS_CODEC_EXACT_DELTA 2
+/* What an encoder may send besides DENSE.  Without a reference the payload
+ * is DENSE or SPARSE (new values) for both update kinds. */
+typedef enum ds_codec_update {
+    DS_CODEC_DENSE_ONLY = 0,  /* always DENSE */
+    DS_CODEC_NEW_VALUES = 1,  /* UPDATE carries the new values */
+    DS_CODEC_EXACT_DELTA = 2, /* UPDATE carries exact XOR/mod-256 deltas
+                               * (DELTA flag) */
+} ds_codec_update;
 
 typedef struct ds_codec_opts {
     ds_compress compress;
-    int zstd_level;   /* 0 means 1; clamped to zstd's range */
-    int allow_update; /* 0: always DENSE (itg mode); 1: updates carry new
-                       * values; DS_CODEC_EXACT_DELTA: updates carry exact
-                       * XOR/mod-256 deltas (DELTA flag) */
+    int zstd_level; /* 0 means 1; clamped to zstd's range */
+    ds_codec_update update;
 } ds_codec_opts;
 
 typedef struct ds_codec_header {
@@ -166,7 +172,7 @@ void ds_codec_scratch_free(ds_codec_scratch *s);
 /* Encodes cur against ref (the tensor the receiver holds for this layer;
  * NULL = the receiver holds nothing, so the payload is DENSE or SPARSE) and
  * APPENDS the payload to out.  ref must have cur's dtype and shape.  o NULL =
- * no compression, updates allowed. */
+ * no compression, DS_CODEC_NEW_VALUES. */
 int ds_codec_encode(int layer_id, const ds_tensor *cur, const ds_tensor *ref,
                     const ds_codec_opts *o, ds_codec_scratch *s, ds_buf *out,
                     ds_error *err);

@@ -35,3 +35,20 @@ void ds_buf_free(ds_buf *b)
     free(b->data);
     memset(b, 0, sizeof *b);
 }
+
+int ds_grow(void **p, size_t *cap, size_t want, size_t elem, ds_error *err)
+{
+    if (want <= *cap)
+        return 0;
+    size_t nc = *cap ? (*cap > SIZE_MAX / 2 ? SIZE_MAX : *cap * 2) : 64;
+    if (nc < want || nc > SIZE_MAX / elem)
+        nc = want;
+    if (nc > SIZE_MAX / elem)
+        return ds_errorf(err, "array of %zu elements of %zu bytes does not fit in memory", want, elem);
+    void *q = realloc(*p, nc * elem);
+    if (!q)
+        return ds_errorf(err, "out of memory growing an array to %zu bytes", nc * elem);
+    *p = q;
+    *cap = nc;
+    return 0;
+}

@@ -12,6 +12,8 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "file.h"
+
 #ifndef DS_SOURCE_DIR
 #define DS_SOURCE_DIR "."
 #endif
@@ -463,9 +465,8 @@ static int top_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
         return 0;
     }
     if (!strcmp(key, "log_level")) {
-        static const char *const names[] = {"debug", "info", "warn", "error"};
         int l = 0;
-        if (get_enum(c, v, "log_level", names, 4, &l))
+        if (get_enum(c, v, "log_level", ds_log_level_names, DS_LOG_LEVELS, &l))
             return -1;
         cfg->log_level = (ds_log_level)l;
         return 0;
@@ -612,43 +613,8 @@ out:
     return rc;
 }
 
-static int read_file(const char *path, char **text, size_t *len, ds_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ds_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        if (cap >= (1u << 24)) {
-            free(buf);
-            fclose(f);
-            return ds_errorf(err, "%s: larger than 16 MiB, not a configuration file", path);
-        }
-        char *grown = realloc(buf, cap * 2);
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf)
-        return ds_errorf(err, "%s: out of memory", path);
-    if (bad) {
-        free(buf);
-        return ds_errorf(err, "%s: read error", path);
-    }
-    *text = buf;
-    *len = n;
-    return 0;
-}
+/* A configuration file is a few kB; anything this large is something else. */
+#define MAX_CONFIG_BYTES ((uint64_t)16 << 20)
 
 int ds_config_load(const char *path, ds_config *cfg, ds_error *err)
 {
@@ -660,9 +626,8 @@ int ds_config_load(const char *path, ds_config *cfg, ds_error *err)
     if (!path)
         return ds_config_parse(ds_embedded_config, ds_embedded_config_len, "<embedded config.yml>",
                                DS_SOURCE_DIR, cfg, err);
-    char *text = NULL;
-    size_t len = 0;
-    if (read_file(path, &text, &len, err))
+    ds_buf text = {0};
+    if (ds_read_file(path, MAX_CONFIG_BYTES, &text, err))
         return -1;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
@@ -671,8 +636,8 @@ int ds_config_load(const char *path, ds_config *cfg, ds_error *err)
         *slash = '\0';
     else
         snprintf(dir, sizeof dir, ".");
-    int rc = ds_config_parse(text, len, path, dir, cfg, err);
-    free(text);
+    int rc = ds_config_parse((const char *)text.data, text.len, path, dir, cfg, err);
+    ds_buf_free(&text);
     return rc;
 }
 

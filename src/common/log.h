@@ -13,12 +13,15 @@ typedef enum ds_log_level {
     DS_LOG_ERROR,
 } ds_log_level;
 
+#define DS_LOG_LEVELS 4
+/* "debug", "info", "warn", "error", indexed by level: the configuration's
+ * spelling; log lines show them upper-case. */
+extern const char *const ds_log_level_names[DS_LOG_LEVELS];
+
 /* Sets the role name shown on each line ("master", "worker0", ...). */
 void ds_log_init(const char *role, ds_log_level level);
 void ds_log_set_level(ds_log_level level);
 ds_log_level ds_log_get_level(void);
-/* "debug" | "info" | "warn" | "error" -> level; -1 when unknown. */
-int ds_log_level_parse(const char *s, ds_log_level *out);
 
 void ds_log(ds_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -44,29 +44,40 @@ void ds_dif_cache_free(ds_dif_cache *c)
     memset(c, 0, sizeof *c);
 }
 
-int ds_dif_send(ds_dif_cache *c, int layer_id, const ds_tensor *t, const ds_codec_opts *o,
-                ds_buf *out, ds_error *err)
+ds_codec_update ds_dif_link_update(int dif)
+{
+    /* Exact integer deltas (XOR of f32 bit patterns, u8 mod 256): bit-exact
+     * like new values, and far smaller once compressed. */
+    return dif ? DS_CODEC_EXACT_DELTA : DS_CODEC_DENSE_ONLY;
+}
+
+/* keep (dif mode): encode against the cached copy when it has t's dtype and
+ * shape, and keep t as the new copy; otherwise the payload stands alone. */
+static int send_payload(ds_dif_cache *c, int layer_id, const ds_tensor *t, const ds_codec_opts *o,
+                        int keep, ds_buf *out, ds_error *err)
 {
     if (layer_id < 0 || layer_id >= c->n_layers)
         return ds_errorf(err, "send: layer %d out of range 0..%d", layer_id, c->n_layers - 1);
     ds_tensor *ref = &c->tensor[layer_id];
-    int dif = !o || o->allow_update;
-    const ds_tensor *base = dif && ref->shape.ndim > 0 && ref->dtype == t->dtype &&
+    const ds_tensor *base = keep && ref->shape.ndim > 0 && ref->dtype == t->dtype &&
                                     ds_shape_equal(&ref->shape, &t->shape)
                                 ? ref
                                 : NULL;
     /* Without a reference the codec still picks DENSE or SPARSE (against
      * zeros), whichever is smaller: such a payload needs no cache. */
-    ds_codec_opts full = {DS_COMPRESS_NONE, 1, 1};
-    if (o)
-        full.compress = o->compress, full.zstd_level = o->zstd_level;
-    if (base && o)
-        full.allow_update = o->allow_update;
-    if (ds_codec_encode(layer_id, t, base, &full, &c->scratch, out, err))
+    ds_codec_opts co = {o ? o->compress : DS_COMPRESS_NONE, o ? o->zstd_level : 1,
+                        base && o ? o->update : DS_CODEC_NEW_VALUES};
+    if (ds_codec_encode(layer_id, t, base, &co, &c->scratch, out, err))
         return -1;
-    if (!dif)
+    if (!keep)
         return 0;
     return ds_tensor_copy(ref, t, err);
+}
+
+int ds_dif_send(ds_dif_cache *c, int layer_id, const ds_tensor *t, const ds_codec_opts *o,
+                ds_buf *out, ds_error *err)
+{
+    return send_payload(c, layer_id, t, o, !o || o->update != DS_CODEC_DENSE_ONLY, out, err);
 }
 
 int ds_dif_receive(ds_dif_cache *c, const uint8_t *p, size_t n, const ds_shape *expected,
@@ -219,10 +230,10 @@ int ds_dif_node_run(ds_dif_node *n, uint32_t plan_id, const ds_job *job, int n_i
     if (!out)
         return 0;
     ds_payloads_reset(out);
-    ds_codec_opts full = *o;
-    full.allow_update = 0;
+    /* Final outputs go to the master in full and are not kept. */
+    const int keep = !final && o->update != DS_CODEC_DENSE_ONLY;
     for (int i = 0; i < job->n_out; i++) {
-        if (ds_dif_send(&n->out, job->out_ids[i], &n->results[i], final ? &full : o, &out->buf, err) ||
+        if (send_payload(&n->out, job->out_ids[i], &n->results[i], o, keep, &out->buf, err) ||
             ds_payloads_close_one(out, err))
             return -1;
     }

@@ -2,7 +2,7 @@
  *
  * A sender keeps, per layer id, the last tensor it sent; a receiver the last
  * one it received.  In dif mode a tensor goes out as an update against the
- * sender's copy (mask + new values, see codec.h), which the receiver applies
+ * sender's copy (mask + exact deltas, see codec.h), which the receiver applies
  * to its copy, so both copies stay bit-identical (DESIGN §3.1).
  *
  * Plan changes: every frame carries the id of the plan it was cut with.  A
@@ -41,9 +41,14 @@ void ds_dif_cache_clear(ds_dif_cache *c);
 int ds_dif_cache_holds(const ds_dif_cache *c, int layer_id);
 void ds_dif_cache_free(ds_dif_cache *c);
 
-/* Sender: appends the payload of layer_id's tensor t to out. With
- * o->allow_update (dif mode) it is encoded against the cached copy, which
- * then becomes t; otherwise it goes out in full and nothing is kept. */
+/* The codec's update kind for a link in dif mode (dif != 0: exact deltas)
+ * or itg mode (DS_CODEC_DENSE_ONLY): the one place this choice is made. */
+ds_codec_update ds_dif_link_update(int dif);
+
+/* Sender: appends the payload of layer_id's tensor t to out. With o->update
+ * other than DS_CODEC_DENSE_ONLY (dif mode; o NULL: new values) it is
+ * encoded against the cached copy, which then becomes t; otherwise it goes
+ * out on its own (DENSE or SPARSE) and nothing is kept. */
 int ds_dif_send(ds_dif_cache *c, int layer_id, const ds_tensor *t, const ds_codec_opts *o,
                 ds_buf *out, ds_error *err);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/file.h"
 #include "model/model.h"
 #include "model/op_table.h"
 #include "model/zoo.h"
@@ -57,33 +58,12 @@ int ds_model_load(const char *spec, ds_model *m, ds_error *err)
         free(bytes);
         return rc;
     }
-    FILE *f = fopen(spec, "rb");
-    if (!f)
-        return ds_errorf(err, "%s: cannot open: %s", spec, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return ds_errorf(err, "%s: not a regular file", spec);
-    }
-    if (st.st_size <= 0 || (uint64_t)st.st_size > ((uint64_t)1 << 31)) {
-        fclose(f);
-        return ds_errorf(err, "%s: size %lld bytes is not that of an ONNX model (1 B .. 2 GiB)", spec,
-                         (long long)st.st_size);
-    }
-    size_t len = (size_t)st.st_size;
-    uint8_t *buf = malloc(len);
-    if (!buf) {
-        fclose(f);
-        return ds_errorf(err, "%s: out of memory reading %zu bytes", spec, len);
-    }
-    size_t got = fread(buf, 1, len, f);
-    fclose(f);
-    if (got != len) {
-        free(buf);
-        return ds_errorf(err, "%s: short read (%zu of %zu bytes)", spec, got, len);
-    }
-    int rc = ds_model_load_onnx(buf, len, spec, m, err);
-    free(buf);
+    ds_buf buf = {0};
+    if (ds_read_file(spec, (uint64_t)1 << 31, &buf, err)) /* protobuf's 2 GiB limit */
+        return -1;
+    int rc = buf.len ? ds_model_load_onnx(buf.data, buf.len, spec, m, err)
+                     : ds_errorf(err, "%s: empty file, not an ONNX model", spec);
+    ds_buf_free(&buf);
     return rc;
 }
 

@@ -3,14 +3,13 @@
 #include <signal.h>
 #include <time.h>
 
+#include "dif/dif.h"
 #include "roles.h"
 
 ds_codec_opts ds_link_codec(const ds_config *cfg, double mbps)
 {
-    /* Updates carry exact integer deltas (XOR of f32 bit patterns, u8 mod
-     * 256): bit-exact like new values, and far smaller once compressed. */
     ds_codec_opts o = {DS_COMPRESS_NONE, cfg->codec.zstd_level,
-                       cfg->mode == DS_MODE_DIF ? DS_CODEC_EXACT_DELTA : 0};
+                       ds_dif_link_update(cfg->mode == DS_MODE_DIF)};
     switch (cfg->codec.compress) {
     case DS_COMPRESS_AUTO:
         /* lz4 (~1.2 GB/s) costs less than it saves on any link below a few

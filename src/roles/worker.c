@@ -325,7 +325,7 @@ static int run_job(worker *w, const Deltaslice__FrameRequest *m, int final, ds_d
     } else {
         ds_job j = {(int)job->n_exec_ids, job->exec_ids, (int)job->n_out_ids, job->out_ids};
         ds_codec_opts o = ds_link_codec(w->cfg, final ? 1e6 : w->cfg->master.bandwidth[w->id + 1]);
-        o.allow_update = m->dif ? DS_CODEC_EXACT_DELTA : 0;
+        o.update = ds_dif_link_update(m->dif);
         rc = ds_dif_node_run(w->node, m->plan_id, &j, (int)n_in, in, in_len, &o, final,
                              final && !m->check ? NULL : &w->outputs, tm, err);
     }

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILE_BYTES (1024L * 1024 * 1024)
+#include "common/buf.h"
+#include "common/file.h"
+
+#define MAX_FILE_BYTES ((uint64_t)1 << 30)
 #define MAX_TIME_US (INT64_C(1) << 53)     /* exact in a JSON/JS double */
 #define MAX_OFFSET_US INT64_C(1000000000000) /* 11.6 days */
 #define MAX_RTT_US INT64_C(1000000000)       /* 1000 s */
@@ -100,22 +103,6 @@ static void warnf(ds_timeline *tl, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     tl->warn(tl->warn_ctx, msg);
-}
-
-/* Grows *p (n used of *cap elements) to hold one more. */
-static int grow(void **p, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 64;
-    if (nc > SIZE_MAX / elem)
-        return -1;
-    void *q = realloc(*p, nc * elem);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = nc;
-    return 0;
 }
 
 ds_timeline *ds_timeline_new(ds_tm_warn_fn warn, void *ctx)
@@ -330,7 +317,7 @@ static int parse_clock(tm_file *f, char *line, int lineno, ds_error *err)
     if (parse_i64(tok[4], 0, MAX_RTT_US, &c.rtt))
         return ds_errorf(err, "%s:%d: bad round-trip time '%.30s' (integer µs, 0..%" PRId64 ")",
                          f->label, lineno, tok[4], MAX_RTT_US);
-    if (grow((void **)&f->clk, &f->cap_clk, f->n_clk, sizeof *f->clk))
+    if (ds_grow((void **)&f->clk, &f->cap_clk, f->n_clk + 1, sizeof *f->clk, NULL))
         return ds_errorf(err, "%s:%d: out of memory", f->label, lineno);
     f->clk[f->n_clk++] = c;
     return 0;
@@ -364,7 +351,7 @@ static int parse_event(ds_timeline *tl, tm_file *f, char *line, int lineno, ds_e
         return ds_errorf(err, "%s:%d: more than %d distinct stage names", f->label, lineno,
                          DS_TM_MAX_STAGES);
     e.line = lineno;
-    if (grow((void **)&f->ev, &f->cap_ev, f->n_ev, sizeof *f->ev))
+    if (ds_grow((void **)&f->ev, &f->cap_ev, f->n_ev + 1, sizeof *f->ev, NULL))
         return ds_errorf(err, "%s:%d: out of memory", f->label, lineno);
     f->ev[f->n_ev++] = e;
     return 0;
@@ -449,40 +436,11 @@ fail:
 
 int ds_timeline_add_file(ds_timeline *tl, const char *path, ds_error *err)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return ds_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            if (cap >= (size_t)MAX_FILE_BYTES) {
-                fclose(fp);
-                free(buf);
-                return ds_errorf(err, "%s: larger than %ld MiB", path, MAX_FILE_BYTES >> 20);
-            }
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                fclose(fp);
-                free(buf);
-                return ds_errorf(err, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, fp);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(fp);
-    fclose(fp);
-    if (bad) {
-        free(buf);
-        return ds_errorf(err, "%s: read error", path);
-    }
-    int rc = ds_timeline_add_text(tl, path, buf ? buf : "", len, err);
-    free(buf);
+    ds_buf b = {0};
+    if (ds_read_file(path, MAX_FILE_BYTES, &b, err))
+        return -1;
+    int rc = ds_timeline_add_text(tl, path, (const char *)b.data, b.len, err);
+    ds_buf_free(&b);
     return rc;
 }
 
@@ -501,7 +459,7 @@ static int cmp_event_idx(const void *a, const void *b, void *ctx)
 
 static int add_pair(ds_timeline *tl, int file, const tm_event *s, const tm_event *e)
 {
-    if (grow((void **)&tl->pairs, &tl->cap_pairs, tl->n_pairs, sizeof *tl->pairs))
+    if (ds_grow((void **)&tl->pairs, &tl->cap_pairs, tl->n_pairs + 1, sizeof *tl->pairs, NULL))
         return -1;
     tl->pairs[tl->n_pairs++] = (tm_pair){file, s->stage, s->frame, s->t, e->t};
     return 0;
@@ -686,7 +644,7 @@ static int find_worker(const ds_timeline *tl, int k)
 
 static int add_item(ds_timeline *tl, int64_t major, int64_t minor, const ds_tm_slice *s)
 {
-    if (grow((void **)&tl->items, &tl->cap_items, tl->n_items, sizeof *tl->items))
+    if (ds_grow((void **)&tl->items, &tl->cap_items, tl->n_items + 1, sizeof *tl->items, NULL))
         return -1;
     tl->items[tl->n_items++] = (tm_item){major, minor, *s};
     return 0;
@@ -1060,30 +1018,34 @@ static double tick_step(double span, int want)
     return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
 }
 
-int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
+/* Geometry of the SVG chart. */
+typedef struct svg_layout {
+    const int *base; /* first lane row of each track, [n_tracks + 1] */
+    double row_h, track_gap, top, plot_w, left, width, height;
+    double span_us, scale; /* time span, px per µs */
+} svg_layout;
+
+static svg_layout svg_layout_of(const ds_timeline *tl, const int *base)
 {
-    static const char *const palette[] = {"#8dd3c7", "#ffffb3", "#bebada", "#fb8072",
-                                          "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
-                                          "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f"};
-    const int n_pal = (int)(sizeof palette / sizeof palette[0]);
-    if (!tl->built)
-        return ds_errorf(err, "timeline not built");
-    int *base = lane_base(tl);
-    if (!base)
-        return ds_errorf(err, "out of memory");
-    const double row_h = 18, track_gap = 6, top = 56, plot_w = 1000, right = 24;
+    svg_layout L = {.base = base, .row_h = 18, .track_gap = 6, .top = 56, .plot_w = 1000};
+    const double right = 24;
     size_t longest = 4;
     for (int t = 0; t < tl->n_tracks; t++)
         if (strlen(tl->tracks[t].name) > longest)
             longest = strlen(tl->tracks[t].name);
-    double left = 16 + 7.5 * (double)(longest > 32 ? 32 : longest) + 12;
-    double height = top + tl->n_tracks * track_gap + base[tl->n_tracks] * row_h + 36;
-    double width = left + plot_w + right;
-    double span_us = (double)(tl->t1 - tl->t0);
-    if (span_us < 1)
-        span_us = 1;
-    double scale = plot_w / span_us;
+    L.left = 16 + 7.5 * (double)(longest > 32 ? 32 : longest) + 12;
+    L.height = L.top + tl->n_tracks * L.track_gap + base[tl->n_tracks] * L.row_h + 36;
+    L.width = L.left + L.plot_w + right;
+    L.span_us = (double)(tl->t1 - tl->t0);
+    if (L.span_us < 1)
+        L.span_us = 1;
+    L.scale = L.plot_w / L.span_us;
+    return L;
+}
 
+/* The XML header, background and title line. */
+static void svg_title(const ds_timeline *tl, const svg_layout *L, FILE *f)
+{
     uint64_t fmin = UINT64_MAX, fmax = 0;
     for (size_t i = 0; i < tl->n_slices; i++) {
         if (tl->slices[i].frame < fmin)
@@ -1095,46 +1057,65 @@ int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"11\">\n"
                "<rect class=\"bg\" x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n",
-            width, height, width, height, width, height);
+            L->width, L->height, L->width, L->height, L->width, L->height);
     fprintf(f, "<text x=\"%.1f\" y=\"18\" font-size=\"13\" font-weight=\"bold\">deltaslice timeline: "
                "frames %" PRIu64 "..%" PRIu64 ", %zu slices, %.3f s</text>\n",
-            left, fmin, fmax, tl->n_slices, span_us / 1e6);
+            L->left, fmin, fmax, tl->n_slices, L->span_us / 1e6);
+}
 
-    /* Time axis: ticks in seconds from the first slice, grid lines down. */
-    double span_s = span_us / 1e6, step = tick_step(span_s, 10);
+/* Time axis: ticks in seconds from the first slice, grid lines down. */
+static void svg_axis(const svg_layout *L, FILE *f)
+{
+    double span_s = L->span_us / 1e6, step = tick_step(span_s, 10);
     int decimals = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
-    double bottom = height - 30;
+    double bottom = L->height - 30;
     fprintf(f, "<g class=\"axis\" stroke=\"#cccccc\" stroke-width=\"1\">\n");
     for (int k = 0; k * step <= span_s * (1 + 1e-9) && k <= 100; k++) {
-        double x = left + k * step * 1e6 * scale;
-        fprintf(f, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\"/>\n", x, top - 6, x, bottom);
+        double x = L->left + k * step * 1e6 * L->scale;
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\"/>\n", x, L->top - 6, x,
+                bottom);
     }
     fprintf(f, "</g>\n<g class=\"ticks\" text-anchor=\"middle\" fill=\"#333333\">\n");
     for (int k = 0; k * step <= span_s * (1 + 1e-9) && k <= 100; k++) {
-        double x = left + k * step * 1e6 * scale;
-        fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">%.*f</text>\n", x, top - 10, decimals, k * step);
+        double x = L->left + k * step * 1e6 * L->scale;
+        fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">%.*f</text>\n", x, L->top - 10, decimals, k * step);
     }
-    fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">time (s)</text>\n</g>\n", left + plot_w / 2, bottom + 20);
+    fprintf(f, "<text x=\"%.2f\" y=\"%.1f\">time (s)</text>\n</g>\n", L->left + L->plot_w / 2,
+            bottom + 20);
+}
 
-    /* Track labels and row bands. */
+/* Track labels and row bands. */
+static void svg_tracks(const ds_timeline *tl, const svg_layout *L, FILE *f)
+{
     fprintf(f, "<g class=\"tracks\">\n");
     for (int t = 0; t < tl->n_tracks; t++) {
-        double y = top + t * track_gap + base[t] * row_h;
-        double h = tl->tracks[t].lanes * row_h;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eeeeee\"/>\n", left,
-                y + h + track_gap / 2, left + plot_w, y + h + track_gap / 2);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 8, y + h / 2 + 4);
+        double y = L->top + t * L->track_gap + L->base[t] * L->row_h;
+        double h = tl->tracks[t].lanes * L->row_h;
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eeeeee\"/>\n",
+                L->left, y + h + L->track_gap / 2, L->left + L->plot_w, y + h + L->track_gap / 2);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", L->left - 8, y + h / 2 + 4);
         xml_str(f, tl->tracks[t].name);
         fprintf(f, "</text>\n");
     }
-    fprintf(f, "</g>\n<g class=\"slices\" stroke=\"#555555\" stroke-width=\"0.5\">\n");
+    fprintf(f, "</g>\n");
+}
+
+/* One rectangle per slice, a colour per frame, the frame id when it fits. */
+static void svg_slices(const ds_timeline *tl, const svg_layout *L, FILE *f)
+{
+    static const char *const palette[] = {"#8dd3c7", "#ffffb3", "#bebada", "#fb8072",
+                                          "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
+                                          "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f"};
+    const int n_pal = (int)(sizeof palette / sizeof palette[0]);
+    const double row_h = L->row_h;
+    fprintf(f, "<g class=\"slices\" stroke=\"#555555\" stroke-width=\"0.5\">\n");
     for (size_t i = 0; i < tl->n_slices; i++) {
         const ds_tm_slice *s = &tl->slices[i];
-        double x = left + (double)(s->start_us - tl->t0) * scale;
-        double w = (double)(s->end_us - s->start_us) * scale;
+        double x = L->left + (double)(s->start_us - tl->t0) * L->scale;
+        double w = (double)(s->end_us - s->start_us) * L->scale;
         if (w < 0.5)
             w = 0.5; /* zero-length slices stay visible */
-        double y = top + s->track * track_gap + (base[s->track] + s->lane) * row_h + 1;
+        double y = L->top + s->track * L->track_gap + (L->base[s->track] + s->lane) * row_h + 1;
         fprintf(f, "<rect class=\"s\" x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" "
                    "fill=\"%s\"%s><title>frame %" PRIu64 " %s (%s) %.3f ms</title></rect>\n",
                 x, y, w, row_h - 2, palette[s->frame % (uint64_t)n_pal],
@@ -1147,7 +1128,22 @@ int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
                        "text-anchor=\"middle\" font-size=\"10\">%s</text>\n",
                     x + w / 2, y + row_h / 2 + 2.5, id);
     }
-    fprintf(f, "</g>\n</svg>\n");
+    fprintf(f, "</g>\n");
+}
+
+int ds_timeline_write_svg(const ds_timeline *tl, FILE *f, ds_error *err)
+{
+    if (!tl->built)
+        return ds_errorf(err, "timeline not built");
+    int *base = lane_base(tl);
+    if (!base)
+        return ds_errorf(err, "out of memory");
+    const svg_layout L = svg_layout_of(tl, base);
+    svg_title(tl, &L, f);
+    svg_axis(&L, f);
+    svg_tracks(tl, &L, f);
+    svg_slices(tl, &L, f);
+    fprintf(f, "</svg>\n");
     free(base);
     if (fflush(f) || ferror(f))
         return ds_errorf(err, "write failed: %s", strerror(errno));

@@ -9,11 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "common/log.h"
 #include "common/timing.h"
 #include "train/train.h"
 
-#define MAX_FILE ((size_t)1 << 31)
+#define MAX_FILE ((uint64_t)1 << 31)
 
 int ds_train_cache_key(const ds_model *m, const char *video, int frames, char *key, size_t len,
                        ds_error *err)
@@ -77,31 +78,6 @@ static int write_file(const char *path, const ds_buf *b, ds_error *err)
         return ds_errorf(err, "cannot write %s: %s", path, strerror(e));
     }
     return 0;
-}
-
-/* Reads a whole file; 1 = does not exist, 0 = read, -1 = error. */
-static int read_file(const char *path, ds_buf *b, ds_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT)
-            return 1;
-        return ds_errorf(err, "cannot read %s: %s", path, strerror(errno));
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) || st.st_size < 0 || (size_t)st.st_size > MAX_FILE) {
-        fclose(f);
-        return ds_errorf(err, "cannot read %s: bad size", path);
-    }
-    b->len = 0;
-    if (ds_buf_reserve(b, (size_t)st.st_size + 1, err)) {
-        fclose(f);
-        return -1;
-    }
-    b->len = fread(b->data, 1, (size_t)st.st_size, f);
-    int bad = ferror(f) || b->len != (size_t)st.st_size;
-    fclose(f);
-    return bad ? ds_errorf(err, "cannot read %s: short read", path) : 0;
 }
 
 static int put_u32(ds_buf *o, uint32_t v, ds_error *err)
@@ -213,9 +189,7 @@ int ds_train_data_load(const char *path, const ds_model *m, int frames, ds_train
                        ds_error *err)
 {
     ds_buf b = {0};
-    int r = read_file(path, &b, err);
-    if (r == 1)
-        ds_errorf(err, "%s: no such file", path);
+    int r = ds_read_file(path, MAX_FILE, &b, err);
     if (r == 0 && parse_data(b.data, b.len, m, frames, d, err)) {
         ds_error_prefix(err, "%s", path);
         r = -1;
@@ -235,9 +209,7 @@ int ds_predictors_save(const ds_predictors *p, const char *path, ds_error *err)
 int ds_predictors_load(const char *path, const ds_model *m, ds_predictors **out, ds_error *err)
 {
     ds_buf b = {0};
-    int r = read_file(path, &b, err);
-    if (r == 1)
-        ds_errorf(err, "%s: no such file", path);
+    int r = ds_read_file(path, MAX_FILE, &b, err);
     if (r == 0 && ds_predictors_decode(b.data, b.len, m, out, err)) {
         ds_error_prefix(err, "%s", path);
         r = -1;

@@ -250,6 +250,90 @@ static void *exec_thread(void *arg)
     return NULL;
 }
 
+/* The video, one executor and count buffer per thread, the output slots. */
+static int collector_open(collector *k, ds_error *err)
+{
+    const ds_train_cfg *c = k->c;
+    int L = k->m->n_layers;
+    k->v = ds_video_open(c->video, k->d->rows, k->d->cols, err);
+    if (!k->v)
+        return -1;
+    for (int i = 0; i < k->n; i++) {
+        if (!(k->ex[i] = ds_xnn_new(k->m, 1, err)))
+            return -1;
+        if (!(k->counts[i] = malloc(2 * (size_t)k->max_ch * sizeof *k->counts[i])))
+            return ds_errorf(err, "train: out of memory");
+    }
+    for (int r = 0; r <= k->n; r++) {
+        k->done[r] = -1;
+        if (!(k->outs[r] = calloc((size_t)L, sizeof *k->outs[r])))
+            return ds_errorf(err, "train: out of memory");
+    }
+    return 0;
+}
+
+static void collector_free(collector *k)
+{
+    int L = k->m->n_layers;
+    for (int r = 0; r <= MAX_PAR; r++) {
+        for (int i = 0; k->outs[r] && i < L; i++)
+            ds_tensor_free(&k->outs[r][i]);
+        free(k->outs[r]);
+    }
+    for (int r = 0; r < 2 * MAX_PAR + 1; r++)
+        ds_tensor_free(&k->inputs[r]);
+    for (int i = 0; i < MAX_PAR; i++) {
+        if (k->ex[i])
+            ds_xnn_free(k->ex[i]);
+        free(k->counts[i]);
+    }
+    ds_tensor_free(&k->hwc);
+    ds_video_close(k->v);
+    pthread_mutex_destroy(&k->lock);
+    pthread_cond_destroy(&k->cond);
+    free(k);
+}
+
+/* One step: frames f .. f+n-1 run on the threads while this one reads the
+ * next step's frames; *n = frames done.  *t_read += time spent reading. */
+static int collect_step(collector *k, int f, int *n_done, double *t_read, ds_error *err)
+{
+    const int frames = k->c->frames;
+    int n = frames - f < k->n ? frames - f : k->n, started = 0;
+    pthread_t th[MAX_PAR];
+    exec_arg args[MAX_PAR];
+    k->first = f;
+    for (int i = 0; i < n; i++) {
+        args[i] = (exec_arg){k, i};
+        if (pthread_create(&th[i], NULL, exec_thread, &args[i]) != 0)
+            break;
+        started++;
+    }
+    double t0 = ds_now();
+    int read_rc = 0;
+    for (int t = f + k->n; t < f + 2 * k->n && t < frames && !read_rc && started == n; t++)
+        read_rc = read_frame(k, t, err);
+    *t_read += ds_now() - t0;
+    if (started < n) { /* let the started ones finish, then fail */
+        pthread_mutex_lock(&k->lock);
+        k->failed = 1;
+        pthread_cond_broadcast(&k->cond);
+        pthread_mutex_unlock(&k->lock);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    if (started < n)
+        return ds_errorf(err, "train: cannot start a thread");
+    if (k->failed) {
+        for (int i = 0; i < n; i++)
+            if (k->errs[i].msg[0])
+                return ds_errorf(err, "%s", k->errs[i].msg);
+        return -1;
+    }
+    *n_done = n;
+    return read_rc ? -1 : 0;
+}
+
 int ds_train_collect(const ds_model *m, const ds_train_cfg *c, ds_train_data *d, ds_error *err)
 {
     if (c->frames < DS_TRAIN_MIN_FRAMES)
@@ -263,8 +347,8 @@ int ds_train_collect(const ds_model *m, const ds_train_cfg *c, ds_train_data *d,
         return ds_errorf(err, "train: model %s takes %lldx%lld images, not 1x3 RGB frames",
                          m->name, (long long)in->dims[0], (long long)in->dims[1]);
     }
-    int L = m->n_layers, max_ch = 0;
-    for (int l = 0; l < L; l++)
+    int max_ch = 0;
+    for (int l = 0; l < m->n_layers; l++)
         max_ch = d->channels[l] > max_ch ? d->channels[l] : max_ch;
     collector *k = calloc(1, sizeof *k);
     if (!k) {
@@ -282,24 +366,8 @@ int ds_train_collect(const ds_model *m, const ds_train_cfg *c, ds_train_data *d,
     ds_progress prog = {0};
     int rc = -1, begun = 0;
     double t_read = 0, t0_all = ds_now();
-    k->v = ds_video_open(c->video, d->rows, d->cols, err);
-    if (!k->v)
+    if (collector_open(k, err))
         goto out;
-    for (int i = 0; i < k->n; i++) {
-        if (!(k->ex[i] = ds_xnn_new(m, 1, err)))
-            goto out;
-        if (!(k->counts[i] = malloc(2 * (size_t)max_ch * sizeof *k->counts[i]))) {
-            ds_errorf(err, "train: out of memory");
-            goto out;
-        }
-    }
-    for (int r = 0; r <= k->n; r++) {
-        k->done[r] = -1;
-        if (!(k->outs[r] = calloc((size_t)L, sizeof *k->outs[r]))) {
-            ds_errorf(err, "train: out of memory");
-            goto out;
-        }
-    }
     if (c->progress) {
         ds_progress_begin(&prog, "collecting", c->frames);
         begun = 1;
@@ -307,47 +375,12 @@ int ds_train_collect(const ds_model *m, const ds_train_cfg *c, ds_train_data *d,
     for (int t = 0; t < k->n && t < c->frames; t++)
         if (read_frame(k, t, err))
             goto out;
-    for (int f = 0; f < c->frames; f += k->n) {
+    for (int f = 0, n = 0; f < c->frames; f += k->n) {
         if (c->cancel && atomic_load(c->cancel)) {
             ds_errorf(err, "train: cancelled after %d of %d frames", f, c->frames);
             goto out;
         }
-        int n = c->frames - f < k->n ? c->frames - f : k->n, started = 0;
-        pthread_t th[MAX_PAR];
-        exec_arg args[MAX_PAR];
-        k->first = f;
-        for (int i = 0; i < n; i++) {
-            args[i] = (exec_arg){k, i};
-            if (pthread_create(&th[i], NULL, exec_thread, &args[i]) != 0)
-                break;
-            started++;
-        }
-        double t0 = ds_now();
-        int read_rc = 0;
-        for (int t = f + k->n; t < f + 2 * k->n && t < c->frames && !read_rc && started == n; t++)
-            read_rc = read_frame(k, t, err);
-        t_read += ds_now() - t0;
-        if (started < n) { /* let the started ones finish, then fail */
-            pthread_mutex_lock(&k->lock);
-            k->failed = 1;
-            pthread_cond_broadcast(&k->cond);
-            pthread_mutex_unlock(&k->lock);
-        }
-        for (int i = 0; i < started; i++)
-            pthread_join(th[i], NULL);
-        if (started < n) {
-            ds_errorf(err, "train: cannot start a thread");
-            goto out;
-        }
-        if (k->failed) {
-            for (int i = 0; i < n; i++)
-                if (k->errs[i].msg[0]) {
-                    ds_errorf(err, "%s", k->errs[i].msg);
-                    break;
-                }
-            goto out;
-        }
-        if (read_rc)
+        if (collect_step(k, f, &n, &t_read, err))
             goto out;
         if (begun)
             ds_progress_step(&prog, f + n);
@@ -366,22 +399,6 @@ out:
         ds_progress_end(&prog);
     if (rc)
         ds_train_data_free(d);
-    for (int r = 0; r <= MAX_PAR; r++) {
-        for (int i = 0; k->outs[r] && i < L; i++)
-            ds_tensor_free(&k->outs[r][i]);
-        free(k->outs[r]);
-    }
-    for (int r = 0; r < 2 * MAX_PAR + 1; r++)
-        ds_tensor_free(&k->inputs[r]);
-    for (int i = 0; i < MAX_PAR; i++) {
-        if (k->ex[i])
-            ds_xnn_free(k->ex[i]);
-        free(k->counts[i]);
-    }
-    ds_tensor_free(&k->hwc);
-    ds_video_close(k->v);
-    pthread_mutex_destroy(&k->lock);
-    pthread_cond_destroy(&k->cond);
-    free(k);
+    collector_free(k);
     return rc;
 }

@@ -180,20 +180,9 @@ static void mlp_output_fit(const mlp_problem *P, const double *h, double *v, dou
     }
 }
 
-int ds_fit_mlp(const float *x, const float *y, int n, int n_feat, int n_out, double *w,
-               double *w0, double *v, double *b, ds_error *err)
+/* Variance of y over samples and outputs together. */
+static double output_variance(const float *y, int n, int n_out)
 {
-    if (n < 1 || n_feat < 1 || n_out < 1)
-        return ds_errorf(err, "mlp fit: %d samples, %d features, %d outputs", n, n_feat, n_out);
-    int nvar = n_feat + 1 + 2 * n_out;
-    lbfgsfloatval_t *th = lbfgs_malloc(nvar), *g = lbfgs_malloc(nvar);
-    double *h = malloc((size_t)n * sizeof *h);
-    if (!th || !g || !h) {
-        lbfgs_free(th);
-        lbfgs_free(g);
-        free(h);
-        return ds_errorf(err, "mlp fit: out of memory");
-    }
     double var = 0;
     for (int c = 0; c < n_out; c++) {
         double my = 0;
@@ -205,15 +194,20 @@ int ds_fit_mlp(const float *x, const float *y, int n, int n_feat, int n_out, dou
             var += e * e;
         }
     }
-    var /= (double)n * n_out;
-    mlp_problem P = {x, y, n, n_feat, n_out, 1.0 / ((double)n * n_out * (var > 1e-12 ? var : 1e-12))};
-    /* Start: hidden unit on the mean feature, scaled so that z spans about
-     * +-2 over the samples (the logistic's useful range). */
+    return var / ((double)n * n_out);
+}
+
+/* The starting point: hidden unit on the mean feature, scaled so that z
+ * spans about +-2 over the samples (the logistic's useful range), and the
+ * best output weights for it.  h: n doubles of scratch. */
+static void mlp_start(const mlp_problem *P, double *h, lbfgsfloatval_t *th)
+{
+    const int n = P->n, n_feat = P->f, n_out = P->o;
     double mu = 0, hv = 0;
     for (int i = 0; i < n; i++) {
         double s = 0;
         for (int j = 0; j < n_feat; j++)
-            s += x[(size_t)i * (size_t)n_feat + (size_t)j];
+            s += P->x[(size_t)i * (size_t)n_feat + (size_t)j];
         h[i] = s / n_feat;
         mu += h[i];
     }
@@ -226,17 +220,17 @@ int ds_fit_mlp(const float *x, const float *y, int n, int n_feat, int n_out, dou
     th[n_feat] = -s * mu;
     for (int i = 0; i < n; i++)
         h[i] = sigmoid(s * (h[i] - mu));
-    mlp_output_fit(&P, h, th + n_feat + 1, th + n_feat + 1 + n_out);
-    double start_loss = mlp_eval(&P, th, g, nvar, 0);
-    lbfgsfloatval_t *best = lbfgs_malloc(nvar);
-    if (!best) {
-        lbfgs_free(th);
-        lbfgs_free(g);
-        free(h);
-        return ds_errorf(err, "mlp fit: out of memory");
-    }
-    memcpy(best, th, (size_t)nvar * sizeof *th);
+    mlp_output_fit(P, h, th + n_feat + 1, th + n_feat + 1 + n_out);
+}
 
+/* Runs L-BFGS from th; best gets th's start or its end, whichever has the
+ * lower loss.  Any outcome (converged, iteration limit, a line-search
+ * stop) leaves the last accepted point in th. */
+static void mlp_minimise(mlp_problem *P, int nvar, lbfgsfloatval_t *th, lbfgsfloatval_t *g,
+                         lbfgsfloatval_t *best)
+{
+    double start_loss = mlp_eval(P, th, g, nvar, 0);
+    memcpy(best, th, (size_t)nvar * sizeof *th);
     lbfgs_parameter_t par;
     lbfgs_parameter_init(&par);
     par.max_iterations = MLP_MAX_ITER;
@@ -244,18 +238,36 @@ int ds_fit_mlp(const float *x, const float *y, int n, int n_feat, int n_out, dou
     par.past = 5;
     par.delta = 1e-7;
     lbfgsfloatval_t fx = 0;
-    int ret = lbfgs(nvar, th, &fx, mlp_eval, NULL, &P, &par);
-    /* Any outcome (converged, iteration limit, a line-search stop) leaves
-     * the last accepted point in th; keep it only if it is better. */
-    double end_loss = mlp_eval(&P, th, g, nvar, 0);
+    int ret = lbfgs(nvar, th, &fx, mlp_eval, NULL, P, &par);
+    double end_loss = mlp_eval(P, th, g, nvar, 0);
     if (isfinite(end_loss) && end_loss < start_loss)
         memcpy(best, th, (size_t)nvar * sizeof *th);
     else if (ret < 0 && ret != LBFGSERR_ROUNDING_ERROR && ret != LBFGSERR_MAXIMUMLINESEARCH)
         ds_debug("mlp fit: L-BFGS stopped with %d; keeping the start", ret);
-    int ok = 1;
-    for (int j = 0; j < nvar; j++)
-        ok &= isfinite(best[j]);
+}
+
+int ds_fit_mlp(const float *x, const float *y, int n, int n_feat, int n_out, double *w,
+               double *w0, double *v, double *b, ds_error *err)
+{
+    if (n < 1 || n_feat < 1 || n_out < 1)
+        return ds_errorf(err, "mlp fit: %d samples, %d features, %d outputs", n, n_feat, n_out);
+    int nvar = n_feat + 1 + 2 * n_out;
+    lbfgsfloatval_t *th = lbfgs_malloc(nvar), *g = lbfgs_malloc(nvar), *best = NULL;
+    double *h = malloc((size_t)n * sizeof *h);
+    int ok = th && g && h;
     if (ok) {
+        double var = output_variance(y, n, n_out);
+        mlp_problem P = {x, y, n, n_feat, n_out,
+                         1.0 / ((double)n * n_out * (var > 1e-12 ? var : 1e-12))};
+        mlp_start(&P, h, th);
+        ok = (best = lbfgs_malloc(nvar)) != NULL;
+        if (ok)
+            mlp_minimise(&P, nvar, th, g, best);
+    }
+    int finite = ok;
+    for (int j = 0; ok && j < nvar; j++)
+        finite &= isfinite(best[j]);
+    if (finite) {
         memcpy(w, best, (size_t)n_feat * sizeof *w);
         *w0 = best[n_feat];
         memcpy(v, best + n_feat + 1, (size_t)n_out * sizeof *v);
@@ -265,7 +277,9 @@ int ds_fit_mlp(const float *x, const float *y, int n, int n_feat, int n_out, dou
     lbfgs_free(g);
     lbfgs_free(best);
     free(h);
-    return ok ? 0 : ds_errorf(err, "mlp fit: parameters are not finite");
+    if (!ok)
+        return ds_errorf(err, "mlp fit: out of memory");
+    return finite ? 0 : ds_errorf(err, "mlp fit: parameters are not finite");
 }
 
 /* ----------------------------------------------------------- per layer */

@@ -198,93 +198,114 @@ static void close_input(ds_video *v)
 
 /* ---- decoding ----------------------------------------------------------- */
 
+enum { NEED_INPUT = 2 }; /* receive_frame: the decoder wants a packet */
+
+/* Takes a decoded frame into v->frame: 1 frame, 0 end of stream, -1 error,
+ * NEED_INPUT. */
+static int receive_frame(ds_video *v, ds_error *err)
+{
+    char e[128], d[200];
+    int r = avcodec_receive_frame(v->dec, v->frame);
+    if (r == 0) {
+        if ((v->frame->flags & AV_FRAME_FLAG_CORRUPT) || v->frame->decode_error_flags) {
+            if (v->warned != v->next)
+                ds_warn("%s: frame %" PRId64 ": damaged in the file; FFmpeg concealed it",
+                        v->path, v->next);
+            v->warned = v->next;
+        }
+        return 1;
+    }
+    if (r == AVERROR_EOF && v->truncated >= 0) {
+        /* Frames buffered before the cut are out; now say why it ended. */
+        int64_t pos = v->truncated;
+        v->truncated = -1;
+        v->eof_warned = 1;
+        return ds_errorf(err,
+                         "%s: frame %" PRId64 ": file is truncated (packet at byte %" PRId64
+                         " runs past the end of the file)",
+                         v->path, v->next, pos);
+    }
+    if (r == AVERROR_EOF) {
+        /* Some demuxers (Matroska) drop a packet cut short by the end of
+         * the file and only log it: the announced length is the hint. */
+        int64_t want = v->info.frame_count;
+        if (want > 0 && v->next + 1 < want && !v->eof_warned)
+            ds_warn("%s: ended after %" PRId64 " frames, the container announced %" PRId64
+                    ": truncated file?",
+                    v->path, v->next, want);
+        v->eof_warned = 1;
+        return 0;
+    }
+    if (r != AVERROR(EAGAIN))
+        return ds_errorf(err, "%s: frame %" PRId64 ": decode error: %s%s", v->path, v->next,
+                         av_strerr(r, e, sizeof e), av_error_detail(d, sizeof d));
+    if (v->flushed) /* drained decoder that still wants input: treat as end */
+        return 0;
+    return NEED_INPUT;
+}
+
+/* Reads the next packet of the stream and gives it to the decoder (at the
+ * end of the file: the flush); 0 = go on receiving, -1 error. */
+static int feed_packet(ds_video *v, ds_error *err)
+{
+    char e[128], d[200];
+    int r = av_read_frame(v->fmt, v->pkt);
+    if (r == AVERROR_EOF) {
+        v->flushed = 1;
+        r = avcodec_send_packet(v->dec, NULL);
+        if (r < 0 && r != AVERROR_EOF)
+            return ds_errorf(err, "%s: frame %" PRId64 ": decode error at end of file: %s%s",
+                             v->path, v->next, av_strerr(r, e, sizeof e),
+                             av_error_detail(d, sizeof d));
+        return 0;
+    }
+    if (r < 0)
+        return ds_errorf(err, "%s: frame %" PRId64 ": read error: %s%s", v->path, v->next,
+                         av_strerr(r, e, sizeof e), av_error_detail(d, sizeof d));
+    /* Other streams' packets, and empty ones (which the decoder would take
+     * as "end of stream"), are skipped. */
+    if (v->pkt->stream_index != v->stream || v->pkt->size <= 0) {
+        av_packet_unref(v->pkt);
+        return 0;
+    }
+    /* A packet cut short by the end of the file (the demuxer flags it):
+     * decoding it would give a half-grey frame or garbage. */
+    int corrupt = (v->pkt->flags & AV_PKT_FLAG_CORRUPT) != 0;
+    int64_t pos = v->pkt->pos;
+    if (corrupt && v->fmt->pb && avio_feof(v->fmt->pb)) {
+        av_packet_unref(v->pkt);
+        v->truncated = pos >= 0 ? pos : 0;
+        v->flushed = 1;
+        r = avcodec_send_packet(v->dec, NULL);
+        if (r < 0 && r != AVERROR_EOF)
+            return ds_errorf(err, "%s: frame %" PRId64 ": decode error at end of file: %s",
+                             v->path, v->next, av_strerr(r, e, sizeof e));
+        return 0;
+    }
+    r = avcodec_send_packet(v->dec, v->pkt);
+    av_packet_unref(v->pkt);
+    if (r < 0 && r != AVERROR(EAGAIN)) {
+        /* The packet is lost; count its frame so that later frame numbers
+         * stay those of the file, and let the caller decide to go on. */
+        ds_errorf(err, "%s: frame %" PRId64 ": decode error%s: %s%s", v->path, v->next,
+                  corrupt ? " in a damaged packet" : "", av_strerr(r, e, sizeof e),
+                  av_error_detail(d, sizeof d));
+        v->next++;
+        return -1;
+    }
+    return 0;
+}
+
 /* Decodes the next frame into v->frame: 1 frame, 0 end of stream, -1 error. */
 static int decode_next(ds_video *v, ds_error *err)
 {
-    char e[128], d[200];
     av_last_error[0] = '\0';
     for (;;) {
-        int r = avcodec_receive_frame(v->dec, v->frame);
-        if (r == 0) {
-            if ((v->frame->flags & AV_FRAME_FLAG_CORRUPT) || v->frame->decode_error_flags) {
-                if (v->warned != v->next)
-                    ds_warn("%s: frame %" PRId64 ": damaged in the file; FFmpeg concealed it",
-                            v->path, v->next);
-                v->warned = v->next;
-            }
-            return 1;
-        }
-        if (r == AVERROR_EOF && v->truncated >= 0) {
-            /* Frames buffered before the cut are out; now say why it ended. */
-            int64_t pos = v->truncated;
-            v->truncated = -1;
-            v->eof_warned = 1;
-            return ds_errorf(err,
-                             "%s: frame %" PRId64 ": file is truncated (packet at byte %" PRId64
-                             " runs past the end of the file)",
-                             v->path, v->next, pos);
-        }
-        if (r == AVERROR_EOF) {
-            /* Some demuxers (Matroska) drop a packet cut short by the end of
-             * the file and only log it: the announced length is the hint. */
-            int64_t want = v->info.frame_count;
-            if (want > 0 && v->next + 1 < want && !v->eof_warned)
-                ds_warn("%s: ended after %" PRId64 " frames, the container announced %" PRId64
-                        ": truncated file?",
-                        v->path, v->next, want);
-            v->eof_warned = 1;
-            return 0;
-        }
-        if (r != AVERROR(EAGAIN))
-            return ds_errorf(err, "%s: frame %" PRId64 ": decode error: %s%s", v->path, v->next,
-                             av_strerr(r, e, sizeof e), av_error_detail(d, sizeof d));
-        if (v->flushed) /* drained decoder that still wants input: treat as end */
-            return 0;
-
-        r = av_read_frame(v->fmt, v->pkt);
-        if (r == AVERROR_EOF) {
-            v->flushed = 1;
-            r = avcodec_send_packet(v->dec, NULL);
-            if (r < 0 && r != AVERROR_EOF)
-                return ds_errorf(err, "%s: frame %" PRId64 ": decode error at end of file: %s%s",
-                                 v->path, v->next, av_strerr(r, e, sizeof e),
-                                 av_error_detail(d, sizeof d));
-            continue;
-        }
-        if (r < 0)
-            return ds_errorf(err, "%s: frame %" PRId64 ": read error: %s%s", v->path, v->next,
-                             av_strerr(r, e, sizeof e), av_error_detail(d, sizeof d));
-        /* Other streams' packets, and empty ones (which the decoder would take
-         * as "end of stream"), are skipped. */
-        if (v->pkt->stream_index != v->stream || v->pkt->size <= 0) {
-            av_packet_unref(v->pkt);
-            continue;
-        }
-        /* A packet cut short by the end of the file (the demuxer flags it):
-         * decoding it would give a half-grey frame or garbage. */
-        int corrupt = (v->pkt->flags & AV_PKT_FLAG_CORRUPT) != 0;
-        int64_t pos = v->pkt->pos;
-        if (corrupt && v->fmt->pb && avio_feof(v->fmt->pb)) {
-            av_packet_unref(v->pkt);
-            v->truncated = pos >= 0 ? pos : 0;
-            v->flushed = 1;
-            r = avcodec_send_packet(v->dec, NULL);
-            if (r < 0 && r != AVERROR_EOF)
-                return ds_errorf(err, "%s: frame %" PRId64 ": decode error at end of file: %s",
-                                 v->path, v->next, av_strerr(r, e, sizeof e));
-            continue;
-        }
-        r = avcodec_send_packet(v->dec, v->pkt);
-        av_packet_unref(v->pkt);
-        if (r < 0 && r != AVERROR(EAGAIN)) {
-            /* The packet is lost; count its frame so that later frame numbers
-             * stay those of the file, and let the caller decide to go on. */
-            ds_errorf(err, "%s: frame %" PRId64 ": decode error%s: %s%s", v->path, v->next,
-                      corrupt ? " in a damaged packet" : "", av_strerr(r, e, sizeof e),
-                      av_error_detail(d, sizeof d));
-            v->next++;
+        int r = receive_frame(v, err);
+        if (r != NEED_INPUT)
+            return r;
+        if (feed_packet(v, err))
             return -1;
-        }
     }
 }
 
@@ -510,32 +531,12 @@ int ds_frame_u8_hwc_to_nchw(const ds_tensor *hwc, ds_tensor *nchw, ds_error *err
     return 0;
 }
 
-/* value/255.0f for every byte, computed once: the same float division
- * torchvision's ToTensor does, as a table lookup. */
-static float u8_to_unit[256];
-static pthread_once_t u8_table_once = PTHREAD_ONCE_INIT;
-
-static void u8_table_init(void)
-{
-    for (int i = 0; i < 256; i++)
-        u8_to_unit[i] = (float)i / 255.0f;
-}
-
+/* The transpose, then the conversion the workers apply to a u8 frame off the
+ * wire (ds_tensor_u8_to_f32), so both paths give the same floats. */
 int ds_frame_u8_to_f32_nchw(const ds_tensor *hwc, ds_tensor *nchw, ds_error *err)
 {
-    if (check_hwc(hwc, err))
-        return -1;
-    pthread_once(&u8_table_once, u8_table_init);
-    int64_t h = hwc->shape.dims[0], w = hwc->shape.dims[1], n = h * w;
-    ds_shape s = ds_shape_nchw(1, 3, h, w);
-    if (ds_tensor_reserve(nchw, &s, DS_F32, err))
-        return -1;
-    const uint8_t *src = ds_tensor_u8(hwc);
-    float *r = ds_tensor_f32(nchw), *g = r + n, *b = g + n;
-    for (int64_t i = 0; i < n; i++) {
-        r[i] = u8_to_unit[src[3 * i]];
-        g[i] = u8_to_unit[src[3 * i + 1]];
-        b[i] = u8_to_unit[src[3 * i + 2]];
-    }
-    return 0;
+    ds_tensor u8 = {0};
+    int rc = ds_frame_u8_hwc_to_nchw(hwc, &u8, err) || ds_tensor_u8_to_f32(&u8, nchw, err) ? -1 : 0;
+    ds_tensor_free(&u8);
+    return rc;
 }

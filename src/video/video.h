@@ -92,7 +92,9 @@ void ds_video_close(ds_video *v);
 /* uint8 HWC {H, W, 3} -> uint8 NCHW {1, 3, H, W}: a pure transpose. */
 int ds_frame_u8_hwc_to_nchw(const ds_tensor *hwc, ds_tensor *nchw, ds_error *err);
 
-/* uint8 HWC {H, W, 3} -> float32 NCHW {1, 3, H, W} with value/255.0f. */
+/* uint8 HWC {H, W, 3} -> float32 NCHW {1, 3, H, W} with value/255.0f:
+ * ds_frame_u8_hwc_to_nchw then ds_tensor_u8_to_f32 (the wire path's
+ * conversion), through a temporary. */
 int ds_frame_u8_to_f32_nchw(const ds_tensor *hwc, ds_tensor *nchw, ds_error *err);
 
 
