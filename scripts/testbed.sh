@@ -80,6 +80,10 @@ while [ $# -gt 0 ]; do
     *) usage >&2; die "unknown option '$1'" ;;
   esac
 done
+# The config lives in a scratch folder and its relative paths resolve there:
+# make the ones given on the command line absolute.
+abs() { case "$1" in /* | "" | zoo:*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+cache=$(abs "$cache") video=$(abs "$video") trace=$(abs "$trace") model=$(abs "$model")
 IFS=, read -r -a bw <<<"$bandwidth"
 n=${#bw[@]}
 [ "$n" -ge 1 ] && [ "$n" -le 16 ] || die "--bandwidth: expected 1..16 comma-separated rates"
