@@ -2,7 +2,9 @@
  * plan and predicted time per frame (the master's own planner, fed with this
  * machine's layer costs, the trainer's predictors and the clip's frames),
  * next to the time per frame measured in a real run on the namespace testbed
- * (scripts/testbed.sh) with rate-limited links.
+ * (scripts/testbed.sh) with rate-limited links, and the run's own prediction
+ * (the master's, from its workers' profiles and the plans it used: under a
+ * changing machine load the two sets of profiles can differ).
  *
  * Two cases by default: equal workers, and a Pi-class worker 0 (its CPU
  * time capped to a quarter of a core by a cgroup, next to an unlimited
@@ -110,9 +112,11 @@ static double predict(const ds_config *cfg, const ds_model *m, const double *con
     return t;
 }
 
-/* Runs the testbed; returns measured s per frame (-1 on failure). */
+/* Runs the testbed; returns measured s per frame (-1 on failure) and sets
+ * *run_pred to the master's own prediction for the run (its workers'
+ * profiles, the plans it used). */
 static double measure(const opts *o, const char *model, int sched, const char *w0_cpu, char *plan_text,
-                      size_t len)
+                      size_t len, double *run_pred)
 {
     char cmd[1024], limit[96] = "";
     if (strcmp(w0_cpu, "max"))
@@ -136,6 +140,8 @@ static double measure(const opts *o, const char *model, int sched, const char *w
         }
         if (sscanf(line, "frames: %d finished", &n) == 1)
             done = n;
+        if (sscanf(line, "plans: %d used, predicted %lf s per frame", &n, &t) == 2)
+            *run_pred = t;
         if (!strncmp(line, "model: ", 7)) {
             char *plan = strstr(line, ", plan ");
             if (plan) {
@@ -310,8 +316,8 @@ int main(int argc, char **argv)
             else
                 printf("equal workers (%.1f ms per frame); original's best plan: %.2f s per frame\n", t1 * 1e3,
                        ORIGINAL_BEST);
-            printf("%-10s %-5s %10s %10s %7s %8s  %s\n", "model", "sched", "predicted", "measured", "error",
-                   limited ? "" : "vs orig", "plan (predicted | measured run)");
+            printf("%-10s %-5s %10s %10s %7s %10s %8s  %s\n", "model", "sched", "predicted", "measured", "error",
+                   "run pred.", limited ? "" : "vs orig", "plan (predicted | measured run)");
             double measured[3] = {-1, -1, -1}, predicted[3] = {-1, -1, -1};
             for (int s = 0; s < 3; s++) {
                 char plan_p[512], plan_m[256] = "-";
@@ -327,17 +333,18 @@ int main(int argc, char **argv)
                     fprintf(stderr, "bench/sched: %s\n", err.msg);
                     return 1;
                 }
-                double t = o.run ? measure(&o, name, s, cases[k], plan_m, sizeof plan_m) : -1;
+                double rp = -1;
+                double t = o.run ? measure(&o, name, s, cases[k], plan_m, sizeof plan_m, &rp) : -1;
                 measured[s] = t;
                 predicted[s] = p;
                 double e = t > 0 ? (p - t) / t * 100 : 0;
                 printf("%-10s %-5s %9.3fs ", name, sched_names[s], p);
                 if (t > 0 && limited)
-                    printf("%9.3fs %+6.0f%% %8s  %s | %s\n", t, e, "", plan_p, plan_m);
+                    printf("%9.3fs %+6.0f%% %9.3fs %8s  %s | %s\n", t, e, rp, "", plan_p, plan_m);
                 else if (t > 0)
-                    printf("%9.3fs %+6.0f%% %7.1fx  %s | %s\n", t, e, ORIGINAL_BEST / t, plan_p, plan_m);
+                    printf("%9.3fs %+6.0f%% %9.3fs %7.1fx  %s | %s\n", t, e, rp, ORIGINAL_BEST / t, plan_p, plan_m);
                 else
-                    printf("%10s %7s %8s  %s\n", "-", "-", "-", plan_p);
+                    printf("%10s %7s %10s %8s  %s\n", "-", "-", "-", "-", plan_p);
                 if (t > 0 && (e > 20 || e < -20)) {
                     printf("MISS: %s/%s predicted %.0f%% off the measured time (target 20%%)\n", name,
                            sched_names[s], e);
