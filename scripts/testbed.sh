@@ -205,11 +205,11 @@ if [ $need_trainer -eq 1 ]; then add_ns "$ns_t"; link "$ns_m" "$ns_t" 200 ""; fi
 # CPU limits: one cgroup per limited role, made before any role starts.
 for role in "${!cpu_of[@]}"; do
   group="ds${tag}-$role"
+  groups+=("$group") # removed at teardown, also after a half-made limit
   dry_flag=()
   [ $dry -eq 1 ] && dry_flag=(--dry-run)
   "$root/scripts/limit-cpu.sh" "${dry_flag[@]}" --group "$group" --period "$cpu_period" "${cpu_of[$role]}" \
     2>>"$tmp/limits.log" || { cat "$tmp/limits.log" >&2; die "cannot limit $role to ${cpu_of[$role]} CPUs"; }
-  groups+=("$group")
 done
 
 # role_cmd ROLE NS ARGS...: sets cmd to a role's command line, inside its
