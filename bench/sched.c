@@ -14,7 +14,10 @@
  *
  * usage: build/bench/sched [--models alexnet,googlenet] [--size 480x720]
  *                          [--frames 50] [--bandwidth 4,1] [--train-frames 100]
- *                          [--w0-cpu max,25%] [--no-run]
+ *                          [--w0-cpu max,25%] [--repeat 1] [--no-run]
+ * --repeat N runs every testbed N times (1..9), interleaved across the
+ * schedulers, and reports the median: on a shared machine one run can be off
+ * by a third.
  * Run from the repository root as root (the testbed needs namespaces, the
  * limits cgroups); --no-run prints the predictions only.  Costs and
  * predictors are cached in .cache, shared with the testbed's workers and
@@ -36,10 +39,11 @@
 
 #define ORIGINAL_BEST 0.64 /* s per frame, the original's best plan on these links */
 #define CPU_PERIOD_US 10000 /* the testbed's default CFS period */
+#define MAX_REPEAT 9
 
 typedef struct opts {
     char models[256];
-    int rows, cols, frames, train_frames, run;
+    int rows, cols, frames, train_frames, run, repeat;
     char bandwidth[64];
     char w0_cpu[128]; /* one case per entry: "max" or a CPU limit for worker 0 */
 } opts;
@@ -230,6 +234,25 @@ static int limited_costs(const ds_model *m, const ds_config *cfg, const char *cp
     return 0;
 }
 
+/* Median of the successful runs (failed ones are -1); -1 when none. */
+static double median_run(const double *v, int n)
+{
+    double ok[MAX_REPEAT];
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (v[i] > 0) {
+            int j = k++;
+            while (j > 0 && ok[j - 1] > v[i]) {
+                ok[j] = ok[j - 1];
+                j--;
+            }
+            ok[j] = v[i];
+        }
+    if (k == 0)
+        return -1;
+    return k % 2 ? ok[k / 2] : 0.5 * (ok[k / 2 - 1] + ok[k / 2]);
+}
+
 static double sum(const double *v, int n)
 {
     double t = 0;
@@ -240,7 +263,7 @@ static double sum(const double *v, int n)
 
 int main(int argc, char **argv)
 {
-    opts o = {"alexnet,googlenet", 480, 720, 50, 100, 1, "4,1", "max,25%"};
+    opts o = {"alexnet,googlenet", 480, 720, 50, 100, 1, 1, "4,1", "max,25%"};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--models") && i + 1 < argc)
             snprintf(o.models, sizeof o.models, "%s", argv[++i]);
@@ -252,13 +275,16 @@ int main(int argc, char **argv)
             o.train_frames = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bandwidth") && i + 1 < argc)
             snprintf(o.bandwidth, sizeof o.bandwidth, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc && (o.repeat = atoi(argv[i + 1])) >= 1 &&
+                 o.repeat <= MAX_REPEAT)
+            i++;
         else if (!strcmp(argv[i], "--w0-cpu") && i + 1 < argc)
             snprintf(o.w0_cpu, sizeof o.w0_cpu, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--no-run"))
             o.run = 0;
         else {
             fprintf(stderr, "usage: %s [--models a,b] [--size RxC] [--frames N] [--train-frames N] "
-                            "[--bandwidth 4,1] [--w0-cpu max,25%%] [--no-run]\n", argv[0]);
+                            "[--bandwidth 4,1] [--w0-cpu max,25%%] [--repeat N] [--no-run]\n", argv[0]);
             return 2;
         }
     }
@@ -319,8 +345,13 @@ int main(int argc, char **argv)
             printf("%-10s %-5s %10s %10s %7s %10s %8s  %s\n", "model", "sched", "predicted", "measured", "error",
                    "run pred.", limited ? "" : "vs orig", "plan (predicted | measured run)");
             double measured[3] = {-1, -1, -1}, predicted[3] = {-1, -1, -1};
+            /* Predictions first, then the runs interleaved (lbc, nsc, opt,
+             * lbc, ...) so that a change of machine load hits every
+             * scheduler alike; the median of the repeats is reported. */
+            char plan_p[3][512], plan_m[3][256];
+            double rp[3] = {-1, -1, -1}, runs[3][MAX_REPEAT];
             for (int s = 0; s < 3; s++) {
-                char plan_p[512], plan_m[256] = "-";
+                snprintf(plan_m[s], sizeof plan_m[s], "-");
                 if (make_config(&o, name, s, &cfg, &err)) {
                     fprintf(stderr, "bench/sched: %s\n", err.msg);
                     return 1;
@@ -328,29 +359,39 @@ int main(int argc, char **argv)
                 const double *wc[DS_MAX_WORKERS];
                 for (int i = 0; i < cfg.n_workers; i++)
                     wc[i] = i == 0 ? w0_costs[k] : costs.seconds;
-                double p = predict(&cfg, &m, wc, pred, plan_p, sizeof plan_p, &err);
-                if (p < 0) {
+                predicted[s] = predict(&cfg, &m, wc, pred, plan_p[s], sizeof plan_p[s], &err);
+                ds_config_free(&cfg);
+                if (predicted[s] < 0) {
                     fprintf(stderr, "bench/sched: %s\n", err.msg);
                     return 1;
                 }
-                double rp = -1;
-                double t = o.run ? measure(&o, name, s, cases[k], plan_m, sizeof plan_m, &rp) : -1;
+            }
+            for (int r = 0; o.run && r < o.repeat; r++)
+                for (int s = 0; s < 3; s++)
+                    runs[s][r] = measure(&o, name, s, cases[k], plan_m[s], sizeof plan_m[s], &rp[s]);
+            for (int s = 0; s < 3; s++) {
+                double p = predicted[s], t = o.run ? median_run(runs[s], o.repeat) : -1;
                 measured[s] = t;
-                predicted[s] = p;
                 double e = t > 0 ? (p - t) / t * 100 : 0;
                 printf("%-10s %-5s %9.3fs ", name, sched_names[s], p);
                 if (t > 0 && limited)
-                    printf("%9.3fs %+6.0f%% %9.3fs %8s  %s | %s\n", t, e, rp, "", plan_p, plan_m);
+                    printf("%9.3fs %+6.0f%% %9.3fs %8s  %s | %s\n", t, e, rp[s], "", plan_p[s], plan_m[s]);
                 else if (t > 0)
-                    printf("%9.3fs %+6.0f%% %9.3fs %7.1fx  %s | %s\n", t, e, rp, ORIGINAL_BEST / t, plan_p, plan_m);
+                    printf("%9.3fs %+6.0f%% %9.3fs %7.1fx  %s | %s\n", t, e, rp[s], ORIGINAL_BEST / t, plan_p[s],
+                           plan_m[s]);
                 else
-                    printf("%10s %7s %10s %8s  %s\n", "-", "-", "-", "-", plan_p);
+                    printf("%10s %7s %10s %8s  %s\n", "-", "-", "-", "-", plan_p[s]);
+                if (o.run && o.repeat > 1) {
+                    printf("%16s runs:", "");
+                    for (int r = 0; r < o.repeat; r++)
+                        printf(" %.3fs", runs[s][r]);
+                    printf("\n");
+                }
                 if (t > 0 && (e > 20 || e < -20)) {
                     printf("MISS: %s/%s predicted %.0f%% off the measured time (target 20%%)\n", name,
                            sched_names[s], e);
                     all_ok = 0;
                 }
-                ds_config_free(&cfg);
             }
             if (o.run) {
                 int opt_best =

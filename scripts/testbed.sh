@@ -245,9 +245,9 @@ fi
 for role in "${!cpu_of[@]}"; do
   stat_file="$(cgroup_dir "ds${tag}-$role")/cpu.stat"
   [ -r "$stat_file" ] || continue
-  awk -v r="$role" -v c="${cpu_of[$role]}" '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 }
-    $1 == "throttled_time" { s = $2 / 1e9 } $1 == "throttled_usec" { s = $2 / 1e6 }
-    END { printf "testbed: %s limited to %s CPUs: throttled in %d of %d periods (%.1f s)\n", r, c, t, p, s }' \
+  awk -v r="$role" -v c="${cpu_of[$role]}" -v g="ds${tag}-$role" '$1 == "nr_periods" { p = $2 }
+    $1 == "nr_throttled" { t = $2 } $1 == "throttled_time" { s = $2 / 1e9 } $1 == "throttled_usec" { s = $2 / 1e6 }
+    END { printf "testbed: %s limited to %s CPUs (cgroup %s): throttled in %d of %d periods (%.1f s)\n", r, c, g, t, p, s }' \
     "$stat_file" >&2
 done
 exit $status

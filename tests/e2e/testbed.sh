@@ -47,10 +47,10 @@ for f in master worker0 worker1; do [ -s "$tmp/trace/$f.tc" ] || fail "no trace 
 ls "$tmp/cache" | grep -qE "^costs-.*-cpu[0-9_-]+-quota5000per10000-[0-9a-f]+\.txt$" ||
   { fail "no profile keyed by w0's quota"; ls "$tmp/cache"; }
 ls "$tmp/cache" | grep -qE "^costs-.*-cpu[0-9_-]+-noquota-[0-9a-f]+\.txt$" || fail "no profile for the unlimited w1"
-grep -qE "^testbed: w0 limited to 50% CPUs: throttled in [0-9]+ of [0-9]+ periods" "$tmp/err" ||
-  fail "no throttling report for w0"
-ls -d /sys/fs/cgroup/cpu/ds[0-9]*-w0 /sys/fs/cgroup/ds[0-9]*-w0 /sys/fs/cgroup/unified/ds[0-9]*-w0 2>/dev/null |
-  grep -q . && fail "cgroups left behind"
+group=$(sed -nE 's/^testbed: w0 limited to 50% CPUs \(cgroup (ds[0-9]+-w0)\): throttled in [0-9]+ of [0-9]+ periods.*/\1/p' "$tmp/err")
+[ -n "$group" ] || fail "no throttling report for w0"
+[ -n "$group" ] && ls -d /sys/fs/cgroup/cpu/"$group" /sys/fs/cgroup/"$group" /sys/fs/cgroup/unified/"$group" 2>/dev/null |
+  grep -q . && fail "cgroup $group left behind"
 "$src/scripts/testbed.sh" --bandwidth x >/dev/null 2>"$tmp/bad"
 [ $? = 2 ] && grep -q "not a rate" "$tmp/bad" || fail "bad --bandwidth accepted"
 
