@@ -9,6 +9,13 @@
 # It writes the matching config, runs trainer, workers and master in their
 # namespaces, prints the master's summary and tears everything down, also on
 # Ctrl-C or failure. Only the namespaces' own addresses (10.77.x.y) are used.
+#
+# --cpu caps roles' CPU time with a cgroup each (scripts/limit-cpu.sh: v2
+# cpu.max, or the v1 CFS quota where the cpu controller is mounted as v1):
+# "--cpu w0=25%" makes worker 0 a quarter of a core, a Pi next to an edge
+# server. Roles enter their namespace with nsenter --net (not ip netns exec,
+# which remounts /sys and hides /sys/fs/cgroup), so a worker sees its quota
+# and profiles for it.
 set -euo pipefail
 
 usage() {
@@ -27,6 +34,11 @@ options:
   --frames N         frames to send (default 50)
   --pd-num N         frames in flight (default 2)
   --scheduler S      lbc | nsc | opt (default lbc)
+  --cpu ROLE=CPUS,.. CPU limit per role: ROLE is m, t or wI; CPUS is cores
+                     (0.5) or a percentage of one core (25%), e.g. w0=25%
+  --cpu-period US    CFS period of those limits (default 10000: a short
+                     period slows a role evenly, like a slower CPU, instead
+                     of full-speed bursts and long stalls)
   --check            recompute every frame on the master and compare
   --train-frames N   frames the trainer learns from (default 400)
   --video FILE       (default data/sample.mp4)
@@ -44,7 +56,7 @@ die() { echo "testbed: $*" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 bandwidth="4,1" model="zoo:alexnet" size="480x720" mode="dif" frames=50 pd_num=2
 scheduler="lbc" check=false train_frames=400 video="$root/data/sample.mp4" trace="" cache="$root/.cache"
-bin="$root/build/deltaslice" config_out="" dry=0
+bin="$root/build/deltaslice" config_out="" dry=0 cpu="" cpu_period=10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --bandwidth) bandwidth=${2:?}; shift 2 ;;
@@ -54,6 +66,8 @@ while [ $# -gt 0 ]; do
     --frames) frames=${2:?}; shift 2 ;;
     --pd-num) pd_num=${2:?}; shift 2 ;;
     --scheduler) scheduler=${2:?}; shift 2 ;;
+    --cpu) cpu=${2:?}; shift 2 ;;
+    --cpu-period) cpu_period=${2:?}; shift 2 ;;
     --check) check=true; shift ;;
     --train-frames) train_frames=${2:?}; shift 2 ;;
     --video) video=${2:?}; shift 2 ;;
@@ -66,6 +80,10 @@ while [ $# -gt 0 ]; do
     *) usage >&2; die "unknown option '$1'" ;;
   esac
 done
+# The config lives in a scratch folder and its relative paths resolve there:
+# make the ones given on the command line absolute.
+abs() { case "$1" in /* | "" | zoo:*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+cache=$(abs "$cache") video=$(abs "$video") trace=$(abs "$trace") model=$(abs "$model")
 IFS=, read -r -a bw <<<"$bandwidth"
 n=${#bw[@]}
 [ "$n" -ge 1 ] && [ "$n" -le 16 ] || die "--bandwidth: expected 1..16 comma-separated rates"
@@ -76,10 +94,24 @@ rows=${BASH_REMATCH[1]} cols=${BASH_REMATCH[2]}
   die "--frames, --pd-num and --train-frames take whole numbers"
 case "$mode" in itg|dif) ;; *) die "--mode: expected itg or dif" ;; esac
 case "$scheduler" in lbc|nsc|opt) ;; *) die "--scheduler: expected lbc, nsc or opt" ;; esac
+[[ "$cpu_period" =~ ^[0-9]+$ ]] && [ "$cpu_period" -ge 1000 ] && [ "$cpu_period" -le 1000000 ] ||
+  die "--cpu-period: expected 1000..1000000 microseconds"
+declare -A cpu_of=()
+if [ -n "$cpu" ]; then
+  IFS=, read -r -a cpu_items <<<"$cpu"
+  for item in "${cpu_items[@]}"; do
+    [[ "$item" =~ ^(m|t|w([0-9]+))=([0-9]+(\.[0-9]+)?%?)$ ]] ||
+      die "--cpu: expected ROLE=CPUS (ROLE m, t or wI; CPUS e.g. 0.5 or 25%), got '$item'"
+    [ -z "${BASH_REMATCH[2]}" ] || [ "${BASH_REMATCH[2]}" -lt "$n" ] ||
+      die "--cpu: there is no worker ${BASH_REMATCH[2]} (--bandwidth gives $n workers)"
+    cpu_of[${BASH_REMATCH[1]}]=${BASH_REMATCH[3]}
+  done
+fi
 if [ $dry -eq 0 ]; then
   [ "$(id -u)" -eq 0 ] || die "needs root for network namespaces and tc (try sudo, or --dry-run)"
   [ -x "$bin" ] || die "$bin is not built (cmake --build build)"
   command -v tc >/dev/null && command -v ip >/dev/null || die "needs iproute2 (ip, tc)"
+  command -v nsenter >/dev/null || die "needs nsenter (util-linux)"
 fi
 
 tag=$(( $$ % 10000 ))
@@ -88,16 +120,25 @@ ns_w() { echo "ds${tag}-w$1"; }
 port=40000
 tmp=$(mktemp -d)
 config=${config_out:-$tmp/testbed.yml}
-namespaces=() pids=()
+namespaces=() pids=() groups=()
 
 run() { # prints in dry-run mode, runs otherwise
   if [ $dry -eq 1 ]; then echo "$*"; else "$@"; fi
+}
+
+# The directory of a cgroup made by limit-cpu.sh (v1 cpu hierarchy or v2).
+cgroup_dir() {
+  local v1
+  v1=$(awk '$3 == "cgroup" && $4 ~ /(^|,)cpu(,|$)/ { print $2; exit }' /proc/mounts)
+  if [ -n "$v1" ]; then echo "$v1/$1"
+  else echo "$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)/$1"; fi
 }
 
 teardown() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  for g in "${groups[@]}"; do rmdir "$(cgroup_dir "$g")" 2>/dev/null || true; done
   rm -rf "$tmp"
 }
 if [ $dry -eq 0 ]; then trap teardown EXIT; trap 'exit 130' INT TERM; fi
@@ -161,22 +202,52 @@ if [ $need_trainer -eq 1 ]; then add_ns "$ns_t"; link "$ns_m" "$ns_t" 200 ""; fi
 } >"$config"
 [ $dry -eq 1 ] && { echo "# config:"; sed 's/^/# /' "$config"; }
 
-start() { # start NS ARGS...: a role in the background
-  local ns=$1; shift
-  if [ $dry -eq 1 ]; then echo "ip netns exec $ns $bin $* &"; return; fi
-  ip netns exec "$ns" "$bin" "$@" 2>>"$tmp/roles.log" &
+# CPU limits: one cgroup per limited role, made before any role starts.
+for role in "${!cpu_of[@]}"; do
+  group="ds${tag}-$role"
+  groups+=("$group") # removed at teardown, also after a half-made limit
+  dry_flag=()
+  [ $dry -eq 1 ] && dry_flag=(--dry-run)
+  "$root/scripts/limit-cpu.sh" "${dry_flag[@]}" --group "$group" --period "$cpu_period" "${cpu_of[$role]}" \
+    2>>"$tmp/limits.log" || { cat "$tmp/limits.log" >&2; die "cannot limit $role to ${cpu_of[$role]} CPUs"; }
+done
+
+# role_cmd ROLE NS ARGS...: sets cmd to a role's command line, inside its
+# network namespace and, when limited, its cgroup (joined before exec). Every
+# step execs the next, so the pid of the started command is the role's.
+role_cmd() {
+  local role=$1 ns=$2; shift 2
+  cmd=(nsenter "--net=/run/netns/$ns" --)
+  [ -n "${cpu_of[$role]:-}" ] && cmd+=("$root/scripts/ds-limited.sh" --group "ds${tag}-$role" --)
+  cmd+=("$bin" "$@")
+}
+start() { # start ROLE NS ARGS...: a role in the background
+  role_cmd "$@"
+  if [ $dry -eq 1 ]; then echo "${cmd[*]} &"; return; fi
+  "${cmd[@]}" 2>>"$tmp/roles.log" &
   pids+=($!)
 }
-[ $need_trainer -eq 1 ] && start "$ns_t" trainer -c "$config"
-for ((i = 0; i < n; i++)); do start "$(ns_w $i)" worker -i $i -c "$config"; done
+[ $need_trainer -eq 1 ] && start t "$ns_t" trainer -c "$config"
+for ((i = 0; i < n; i++)); do start "w$i" "$(ns_w $i)" worker -i $i -c "$config"; done
+role_cmd m "$ns_m" master -c "$config"
 if [ $dry -eq 1 ]; then
-  echo "ip netns exec $ns_m $bin master -c $config"
+  echo "${cmd[*]}"
+  rm -rf "$tmp"
   exit 0
 fi
 status=0
-ip netns exec "$ns_m" "$bin" master -c "$config" || status=$?
+"${cmd[@]}" || status=$?
 if [ $status -ne 0 ]; then
   echo "testbed: the master failed (status $status); role logs:" >&2
   tail -n 30 "$tmp/roles.log" >&2
 fi
+# Evidence that the limits bit: how often each group was throttled.
+for role in "${!cpu_of[@]}"; do
+  stat_file="$(cgroup_dir "ds${tag}-$role")/cpu.stat"
+  [ -r "$stat_file" ] || continue
+  awk -v r="$role" -v c="${cpu_of[$role]}" -v g="ds${tag}-$role" '$1 == "nr_periods" { p = $2 }
+    $1 == "nr_throttled" { t = $2 } $1 == "throttled_time" { s = $2 / 1e9 } $1 == "throttled_usec" { s = $2 / 1e6 }
+    END { printf "testbed: %s limited to %s CPUs (cgroup %s): throttled in %d of %d periods (%.1f s)\n", r, c, g, t, p, s }' \
+    "$stat_file" >&2
+done
 exit $status

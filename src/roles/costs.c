@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cpulimit.h"
 #include "common/log.h"
 #include "engine/profile.h"
 
@@ -20,11 +21,17 @@ static unsigned long long binary_id(void)
     return ((unsigned long long)st.st_size * 1000003ull) ^ (unsigned long long)st.st_mtime;
 }
 
-static void cache_path(const ds_model *m, const ds_config *cfg, const char *host, char *buf, size_t len)
+/* Keyed by what the profile measures: model, size, threads, host, the CPUs
+ * this process may use (affinity and cgroup quota: two workers on one host
+ * with different limits must not share a profile) and the build. */
+static void cache_path(const ds_model *m, const ds_config *cfg, const char *host, const ds_cpu_limit *cpu,
+                       char *buf, size_t len)
 {
     const ds_shape *in = &m->layers[0].out_shape;
-    snprintf(buf, len, "%s/costs-%s-%lldx%lld-t%d-%s-%llx.txt", cfg->cache_dir, m->hash,
-             (long long)in->dims[2], (long long)in->dims[3], cfg->worker.threads, host, binary_id());
+    char key[160];
+    snprintf(buf, len, "%s/costs-%s-%lldx%lld-t%d-%s-%s-%llx.txt", cfg->cache_dir, m->hash,
+             (long long)in->dims[2], (long long)in->dims[3], cfg->worker.threads, host,
+             ds_cpu_limit_key(cpu, key, sizeof key), binary_id());
 }
 
 static int load(const char *path, ds_layer_costs *c)
@@ -74,8 +81,12 @@ int ds_layer_costs_load_or_profile(const ds_model *m, const ds_config *cfg, ds_l
         return ds_errorf(err, "out of memory");
     if (gethostname(c->host, sizeof c->host - 1))
         snprintf(c->host, sizeof c->host, "unknown");
-    char path[4096];
-    cache_path(m, cfg, c->host, path, sizeof path);
+    ds_cpu_limit cpu;
+    ds_cpu_limit_self(&cpu);
+    char path[4096], key[160];
+    cache_path(m, cfg, c->host, &cpu, path, sizeof path);
+    if (!cpu.quota_known)
+        ds_info("CPU quota unknown (no cgroup file system mounted here): the profile is keyed by affinity only");
     if (load(path, c) == 0) {
         ds_info("layer costs from %s", path);
         return 0;
@@ -86,8 +97,9 @@ int ds_layer_costs_load_or_profile(const ds_model *m, const ds_config *cfg, ds_l
         return -1;
     memcpy(c->seconds, p.seconds, sizeof *c->seconds * (size_t)m->n_layers);
     memcpy(c->flops, p.flops, sizeof *c->flops * (size_t)m->n_layers);
-    ds_info("profiled %d layers: %.1f ms per frame (median of %d runs, %d thread%s)", m->n_layers,
-            p.total * 1e3, p.runs, p.threads, p.threads == 1 ? "" : "s");
+    ds_info("profiled %d layers: %.1f ms per frame (median of %d runs, %d thread%s; %s, %.2f CPUs)", m->n_layers,
+            p.total * 1e3, p.runs, p.threads, p.threads == 1 ? "" : "s", ds_cpu_limit_key(&cpu, key, sizeof key),
+            ds_cpu_limit_cpus(&cpu));
     ds_profile_free(&p);
     save(cfg->cache_dir, path, c);
     return 0;

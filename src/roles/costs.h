@@ -1,9 +1,10 @@
 /* costs.h - a worker's per-layer costs, profiled once and kept on disk.
  *
- * Cached in <cache_dir>/costs-<model hash>-<rows>x<cols>-t<threads>-<host>-<binary>.txt
- * (one "seconds flops" line per layer; <binary> identifies the executable's
- * build), so a restarted worker answers at once and a different machine,
- * size, thread count or build profiles anew. */
+ * Cached in <cache_dir>/costs-<model hash>-<rows>x<cols>-t<threads>-<host>-<cpu>-<binary>.txt
+ * (one "seconds flops" line per layer; <cpu> is the CPUs the process may use,
+ * affinity and cgroup quota, see common/cpulimit.h; <binary> identifies the
+ * executable's build), so a restarted worker answers at once and a different
+ * machine, size, thread count, CPU limit or build profiles anew. */
 #ifndef DS_ROLES_COSTS_H
 #define DS_ROLES_COSTS_H
 

@@ -146,52 +146,62 @@ long ds_sched_optimal(const ds_cost_model *cm, const int *allowed, const double 
     return s.evaluated;
 }
 
-/* Moves cut k by one allowed position in direction dir; 0 if impossible. */
-static int move_cut(const ds_cost_model *cm, const int *allowed, ds_plan *p, int k, int dir)
-{
-    int lo = k ? p->cut[k - 1] : 0, hi = p->cut[k + 1];
-    for (int c = p->cut[k] + dir; c >= lo && c <= hi; c += dir)
-        if (c == 0 || c == cm->n_layers - 1 || !allowed || allowed[c]) {
-            p->cut[k] = c;
-            return 1;
-        }
-    return 0;
-}
-
+/* The original's neighbourhood search (its NSCScheduler.optimize_chain):
+ * the workers on either side of the link with the largest total transfer
+ * time split their layers anew at every legal cut (the left worker keeps at
+ * least one layer, as in the original); the best split wins, and the search
+ * repeats while the simulated time improves.  Moving the cut one layer at a
+ * time instead stalls where a neighbouring layer's tensor is larger than the
+ * current one (a pooling layer's output is smaller than both neighbours:
+ * AlexNet's load-balanced cut after its second MaxPool stays there).
+ *
+ * One deliberate difference: the original picks the link once, from the
+ * start plan's transfer times, so it re-splits a single link; here the link
+ * is picked anew from the current plan each round.  With two workers there
+ * is one link and the two are identical. */
 void ds_sched_nsc(const ds_cost_model *cm, const int *allowed, const double *full_bytes,
                   const double *dif_bytes, int n_frames, int first_full, const ds_plan *start,
                   ds_plan *best, ds_sim_result *best_result)
 {
+    const int last = cm->n_layers - 1;
     ds_plan cur = *start;
     ds_sim_result r;
     ds_cost_simulate(cm, &cur, full_bytes, dif_bytes, n_frames, first_full, &r);
-    for (int iter = 0; iter < 4 * cm->n_layers * cm->n_workers; iter++) {
-        /* The link with the largest total transfer time (link 0 has no cut
-         * of its own to move: the input always goes to worker 0). */
+    for (int iter = 0; iter < cm->n_layers * cm->n_workers; iter++) {
+        /* The link with the largest total transfer time whose two workers
+         * hold layers between them (link 0 has no cut of its own to move:
+         * the input always goes to worker 0). */
         int worst = -1;
         double worst_t = -1;
-        for (int i = 1; i < cm->n_workers; i++)
-            if (r.stage_busy[2 * i] > worst_t) {
+        for (int i = 1; i < cm->n_workers; i++) {
+            int lo = i >= 2 ? cur.cut[i - 2] : 0;
+            if (cur.cut[i] > lo && r.stage_busy[2 * i] > worst_t) {
                 worst_t = r.stage_busy[2 * i];
                 worst = i;
             }
+        }
         if (worst < 0)
             break;
-        int improved = 0;
-        for (int dir = -1; dir <= 1 && !improved; dir += 2) {
-            ds_plan cand = cur;
-            if (!move_cut(cm, allowed, &cand, worst - 1, dir))
+        /* Cut k separates worker k (left of the link) from worker k + 1. */
+        int k = worst - 1, lo = k ? cur.cut[k - 1] : 0, hi = cur.cut[k + 1];
+        ds_plan best_cand = cur;
+        ds_sim_result best_cr = r;
+        for (int c = lo + 1; c <= hi; c++) {
+            if (c == cur.cut[k] || (c != hi && c != last && allowed && !allowed[c]))
                 continue;
+            ds_plan cand = cur;
+            cand.cut[k] = c;
             ds_sim_result cr;
             ds_cost_simulate(cm, &cand, full_bytes, dif_bytes, n_frames, first_full, &cr);
-            if (better(&cr, &r)) {
-                cur = cand;
-                r = cr;
-                improved = 1;
+            if (better(&cr, &best_cr)) {
+                best_cand = cand;
+                best_cr = cr;
             }
         }
-        if (!improved)
+        if (!better(&best_cr, &r))
             break;
+        cur = best_cand;
+        r = best_cr;
     }
     *best = cur;
     *best_result = r;

@@ -53,9 +53,10 @@ long ds_sched_optimal(const ds_cost_model *cm, const int *allowed, const double 
                       const double *dif_bytes, int n_frames, int first_full, long max_plans,
                       ds_plan *best, ds_sim_result *best_result, ds_error *err);
 
-/* The original's neighbourhood search: from start, repeatedly move the cut
- * next to the link with the largest total transfer time by one allowed
- * position (either way) while the simulated time improves. */
+/* The original's neighbourhood search: from start, the two workers next to
+ * the link with the largest total transfer time re-split their layers at
+ * every allowed cut (the left one keeps at least one layer); the best split
+ * is taken, and the search repeats while the simulated time improves. */
 void ds_sched_nsc(const ds_cost_model *cm, const int *allowed, const double *full_bytes,
                   const double *dif_bytes, int n_frames, int first_full, const ds_plan *start,
                   ds_plan *best, ds_sim_result *best_result);

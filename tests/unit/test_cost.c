@@ -1,5 +1,6 @@
 /* The pipeline cost model, the optimal planner against an independent brute
- * force, and NSC never beating the optimum. */
+ * force, NSC never beating the optimum, and NSC's search step (the
+ * original's: every cut next to the slowest link). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -104,6 +105,66 @@ static void test_optimal_matches_brute_force(void **state)
     }
 }
 
+/* AlexNet at 480x720 on the testbed's links, m->w0 4 MB/s and w0->w1 1 MB/s,
+ * two equal workers (layer times of one core, 1 thread). The load-balanced
+ * plan cuts after the second MaxPool (layer 6, 980 kB); its neighbours'
+ * tensors are larger (ReLU 4 MB, Conv 2 MB), so moving the cut one layer at
+ * a time stays there. The original's NSC tries every cut next to the 1 MB/s
+ * link and moves everything to worker 0 (w0:1..13), where nothing crosses
+ * that link. */
+static void test_nsc_moves_alexnet_cut_past_the_slow_link(void **state)
+{
+    (void)state;
+    double c[14] = {0, 0.0120, 0, 0.00015, 0.0215, 0, 0.0017, 0.0084, 0, 0.0154, 0, 0.0098, 0, 0.00005};
+    /* Full tensors: the input as u8, the rest f32 (the dag's sizes). */
+    double full[14] = {1036800, 5453312, 5453312, 1344256, 4032768, 4032768, 979968, 1959936,
+                       1959936, 1306624, 1306624, 1306624, 1306624, 301056};
+    /* Updates after frame 0: about a third of a full tensor (zstd). */
+    double dif[14];
+    for (int l = 0; l < 14; l++)
+        dif[l] = full[l] * (l ? 0.35 : 0.2);
+    int allowed[14];
+    for (int l = 0; l < 14; l++)
+        allowed[l] = 1;
+    ds_cost_model cm = {14, 2, {c, c}, {4e6, 1e6}, 0.002, 2};
+    ds_plan lbc = {2, {6, 13}}, got;
+    ds_sim_result r0, r, rn;
+    /* Frame 0 (full tensors, planned on its own), then 49 frames of updates. */
+    for (int phase = 0; phase < 2; phase++) {
+        const double *d = phase ? dif : NULL;
+        int frames = phase ? 49 : 1;
+        ds_cost_simulate(&cm, &lbc, full, d, frames, 1, &r0);
+        for (int step = -1; step <= 1; step += 2) {
+            ds_plan nb = {2, {6 + step, 13}};
+            ds_cost_simulate(&cm, &nb, full, d, frames, 1, &rn);
+            if (rn.per_frame <= r0.per_frame)
+                fail_msg("phase %d: the cut after layer %d is not worse than after 6", phase, 6 + step);
+        }
+        ds_sched_nsc(&cm, allowed, full, d, frames, 1, &lbc, &got, &r);
+        if (got.cut[0] != 13 || got.cut[1] != 13)
+            fail_msg("phase %d: nsc cut after %d, expected 13 (w0:1..13)", phase, got.cut[0]);
+        assert_true(r.per_frame < r0.per_frame);
+    }
+}
+
+/* The left worker of the re-split link keeps at least one layer, as in the
+ * original: with a slow worker 0 and fast links opt empties worker 0, nsc
+ * leaves it the first layer. */
+static void test_nsc_left_worker_keeps_a_layer(void **state)
+{
+    (void)state;
+    double slow[5] = {0, 1, 1, 1, 1}, fast[5] = {0, 0.1, 0.1, 0.1, 0.1}, b[5] = {10, 10, 10, 10, 10};
+    ds_cost_model cm = {5, 2, {slow, fast}, {1e6, 1e6}, 0, 0};
+    ds_plan start = {2, {2, 4}}, nsc, opt;
+    ds_sim_result rn, ro;
+    ds_error err;
+    assert_true(ds_sched_optimal(&cm, NULL, b, b, 10, 1, 1000, &opt, &ro, &err) > 0);
+    assert_int_equal(opt.cut[0], 0);
+    ds_sched_nsc(&cm, NULL, b, b, 10, 1, &start, &nsc, &rn);
+    assert_int_equal(nsc.cut[0], 1);
+    assert_int_equal(nsc.cut[1], 4);
+}
+
 static void test_optimal_refuses_huge_spaces(void **state)
 {
     (void)state;
@@ -121,6 +182,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simulation_by_hand),
         cmocka_unit_test(test_optimal_matches_brute_force),
+        cmocka_unit_test(test_nsc_moves_alexnet_cut_past_the_slow_link),
+        cmocka_unit_test(test_nsc_left_worker_keeps_a_layer),
         cmocka_unit_test(test_optimal_refuses_huge_spaces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
