@@ -105,7 +105,7 @@ static int start_role(const role_opts *o, const char *role)
     }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
-        ds_info("peak memory %.1f MB", ru.ru_maxrss / 1024.0);
+        ds_log_info("peak memory %.1f MB", ru.ru_maxrss / 1024.0);
     ds_config_free(&cfg);
     return rc;
 }

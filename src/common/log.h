@@ -25,9 +25,9 @@ ds_log_level ds_log_get_level(void);
 
 void ds_log(ds_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define ds_debug(...) ds_log(DS_LOG_DEBUG, __VA_ARGS__)
-#define ds_info(...) ds_log(DS_LOG_INFO, __VA_ARGS__)
-#define ds_warn(...) ds_log(DS_LOG_WARN, __VA_ARGS__)
-#define ds_error(...) ds_log(DS_LOG_ERROR, __VA_ARGS__)
+#define ds_log_debug(...) ds_log(DS_LOG_DEBUG, __VA_ARGS__)
+#define ds_log_info(...) ds_log(DS_LOG_INFO, __VA_ARGS__)
+#define ds_log_warn(...) ds_log(DS_LOG_WARN, __VA_ARGS__)
+#define ds_log_error(...) ds_log(DS_LOG_ERROR, __VA_ARGS__)
 
 #endif

@@ -53,21 +53,21 @@ static int load(const char *path, ds_layer_costs *c)
 static void save(const char *dir, const char *path, const ds_layer_costs *c)
 {
     if (mkdir(dir, 0755) && errno != EEXIST) {
-        ds_warn("cannot create cache folder %s: %s", dir, strerror(errno));
+        ds_log_warn("cannot create cache folder %s: %s", dir, strerror(errno));
         return;
     }
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) {
-        ds_warn("cannot write %s: %s", tmp, strerror(errno));
+        ds_log_warn("cannot write %s: %s", tmp, strerror(errno));
         return;
     }
     for (int i = 0; i < c->n_layers; i++)
         fprintf(f, "%.9g %.9g\n", c->seconds[i], c->flops[i]);
     /* Write-then-rename: two workers on one host never see half a file. */
     if (fclose(f) || rename(tmp, path))
-        ds_warn("cannot write %s: %s", path, strerror(errno));
+        ds_log_warn("cannot write %s: %s", path, strerror(errno));
 }
 
 int ds_layer_costs_load_or_profile(const ds_model *m, const ds_config *cfg, ds_layer_costs *c,
@@ -86,9 +86,9 @@ int ds_layer_costs_load_or_profile(const ds_model *m, const ds_config *cfg, ds_l
     char path[4096], key[160];
     cache_path(m, cfg, c->host, &cpu, path, sizeof path);
     if (!cpu.quota_known)
-        ds_info("CPU quota unknown (no cgroup file system mounted here): the profile is keyed by affinity only");
+        ds_log_info("CPU quota unknown (no cgroup file system mounted here): the profile is keyed by affinity only");
     if (load(path, c) == 0) {
-        ds_info("layer costs from %s", path);
+        ds_log_info("layer costs from %s", path);
         return 0;
     }
     ds_profile p = {0};
@@ -97,7 +97,7 @@ int ds_layer_costs_load_or_profile(const ds_model *m, const ds_config *cfg, ds_l
         return -1;
     memcpy(c->seconds, p.seconds, sizeof *c->seconds * (size_t)m->n_layers);
     memcpy(c->flops, p.flops, sizeof *c->flops * (size_t)m->n_layers);
-    ds_info("profiled %d layers: %.1f ms per frame (median of %d runs, %d thread%s; %s, %.2f CPUs)", m->n_layers,
+    ds_log_info("profiled %d layers: %.1f ms per frame (median of %d runs, %d thread%s; %s, %.2f CPUs)", m->n_layers,
             p.total * 1e3, p.runs, p.threads, p.threads == 1 ? "" : "s", ds_cpu_limit_key(&cpu, key, sizeof key),
             ds_cpu_limit_cpus(&cpu));
     ds_profile_free(&p);

@@ -234,12 +234,12 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
     Deltaslice__FinishReport *r = ds_rpc_read_finish_report(data, len, (uint32_t)ms->n_workers,
                                                             ms->model.n_layers - 1, &err);
     if (!r) {
-        ds_warn("w%d sent a bad finish report: %s", from, err.msg);
+        ds_log_warn("w%d sent a bad finish report: %s", from, err.msg);
         return;
     }
     pthread_mutex_lock(&ms->lock);
     if (r->frame_id >= (uint64_t)ms->n_frames || ms->frames[r->frame_id].state != FRAME_IN_FLIGHT) {
-        ds_warn("w%d reports frame %" PRIu64 ", which is not in flight: ignored", from, r->frame_id);
+        ds_log_warn("w%d reports frame %" PRIu64 ", which is not in flight: ignored", from, r->frame_id);
         pthread_mutex_unlock(&ms->lock);
         ds_rpc_free_finish_report(r);
         return;
@@ -275,7 +275,7 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
         fr->state = FRAME_FAILED;
         fr->error = strdup(why);
         ms->failed++;
-        ds_warn("frame %" PRIu64 " failed: %s", r->frame_id, why);
+        ds_log_warn("frame %" PRIu64 " failed: %s", r->frame_id, why);
     }
     ds_tensor_free(&fr->frame);
     ms->in_flight--;
@@ -312,7 +312,7 @@ static void *reader_thread(void *arg)
         if (rc == DS_RPC_TIMEOUT && !stop)
             continue;
         if (!stop) {
-            ds_error("result stream of w%d ended: %s", w, rc == 0 ? "closed by the worker" : err.msg);
+            ds_log_error("result stream of w%d ended: %s", w, rc == 0 ? "closed by the worker" : err.msg);
             pthread_mutex_lock(&ms->lock);
             ms->stop = STOP_FAILED;
             pthread_cond_broadcast(&ms->changed);
@@ -365,7 +365,7 @@ static int fetch_costs(master *ms, double **costs, ds_error *err)
         double total = 0;
         for (int l = 0; l < ms->model.n_layers; l++)
             total += c.seconds[l];
-        ds_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c.host, c.threads,
+        ds_log_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c.host, c.threads,
                 c.threads == 1 ? "" : "s", total * 1e3);
     }
     return 0;
@@ -471,7 +471,7 @@ static int open_input(master *ms, ds_error *err)
     if (ds_model_set_input(&ms->model, 1, 3, ms->rows, ms->cols, err) ||
         ds_dif_cache_init(&ms->cache, ms->model.n_layers, err))
         return -1;
-    ds_info("%s (%d layers), video %s at %dx%d, %d workers, mode %s", ms->model.name,
+    ds_log_info("%s (%d layers), video %s at %dx%d, %d workers, mode %s", ms->model.name,
             ms->model.n_layers, cfg->video_path, ms->rows, ms->cols, ms->n_workers,
             ds_mode_name(cfg->mode));
     return 0;
@@ -531,21 +531,21 @@ static int master_open(master *ms)
     const ds_config *cfg = ms->cfg;
     ds_error err;
     if (open_input(ms, &err) || open_check(ms, &err)) {
-        ds_error("%s", err.msg);
+        ds_log_error("%s", err.msg);
         return -1;
     }
     if (ms->model.layers[0].out_shape.dims[1] > DS_PLANNER_MAX_INPUT) {
-        ds_error("%s: the network input has %lld channels; frames have 3", ms->model.name,
+        ds_log_error("%s: the network input has %lld channels; frames have 3", ms->model.name,
                  (long long)ms->model.layers[0].out_shape.dims[1]);
         return -1;
     }
     if (connect_workers(ms, &err) || open_planner(ms, &err) || start_readers(ms, &err)) {
-        ds_error("%s", err.msg);
+        ds_log_error("%s", err.msg);
         return -1;
     }
     ms->frames = calloc((size_t)cfg->master.ifr_num, sizeof *ms->frames);
     if (!ms->frames) {
-        ds_error("out of memory");
+        ds_log_error("out of memory");
         return -1;
     }
     ms->n_frames = cfg->master.ifr_num;
@@ -568,7 +568,7 @@ static enum wait_end wait_in_flight(master *ms, int limit)
         struct timespec until = ds_deadline(1.0);
         pthread_cond_timedwait(&ms->changed, &ms->lock, &until);
         if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
-            ds_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
+            ds_log_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
             ms->stop = STOP_FAILED;
             break;
         }
@@ -668,7 +668,7 @@ static int send_frame(master *ms, int f, frame_rec *fr)
             ms->in_flight--;
         }
         pthread_mutex_unlock(&ms->lock);
-        ds_error("frame %d: %s", f, err.msg);
+        ds_log_error("frame %d: %s", f, err.msg);
         return -1;
     }
     if (!ms->cfg->check) { /* the frame is kept only to check the result */
@@ -698,11 +698,11 @@ static int master_send(master *ms)
         frame_rec *fr = &ms->frames[f];
         ds_error err;
         if (read_frame(ms, f, fr, &err)) {
-            ds_error("%s", err.msg);
+            ds_log_error("%s", err.msg);
             return 0;
         }
         if (plan_frame(ms, f, fr, &err)) {
-            ds_error("frame %d: %s", f, err.msg);
+            ds_log_error("frame %d: %s", f, err.msg);
             return 0;
         }
         if (send_frame(ms, f, fr))
@@ -743,11 +743,11 @@ static int master_drain(master *ms, int interrupted)
         interrupted = wait_in_flight(ms, 0) == WAIT_INTERRUPTED;
     ms->elapsed = ds_now() - ms->t_start;
     if (interrupted)
-        ds_warn("interrupted");
+        ds_log_warn("interrupted");
     stop_readers(ms);
     print_summary(ms);
     if (cfg->check && ms->check_max_rel > CHECK_TOLERANCE)
-        ds_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
+        ds_log_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
     int all_checked = !cfg->check || (ms->checked == ms->n_frames &&
                                       ms->check_max_rel <= CHECK_TOLERANCE);
     return ms->finished == ms->n_frames && all_checked ? 0 : 1;

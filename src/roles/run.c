@@ -101,7 +101,7 @@ static void stop_all(child *kids, int n)
     }
     for (int i = 0; i < n; i++)
         if (kids[i].pid > 0 && !kids[i].exited) {
-            ds_warn("%s did not stop in %.0f s: killing it", kids[i].name, STOP_GRACE_S);
+            ds_log_warn("%s did not stop in %.0f s: killing it", kids[i].name, STOP_GRACE_S);
             kill(kids[i].pid, SIGKILL);
             waitpid(kids[i].pid, &kids[i].status, 0);
             kids[i].exited = 1;
@@ -136,11 +136,11 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
     n++;
     for (int i = 0; i < n; i++)
         if (kids[i].pid < 0) {
-            ds_error("cannot start %s: %s", kids[i].name, strerror(errno));
+            ds_log_error("cannot start %s: %s", kids[i].name, strerror(errno));
             stop_all(kids, n);
             return 1;
         }
-    ds_info("started %d processes: %s%d workers and the master", n,
+    ds_log_info("started %d processes: %s%d workers and the master", n,
             ds_config_needs_trainer(cfg) ? "the trainer, " : "", cfg->n_workers);
 
     int status = 1;
@@ -148,7 +148,7 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
         struct timespec ts = {1, 0};
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM) {
-            ds_warn("interrupted: stopping every role");
+            ds_log_warn("interrupted: stopping every role");
             stop_all(kids, n);
             status = 130;
             break;
@@ -159,7 +159,7 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
             describe_exit(&kids[master], what, sizeof what);
             status = WIFEXITED(kids[master].status) ? WEXITSTATUS(kids[master].status) : 1;
             if (status)
-                ds_error("%s", what);
+                ds_log_error("%s", what);
             stop_all(kids, n);
             break;
         }
@@ -170,7 +170,7 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
         if (failed >= 0) {
             char what[640];
             describe_exit(&kids[failed], what, sizeof what);
-            ds_error("%s before the master finished: stopping every role", what);
+            ds_log_error("%s before the master finished: stopping every role", what);
             stop_all(kids, n);
             status = 1;
             break;
@@ -181,7 +181,7 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
             WTERMSIG(kids[i].status) != SIGTERM && WTERMSIG(kids[i].status) != SIGKILL) {
             char what[640];
             describe_exit(&kids[i], what, sizeof what);
-            ds_error("%s", what);
+            ds_log_error("%s", what);
         }
     sigprocmask(SIG_SETMASK, &old, NULL);
     return status;

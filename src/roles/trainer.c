@@ -81,10 +81,10 @@ static void train_size(trainer *tr, sized *s, int rows, int cols)
     }
     pthread_mutex_unlock(&tr->train_lock);
     if (code == DS_RPC_OK)
-        ds_info("predictors for %dx%d ready (%zu bytes) after %.1f s", rows, cols, blob.len,
+        ds_log_info("predictors for %dx%d ready (%zu bytes) after %.1f s", rows, cols, blob.len,
                 ds_now() - t0);
     else
-        ds_error("training for %dx%d failed: %s", rows, cols, err.msg);
+        ds_log_error("training for %dx%d failed: %s", rows, cols, err.msg);
     ds_predictors_free(p);
     ds_model_free(&m);
     pthread_mutex_lock(&tr->lock);
@@ -138,14 +138,14 @@ static void *startup_thread(void *arg)
         ds_error err;
         ds_video *v = ds_video_open(tr->cfg->video_path, 0, 0, &err);
         if (!v) {
-            ds_warn("not training at start-up: %s", err.msg);
+            ds_log_warn("not training at start-up: %s", err.msg);
             return NULL;
         }
         rows = ds_video_get_info(v)->rows;
         cols = ds_video_get_info(v)->cols;
         ds_video_close(v);
     } else if (access(tr->cfg->video_path, R_OK)) {
-        ds_warn("not training at start-up: cannot read video %s", tr->cfg->video_path);
+        ds_log_warn("not training at start-up: cannot read video %s", tr->cfg->video_path);
         return NULL;
     }
     pthread_mutex_lock(&tr->lock);
@@ -199,7 +199,7 @@ static int on_predictors(void *ud, const uint8_t *req, size_t len, ds_buf *resp,
         return DS_RPC_RESOURCE_EXHAUSTED;
     }
     if (mine) {
-        ds_info("request for %dx%d: training", rows, cols);
+        ds_log_info("request for %dx%d: training", rows, cols);
         pthread_mutex_unlock(&tr->lock);
         train_size(tr, s, rows, cols);
         pthread_mutex_lock(&tr->lock);
@@ -217,7 +217,7 @@ static int on_predictors(void *ud, const uint8_t *req, size_t len, ds_buf *resp,
     if (rc)
         return DS_RPC_INTERNAL;
     if (code == DS_RPC_OK)
-        ds_info("sent predictors for %dx%d", rows, cols);
+        ds_log_info("sent predictors for %dx%d", rows, cols);
     return code;
 }
 
@@ -227,7 +227,7 @@ int ds_trainer_main(const ds_config *cfg)
     ds_error err;
     trainer *tr = calloc(1, sizeof *tr);
     if (!tr) {
-        ds_error("out of memory");
+        ds_log_error("out of memory");
         return 1;
     }
     tr->cfg = cfg;
@@ -241,7 +241,7 @@ int ds_trainer_main(const ds_config *cfg)
         ds_model m;
         memset(&m, 0, sizeof m);
         if (ds_model_load(cfg->dnn, &m, &err)) {
-            ds_error("%s", err.msg);
+            ds_log_error("%s", err.msg);
             free(tr);
             return 2;
         }
@@ -257,19 +257,19 @@ int ds_trainer_main(const ds_config *cfg)
     if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_CLOCK, ds_rpc_clock_handler, NULL, &err) ||
         ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_PREDICTORS, on_predictors, tr, &err) ||
         ds_rpc_server_start(srv, 3, &err)) {
-        ds_error("%s", err.msg);
+        ds_log_error("%s", err.msg);
         ds_rpc_server_free(srv);
         free(tr);
         return 1;
     }
-    ds_info("serving on port %d (model %s, %d frames of %s)", cfg->port_trainer, tr->model_name,
+    ds_log_info("serving on port %d (model %s, %d frames of %s)", cfg->port_trainer, tr->model_name,
             cfg->trainer.frame_num, cfg->video_path);
     pthread_t th;
     int started = pthread_create(&th, NULL, startup_thread, tr) == 0;
     if (!started)
-        ds_warn("cannot start training in the background; training on request");
+        ds_log_warn("cannot start training in the background; training on request");
     ds_signals_wait(-1);
-    ds_info("stopping");
+    ds_log_info("stopping");
     atomic_store(&tr->cancel, 1);
     ds_rpc_server_shutdown(srv); /* waits for handlers; trainings see cancel */
     if (started)

@@ -180,7 +180,7 @@ static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s
     /* A new master session: earlier frames and caches are forgotten. */
     pthread_mutex_lock(&w->session_lock);
     if (w->results) {
-        ds_info("a new master connected (%s); closing the previous result stream",
+        ds_log_info("a new master connected (%s); closing the previous result stream",
                 ds_rpc_stream_peer(stream));
         ds_rpc_stream_close(w->results, DS_RPC_ABORTED, "replaced by a new master session");
     }
@@ -192,7 +192,7 @@ static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s
     pthread_mutex_lock(&w->order_lock);
     w->last_frame = -1;
     pthread_mutex_unlock(&w->order_lock);
-    ds_info("master connected from %s", ds_rpc_stream_peer(stream));
+    ds_log_info("master connected from %s", ds_rpc_stream_peer(stream));
     return DS_RPC_OK;
 }
 
@@ -269,16 +269,16 @@ static void push_to_master(worker *w, const ds_buf *b, uint64_t frame_id)
     int rc = st ? ds_rpc_stream_push(st, b->data, b->len, 30.0, &err) : -1;
     pthread_mutex_unlock(&w->session_lock);
     if (!st)
-        ds_warn("frame %" PRIu64 ": no master result stream; report dropped", frame_id);
+        ds_log_warn("frame %" PRIu64 ": no master result stream; report dropped", frame_id);
     else if (rc)
-        ds_warn("frame %" PRIu64 ": cannot report to the master: %s", frame_id, err.msg);
+        ds_log_warn("frame %" PRIu64 ": cannot report to the master: %s", frame_id, err.msg);
 }
 
 /* Reports a failed frame to the master: queued behind this worker's
  * earlier reports, or pushed at once from the sender thread itself. */
 static void report_failure(worker *w, uint64_t frame_id, const char *why, int from_sender)
 {
-    ds_warn("frame %" PRIu64 " failed: %s", frame_id, why);
+    ds_log_warn("frame %" PRIu64 " failed: %s", frame_id, why);
     Deltaslice__FinishReport r = DELTASLICE__FINISH_REPORT__INIT;
     r.frame_id = frame_id;
     r.worker = (uint32_t)w->id;
@@ -291,7 +291,7 @@ static void report_failure(worker *w, uint64_t frame_id, const char *why, int fr
             push_to_master(w, &b, frame_id);
         ds_buf_free(&b);
     } else if (queue_send(w, &r.base, 1, frame_id, &err)) {
-        ds_warn("cannot report frame %" PRIu64 ": %s", frame_id, err.msg);
+        ds_log_warn("cannot report frame %" PRIu64 ": %s", frame_id, err.msg);
     }
 }
 
@@ -521,14 +521,14 @@ static int worker_open(worker *w)
     ds_error err;
     if (make_queues(w, &err) || ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
         ds_model_load(cfg->dnn, &w->model, &err)) {
-        ds_error("%s", err.msg);
+        ds_log_error("%s", err.msg);
         return -1;
     }
-    ds_info("loaded %s (%d layers, hash %s)", w->model.name, w->model.n_layers, w->model.hash);
+    ds_log_info("loaded %s (%d layers, hash %s)", w->model.name, w->model.n_layers, w->model.hash);
     /* Profile now (progress bar on a TTY) rather than on the master's first
      * request. */
     if (cfg->frame_rows && setup_size(w, cfg->frame_rows, cfg->frame_cols, &err)) {
-        ds_error("%s", err.msg);
+        ds_log_error("%s", err.msg);
         return -1;
     }
     return 0;
@@ -546,7 +546,7 @@ static int worker_serve(worker *w)
         ds_rpc_server_add_stream(w->srv, DS_RPC_WORKER_RESULTS, on_results, w, 64, &err) ||
         ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_COSTS, on_costs, w, &err) ||
         ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_CLOCK, ds_rpc_clock_handler, NULL, &err)) {
-        ds_error("%s", err.msg);
+        ds_log_error("%s", err.msg);
         return -1;
     }
     if (pthread_create(&w->exec_th, NULL, executor_thread, w) == 0)
@@ -554,10 +554,10 @@ static int worker_serve(worker *w)
     if (pthread_create(&w->send_th, NULL, sender_thread, w) == 0)
         w->threads |= 2;
     if (w->threads != 3 || ds_rpc_server_start(w->srv, 2, &err)) {
-        ds_error("%s", w->threads != 3 ? "cannot start threads" : err.msg);
+        ds_log_error("%s", w->threads != 3 ? "cannot start threads" : err.msg);
         return -1;
     }
-    ds_info("serving on port %d", cfg->port_worker[w->id]);
+    ds_log_info("serving on port %d", cfg->port_worker[w->id]);
     return 0;
 }
 
@@ -614,7 +614,7 @@ int ds_worker_main(const ds_config *cfg, int id)
     int status = 1;
     if (worker_open(w) == 0 && worker_serve(w) == 0) {
         ds_signals_wait(-1);
-        ds_info("stopping");
+        ds_log_info("stopping");
         status = 0;
     }
     worker_close(w);

@@ -72,7 +72,7 @@ const char *ds_rpc_code_name(int code)
  * every failure that matters reaches the caller as a status and message. */
 static void grpc_log_to_ds(gpr_log_func_args *a)
 {
-    ds_debug("grpc %s:%d: %.400s", a->file ? a->file : "?", a->line,
+    ds_log_debug("grpc %s:%d: %.400s", a->file ? a->file : "?", a->line,
              a->message ? a->message : "");
 }
 
@@ -303,7 +303,7 @@ static void slot_arm(ds_rpc_server *srv, slot *s)
                                      srv->cq, &s->tag);
     }
     if (e != GRPC_CALL_OK)
-        ds_error("rpc server: cannot request calls for %s: %s", s->m ? s->m->path : "(any)",
+        ds_log_error("rpc server: cannot request calls for %s: %s", s->m ? s->m->path : "(any)",
                  grpc_call_error_to_string(e));
 }
 
@@ -345,7 +345,7 @@ static void finish_call(grpc_call *call, int code, const ds_buf *reply, const ch
     ops[n++].data.recv_close_on_server.cancelled = &u->cancelled;
     grpc_call_error e = grpc_call_start_batch(call, ops, n, &u->tag, NULL);
     if (e != GRPC_CALL_OK) {
-        ds_error("rpc server: cannot answer a call: %s", grpc_call_error_to_string(e));
+        ds_log_error("rpc server: cannot answer a call: %s", grpc_call_error_to_string(e));
         grpc_call_cancel(call, NULL);
         if (u->reply)
             grpc_byte_buffer_destroy(u->reply);
@@ -452,7 +452,7 @@ static void stream_pump(ds_rpc_stream *s)
     s->grpc_refs++;
     grpc_call_error e = grpc_call_start_batch(s->call, ops, n, t, NULL);
     if (e != GRPC_CALL_OK) {
-        ds_error("rpc server: %s stream to %s: cannot send: %s", s->method, s->peer,
+        ds_log_error("rpc server: %s stream to %s: cannot send: %s", s->method, s->peer,
                  grpc_call_error_to_string(e));
         s->grpc_refs--;
         if (t == &s->send_tag) {
@@ -511,7 +511,7 @@ static void stream_event(tag *t, int success)
             else
                 s->gone_why = "peer disconnected";
             if (s->cancelled)
-                ds_info("%s stream to %s ended: %s", s->method, s->peer, s->gone_why);
+                ds_log_info("%s stream to %s ended: %s", s->method, s->peer, s->gone_why);
         }
         stream_drop_queue(s);
         break;
@@ -537,7 +537,7 @@ static void stream_accepted(ds_rpc_stream *s)
         grpc_call_error e = grpc_call_start_batch(s->call, &op, 1, &s->md_tag, NULL);
         if (e != GRPC_CALL_OK) {
             s->grpc_refs--;
-            ds_error("rpc server: %s stream to %s: cannot send metadata: %s", s->method, s->peer,
+            ds_log_error("rpc server: %s stream to %s: cannot send metadata: %s", s->method, s->peer,
                      grpc_call_error_to_string(e));
         }
     }
@@ -589,7 +589,7 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
     op.data.recv_close_on_server.cancelled = &s->cancelled;
     grpc_call_error e = grpc_call_start_batch(call, &op, 1, &s->closed_tag, NULL);
     if (e != GRPC_CALL_OK) {
-        ds_error("rpc server: %s stream: %s", s->method, grpc_call_error_to_string(e));
+        ds_log_error("rpc server: %s stream: %s", s->method, grpc_call_error_to_string(e));
         grpc_call_cancel(call, NULL);
         grpc_call_unref(call);
         if (payload)
@@ -1053,7 +1053,7 @@ int ds_rpc_wait_ready(ds_rpc_channel *ch, double total_timeout_s, ds_error *err)
         }
         /* A peer on its way up is normal at start-up: say so once. */
         if (!logged && (st == GRPC_CHANNEL_TRANSIENT_FAILURE || elapsed > 0.5)) {
-            ds_info("waiting for %s at %s", ch->peer, ch->target);
+            ds_log_info("waiting for %s at %s", ch->peer, ch->target);
             logged = 1;
         }
         double step = total_timeout_s - elapsed;
@@ -1067,7 +1067,7 @@ int ds_rpc_wait_ready(ds_rpc_channel *ch, double total_timeout_s, ds_error *err)
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
     if (rc == 0 && logged)
-        ds_info("%s at %s is up", ch->peer, ch->target);
+        ds_log_info("%s at %s is up", ch->peer, ch->target);
     return rc;
 }
 

@@ -120,7 +120,7 @@ void ds_input_change(const ds_tensor *prev, const ds_tensor *cur, float *frac)
 static void log_plan(const ds_planner *p, const char *why)
 {
     char text[256];
-    ds_info("plan %u (%s): %s, predicted %.3f s per frame, latency %.3f s", p->plan_id, why,
+    ds_log_info("plan %u (%s): %s, predicted %.3f s per frame, latency %.3f s", p->plan_id, why,
             ds_plan_str(&p->current, text, sizeof text), p->predicted.per_frame, p->predicted.mean_latency);
 }
 
@@ -294,7 +294,7 @@ int ds_planner_plan(ds_planner *p, int frame, const float *input_frac, int *chan
             return -1;
         size_layers(p, 1);
         p->have_dif = 1;
-        ds_debug("frame %d: input change %.3f, predicted input update %.0f KB (full %.0f KB)", frame,
+        ds_log_debug("frame %d: input change %.3f, predicted input update %.0f KB (full %.0f KB)", frame,
                  mean[0], p->dif_bytes[0] / 1e3, p->full_bytes[0] / 1e3);
         if (replan(p, frame, frames_left, changed, err))
             return -1;

@@ -225,14 +225,14 @@ static void log_table(const ds_model *m, const ds_predictors *p, const ds_train_
     ds_buf t = {0};
     ds_error err;
     if (ds_train_report(m, p, d, &t, &err) || ds_buf_append(&t, "", 1, &err)) {
-        ds_warn("fit report: %s", err.msg);
+        ds_log_warn("fit report: %s", err.msg);
     } else {
         for (char *line = (char *)t.data, *nl; *line; line = nl + 1) {
             nl = strchr(line, '\n');
             if (!nl)
                 break;
             *nl = 0;
-            ds_info("%s", line);
+            ds_log_info("%s", line);
         }
     }
     ds_buf_free(&t);
@@ -254,7 +254,7 @@ int ds_train_run(const ds_model *m, const ds_train_cfg *c, ds_predictors **out,
             return ds_errorf(err, "train: cache path too long");
         ds_error e2;
         if (ds_predictors_load(pred_path, m, out, &e2) == 0) {
-            ds_info("predictors from %s", pred_path);
+            ds_log_info("predictors from %s", pred_path);
             s.pred_cached = 1;
             if (st)
                 *st = s;
@@ -262,27 +262,27 @@ int ds_train_run(const ds_model *m, const ds_train_cfg *c, ds_predictors **out,
             return 0;
         }
         if (access(pred_path, F_OK) == 0)
-            ds_warn("ignoring cached predictors: %s", e2.msg);
+            ds_log_warn("ignoring cached predictors: %s", e2.msg);
     }
     ds_train_data d = {0};
     ds_error e2;
     if (use_cache && ds_train_data_load(data_path, m, c->frames, &d, &e2) == 0) {
-        ds_info("collected data from %s", data_path);
+        ds_log_info("collected data from %s", data_path);
         s.data_cached = 1;
     } else {
         if (use_cache && access(data_path, F_OK) == 0)
-            ds_warn("ignoring cached data: %s", e2.msg);
-        ds_info("collecting %d frames of %s at %dx%d with %s (%d thread%s)", c->frames, c->video,
+            ds_log_warn("ignoring cached data: %s", e2.msg);
+        ds_log_info("collecting %d frames of %s at %dx%d with %s (%d thread%s)", c->frames, c->video,
                 (int)m->layers[0].out_shape.dims[2], (int)m->layers[0].out_shape.dims[3],
                 m->name, c->threads, c->threads == 1 ? "" : "s");
         double t0 = ds_now();
         if (ds_train_collect(m, c, &d, err))
             return -1;
         s.collect_s = ds_now() - t0;
-        ds_info("collected %d frames in %.2f s (%.1f frames/s)", c->frames, s.collect_s,
+        ds_log_info("collected %d frames in %.2f s (%.1f frames/s)", c->frames, s.collect_s,
                 c->frames / s.collect_s);
         if (use_cache && (mkdirs(c->cache_dir, &e2) || ds_train_data_save(&d, data_path, &e2)))
-            ds_warn("not caching collected data: %s", e2.msg);
+            ds_log_warn("not caching collected data: %s", e2.msg);
     }
     double t0 = ds_now();
     if (ds_train_fit(m, &d, c->threads, out, err)) {
@@ -290,11 +290,11 @@ int ds_train_run(const ds_model *m, const ds_train_cfg *c, ds_predictors **out,
         return -1;
     }
     s.fit_s = ds_now() - t0;
-    ds_info("fitted %d layers in %.2f s (held-out frames: last %d of %d)", m->n_layers, s.fit_s,
+    ds_log_info("fitted %d layers in %.2f s (held-out frames: last %d of %d)", m->n_layers, s.fit_s,
             d.n_frames - ds_train_holdout_first(d.n_frames), d.n_frames);
     log_table(m, *out, &d);
     if (use_cache && (mkdirs(c->cache_dir, &e2) || ds_predictors_save(*out, pred_path, &e2)))
-        ds_warn("not caching predictors: %s", e2.msg);
+        ds_log_warn("not caching predictors: %s", e2.msg);
     ds_train_data_free(&d);
     if (st)
         *st = s;

@@ -390,7 +390,7 @@ int ds_train_collect(const ds_model *m, const ds_train_cfg *c, ds_train_data *d,
         run += k->t_run[i];
         count += k->t_count[i];
     }
-    ds_debug("collect: %d frames in %.2f s with %d backends: model %.2f s, counting %.2f s "
+    ds_log_debug("collect: %d frames in %.2f s with %d backends: model %.2f s, counting %.2f s "
              "(thread sums), decode+convert %.2f s alongside",
              c->frames, ds_now() - t0_all, k->n, run, count, t_read);
     rc = 0;

@@ -243,7 +243,7 @@ static void mlp_minimise(mlp_problem *P, int nvar, lbfgsfloatval_t *th, lbfgsflo
     if (isfinite(end_loss) && end_loss < start_loss)
         memcpy(best, th, (size_t)nvar * sizeof *th);
     else if (ret < 0 && ret != LBFGSERR_ROUNDING_ERROR && ret != LBFGSERR_MAXIMUMLINESEARCH)
-        ds_debug("mlp fit: L-BFGS stopped with %d; keeping the start", ret);
+        ds_log_debug("mlp fit: L-BFGS stopped with %d; keeping the start", ret);
 }
 
 int ds_fit_mlp(const float *x, const float *y, int n, int n_feat, int n_out, double *w,

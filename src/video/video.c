@@ -71,7 +71,7 @@ static void av_log_to_ds(void *avcl, int level, const char *fmt, va_list ap)
         av_last_error[len] = '\0';
     }
     if (debug)
-        ds_debug("ffmpeg: %s", line);
+        ds_log_debug("ffmpeg: %s", line);
 }
 
 /* ", ffmpeg: <last error line>" or "" (and forgets it). */
@@ -209,7 +209,7 @@ static int receive_frame(ds_video *v, ds_error *err)
     if (r == 0) {
         if ((v->frame->flags & AV_FRAME_FLAG_CORRUPT) || v->frame->decode_error_flags) {
             if (v->warned != v->next)
-                ds_warn("%s: frame %" PRId64 ": damaged in the file; FFmpeg concealed it",
+                ds_log_warn("%s: frame %" PRId64 ": damaged in the file; FFmpeg concealed it",
                         v->path, v->next);
             v->warned = v->next;
         }
@@ -230,7 +230,7 @@ static int receive_frame(ds_video *v, ds_error *err)
          * the file and only log it: the announced length is the hint. */
         int64_t want = v->info.frame_count;
         if (want > 0 && v->next + 1 < want && !v->eof_warned)
-            ds_warn("%s: ended after %" PRId64 " frames, the container announced %" PRId64
+            ds_log_warn("%s: ended after %" PRId64 " frames, the container announced %" PRId64
                     ": truncated file?",
                     v->path, v->next, want);
         v->eof_warned = 1;
@@ -370,7 +370,7 @@ ds_video *ds_video_open(const char *path, int rows, int cols, ds_error *err)
     v->info.frame_count = estimate_frames(v->fmt, st, v->info.fps);
     snprintf(v->info.codec, sizeof v->info.codec, "%s", v->codec->name);
     v->sws_fmt = AV_PIX_FMT_NONE;
-    ds_debug("%s: %s %dx%d %.3g fps ~%" PRId64 " frames -> %dx%d RGB", path, v->info.codec, w, h,
+    ds_log_debug("%s: %s %dx%d %.3g fps ~%" PRId64 " frames -> %dx%d RGB", path, v->info.codec, w, h,
              v->info.fps, v->info.frame_count, v->info.rows, v->info.cols);
     return v;
 }
@@ -409,7 +409,7 @@ static int setup_sws(ds_video *v, const AVFrame *f, ds_error *err)
                                  0, 1 << 16, 1 << 16);
     }
     if (v->sws_fmt != AV_PIX_FMT_NONE)
-        ds_debug("%s: frame %" PRId64 ": stream changed to %dx%d %s", v->path, v->next, f->width,
+        ds_log_debug("%s: frame %" PRId64 ": stream changed to %dx%d %s", v->path, v->next, f->width,
                  f->height, desc->name);
     v->sws_w = f->width;
     v->sws_h = f->height;
@@ -481,7 +481,7 @@ int ds_video_rewind(ds_video *v, ds_error *err)
         av_frame_unref(v->frame);
     }
     /* Pipes and some containers cannot seek (exactly): start over. */
-    ds_debug("cannot seek back, reopening %s", v->path);
+    ds_log_debug("cannot seek back, reopening %s", v->path);
     close_input(v);
     if (open_input(v, err) || prime(v, err)) {
         ds_error_prefix(err, "rewinding");
