@@ -1,11 +1,9 @@
 /* model.c - the layer DAG once loaded: shapes, cut points, costs, loading
  * from a path or the zoo. */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "common/file.h"
 #include "model/model.h"

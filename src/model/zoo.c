@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "model/onnx.pb-c.h"
 #include "model/zoo.h"
 
@@ -66,18 +67,13 @@ static char *zstrdup(zb *b, const char *s)
     return p;
 }
 
+/* Room for one more pointer in arr (n in use). */
 static int grow(zb *b, void ***arr, size_t n, size_t *cap)
 {
-    if (n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 64;
-    void **p = realloc(*arr, nc * sizeof(void *));
-    if (!p) {
+    if (ds_grow((void **)arr, cap, n + 1, sizeof(void *), NULL)) {
         b->oom = 1;
         return -1;
     }
-    *arr = p;
-    *cap = nc;
     return 0;
 }
 

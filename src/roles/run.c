@@ -126,7 +126,7 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
         n++;
     }
     for (int i = 0; i < cfg->n_workers; i++) {
-        snprintf(kids[n].name, sizeof kids[n].name, "worker%d", i);
+        snprintf(kids[n].name, sizeof kids[n].name, "worker%u", (unsigned char)i); /* i < DS_MAX_WORKERS */
         kids[n].pid = spawn(self_exe, config_path, "worker", i, &kids[n], &old);
         n++;
     }
