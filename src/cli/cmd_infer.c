@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "commands.h"
 #include "common/tensor.h"
@@ -55,13 +56,12 @@ static int read_input(const char *path, ds_tensor *t)
         return -1;
     }
     size_t want = ds_tensor_bytes(t);
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        size = ftell(f);
-    rewind(f);
-    if (size < 0 || (unsigned long)size != want) {
+    /* fstat's off_t is 64-bit everywhere (_FILE_OFFSET_BITS=64); ftell's long is not. */
+    struct stat st;
+    long long size = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
+    if (size < 0 || (unsigned long long)size != want) {
         char s[64];
-        fprintf(stderr, "deltaslice infer: %s holds %ld bytes, shape %s needs %zu\n", path,
+        fprintf(stderr, "deltaslice infer: %s holds %lld bytes, shape %s needs %zu\n", path,
                 size, ds_shape_str(&t->shape, s, sizeof s), want);
         fclose(f);
         return -1;
