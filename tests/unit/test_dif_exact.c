@@ -1,5 +1,5 @@
 /* Exact difference execution (DESIGN §3): 300 frames of the bundled clip
- * through a master-side sender and three chained dif nodes, over AlexNet and
+ * (60 under emulation) through a master-side sender and three chained dif nodes, over AlexNet and
  * GoogLeNet, with the plan changing every few frames (moved cuts, empty
  * jobs, workers that had no work before).  After every frame each sender's
  * copy of a transmitted tensor is bit-identical to its receiver's, and the
@@ -14,11 +14,13 @@
 #include <string.h>
 
 #include "dif/dif.h"
+#include "emulated.h"
 #include "sched/plan.h"
 #include "video/video.h"
 
 #define NODES 3
 #define FRAMES 300
+#define FRAMES_EMULATED 60
 #define PLAN_EVERY 7
 
 static uint32_t rng_state = 12345;
@@ -97,7 +99,8 @@ static void run_model(const char *spec, int rows, int cols)
     int empty_seen = 0, late_seen = 0;
     int had_work[NODES] = {0};
 
-    for (int f = 0; f < FRAMES; f++) {
+    const int frames = ds_test_emulated() ? FRAMES_EMULATED : FRAMES;
+    for (int f = 0; f < frames; f++) {
         int r = ds_video_read(v, &hwc, &err);
         if (r == 0 && ds_video_rewind(v, &err) == 0)
             r = ds_video_read(v, &hwc, &err);
