@@ -1,9 +1,10 @@
 /* Exact difference execution (DESIGN §3): 300 frames of the bundled clip
- * (30 under emulation) through a master-side sender and three chained dif nodes, over AlexNet and
- * GoogLeNet, with the plan changing every few frames (moved cuts, empty
- * jobs, workers that had no work before).  After every frame each sender's
- * copy of a transmitted tensor is bit-identical to its receiver's, and the
- * final output is bit-identical to a full itg run of the same frame. */
+ * (30 under emulation) through a master-side sender and three chained dif
+ * nodes, over AlexNet and GoogLeNet, with the plan changing every few frames
+ * (moved cuts, empty jobs, workers that had no work before).  After every
+ * frame each sender's copy of a transmitted tensor is bit-identical to its
+ * receiver's, and the final output is bit-identical to a full itg run of the
+ * same frame. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "common/log.h"
+#include "emulated.h"
 #include "video/video.h"
 
 static char tmpdir[64];
@@ -239,7 +240,7 @@ static void test_sample_clip(void **state)
 static void compare_with_cli(const char *clip, int rows, int cols, int nframes)
 {
     ds_error err = {{0}};
-    if (getenv("DS_EMULATED") && !getenv("DS_FFMPEG")) {
+    if (ds_test_emulated() && !getenv("DS_FFMPEG")) {
         /* The host's ffmpeg is no reference for the target's libswscale. */
         print_message("skipped: emulated, and no target-arch ffmpeg (DS_FFMPEG) to compare with\n");
         skip();
