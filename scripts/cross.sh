@@ -155,6 +155,12 @@ total=$(grep -oE 'tests failed out of [0-9]+' "$root/ctest.log" | grep -oE '[0-9
 failed=$(grep -oE '[0-9]+ tests failed out of' "$root/ctest.log" | grep -oE '^[0-9]+' || echo "$total")
 skipped=$(grep -cE '\(Skipped\)$' "$root/ctest.log" || true)
 passed=$((total - failed - skipped))
+# Why each skipped test skipped (the tests print a SKIP line; ctest hides it).
+for t in $(sed -nE 's/^[[:space:]]*[0-9]+ - ([A-Za-z0-9_]+) \(Skipped\)$/\1/p' "$root/ctest.log"); do
+  why=$(awk -v t="$t" '$0 ~ ("Test: " t "$") {f = 1; next} f && /SKIP|[Ss]kipped/ {print; exit}' \
+    "$build/Testing/Temporary/LastTest.log" 2>/dev/null)
+  echo "skipped $t: ${why:-no reason printed}"
+done
 echo "cross $arch$([ $quick -eq 1 ] && echo ' --quick'): $total tests run, $passed passed," \
   "$skipped skipped, $failed failed; sysroot ${sysroot_s} s, build ${build_s} s," \
   "tests ${tests_s} s, wall $(secs "$start") s"
