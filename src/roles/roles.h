@@ -11,7 +11,9 @@ int ds_worker_main(const ds_config *cfg, int id);
 int ds_master_main(const ds_config *cfg);
 int ds_trainer_main(const ds_config *cfg);
 /* Starts the roles as child processes of self_exe with the same config
- * (config_path NULL = the default lookup) and waits for the master. */
+ * (config_path NULL = the default lookup) and waits for the master.
+ * With DS_EMULATOR set (e.g. a qemu-user wrapper), children run as
+ * "$DS_EMULATOR self_exe ROLE ...". */
 int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_exe);
 
 /* Codec options for a link of mbps MB/s: updates in dif mode; compression

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,12 +31,19 @@ static pid_t spawn(const char *self_exe, const char *config_path, const char *ro
 {
     char id_text[16];
     snprintf(id_text, sizeof id_text, "%d", id);
+    /* Under qemu-user without binfmt the kernel cannot exec our own (foreign)
+     * binary: DS_EMULATOR names a program that runs it ("emulator BINARY ARGS"). */
+    const char *emu = getenv("DS_EMULATOR");
+    if (emu && !*emu)
+        emu = NULL;
     pid_t pid = fork();
     if (pid != 0)
         return pid;
     sigprocmask(SIG_SETMASK, old_mask, NULL);
-    const char *argv[8];
+    const char *argv[9];
     int n = 0;
+    if (emu)
+        argv[n++] = emu;
     argv[n++] = self_exe;
     argv[n++] = role;
     if (id >= 0) {
@@ -47,7 +55,10 @@ static pid_t spawn(const char *self_exe, const char *config_path, const char *ro
         argv[n++] = config_path;
     }
     argv[n] = NULL;
-    execv(self_exe, (char *const *)argv);
+    if (emu)
+        execvp(emu, (char *const *)argv);
+    else
+        execv(self_exe, (char *const *)argv);
     fprintf(stderr, "run: cannot start %s: %s\n", c->name, strerror(errno));
     _exit(127);
 }

@@ -55,5 +55,10 @@ printf 'port: [\n' >"$tmp/syntax.yml"
 check "YAML syntax" 2 "$bin" trainer -c "$tmp/syntax.yml"
 expect_err "YAML syntax" "syntax.yml:2:1: YAML syntax error"
 
+# An input over 2 GiB (sparse) is sized right: 64-bit off_t on 32-bit targets too.
+truncate -s 3G "$tmp/big.f32"
+check "infer input over 2 GiB" 1 "$bin" infer zoo:alexnet -i "$tmp/big.f32" -s 1x3x64x96 -o "$tmp/o.f32"
+expect_err "infer input over 2 GiB" "big.f32: 3221225472 bytes, larger than 73728 bytes$"
+
 [ $fails -eq 0 ] && echo "cli: all checks passed"
 exit $((fails > 0))

@@ -1,9 +1,10 @@
 /* Exact difference execution (DESIGN §3): 300 frames of the bundled clip
- * through a master-side sender and three chained dif nodes, over AlexNet and
- * GoogLeNet, with the plan changing every few frames (moved cuts, empty
- * jobs, workers that had no work before).  After every frame each sender's
- * copy of a transmitted tensor is bit-identical to its receiver's, and the
- * final output is bit-identical to a full itg run of the same frame. */
+ * (30 under emulation) through a master-side sender and three chained dif
+ * nodes, over AlexNet and GoogLeNet, with the plan changing every few frames
+ * (moved cuts, empty jobs, workers that had no work before).  After every
+ * frame each sender's copy of a transmitted tensor is bit-identical to its
+ * receiver's, and the final output is bit-identical to a full itg run of the
+ * same frame. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,11 +15,14 @@
 #include <string.h>
 
 #include "dif/dif.h"
+#include "emulated.h"
 #include "sched/plan.h"
 #include "video/video.h"
 
 #define NODES 3
 #define FRAMES 300
+#define FRAMES_EMULATED 30 /* and a new plan every 2 frames: 15 plans */
+#define PLAN_EVERY_EMULATED 2
 #define PLAN_EVERY 7
 
 static uint32_t rng_state = 12345;
@@ -97,7 +101,9 @@ static void run_model(const char *spec, int rows, int cols)
     int empty_seen = 0, late_seen = 0;
     int had_work[NODES] = {0};
 
-    for (int f = 0; f < FRAMES; f++) {
+    const int frames = ds_test_emulated() ? FRAMES_EMULATED : FRAMES;
+    const int plan_every = ds_test_emulated() ? PLAN_EVERY_EMULATED : PLAN_EVERY;
+    for (int f = 0; f < frames; f++) {
         int r = ds_video_read(v, &hwc, &err);
         if (r == 0 && ds_video_rewind(v, &err) == 0)
             r = ds_video_read(v, &hwc, &err);
@@ -105,7 +111,7 @@ static void run_model(const char *spec, int rows, int cols)
             fail_msg("frame %d: %s", f, err.msg);
         assert_int_equal(ds_frame_u8_hwc_to_nchw(&hwc, &u8, &err), 0);
 
-        if (f % PLAN_EVERY == 0) {
+        if (f % plan_every == 0) {
             ds_plan_jobs_free(&jobs);
             random_plan(art, n_art, last, &plan);
             if (ds_plan_jobs_make(&m, &plan, &jobs, &err))

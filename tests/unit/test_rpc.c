@@ -708,7 +708,7 @@ static void test_bad_setup(void **state)
     assert_int_equal(ds_rpc_server_add_unary(a, "NoSlash", echo, NULL, &err), -1);
     assert_int_equal(ds_rpc_server_add_unary(a, ECHO, echo, NULL, &err), 0);
     assert_int_equal(ds_rpc_server_add_unary(a, ECHO, echo, NULL, &err), -1);
-    assert_null(ds_rpc_channel_new("w0", "127.0.0.1:1", (size_t)1 << 40, &err));
+    assert_null(ds_rpc_channel_new("w0", "127.0.0.1:1", DS_RPC_MAX_MAX_MSG + 1, &err));
     ds_rpc_server_free(a); /* never started */
 }
 

@@ -400,6 +400,16 @@ static void test_cache(void **state)
     assert_string_not_equal(k1, k2); /* frame size */
     assert_int_equal(ds_train_cache_key(&alexnet, "/nonexistent.mp4", 6, k1, sizeof k1, &err),
                      -1);
+    /* A clip over 2 GiB (sparse here) has a key too: 64-bit off_t on 32-bit targets. */
+    char big[160];
+    snprintf(big, sizeof big, "%s/big.mp4", tmpdir);
+    FILE *bf = fopen(big, "wb");
+    assert_non_null(bf);
+    assert_int_equal(ftruncate(fileno(bf), (off_t)3 << 30), 0);
+    assert_int_equal(fclose(bf), 0);
+    if (ds_train_cache_key(&alexnet, big, 6, k1, sizeof k1, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(unlink(big), 0);
 
     /* Runs: miss, hit on predictors, hit on data, damaged files rebuilt. */
     char cache[128];
