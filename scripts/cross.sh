@@ -52,21 +52,7 @@ secs() { echo $(( $(date +%s) - $1 )); }
 
 # ---- host tools --------------------------------------------------------------
 host_packages=(mmdebstrap qemu-user "gcc-$triple" protobuf-c-compiler cmake make pkg-config python3)
-missing=()
-for p in "${host_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "cross: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-    sudo="sudo"
-  fi
-  echo "cross: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/setup.sh "${host_packages[@]}"
 
 # ---- sysroot -----------------------------------------------------------------
 # The target-arch versions of scripts/setup.sh's libraries (host-only tools

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages deltaslice needs to build, test and run.
+# Installs the Debian packages deltaslice needs to build, test and run, or
+# with arguments, the packages named (scripts/cross.sh's host tools).
 # Idempotent: when everything is present it only checks (a second or so).
 set -euo pipefail
 
@@ -15,6 +16,7 @@ packages=(
   graphviz                                   # deltaslice dag -o X.svg
   help2man systemd                           # the .deb: man pages from --help, systemd-analyze
 )
+[ $# -gt 0 ] && packages=("$@")
 
 missing=()
 for p in "${packages[@]}"; do
