@@ -103,7 +103,7 @@ void ds_master_lose(master *ms, int w, const char *why)
         l->lost = 1;
         ms->losses++;
         ms->recover = 1;
-        if (w >= ms->seg_first && w <= ms->seg_last && ms->seg_first >= 0)
+        if (ds_master_on_chain(ms, w))
             ms->recover_broken = 1;
         pthread_cond_broadcast(&ms->changed);
     }
