@@ -102,7 +102,9 @@ typedef struct master {
     int rows, cols;
     ds_buf pred_blob;        /* the trainer's predictors (NULL for lbc) */
     ds_config seg_cfg;       /* the configuration the planner sees: the segment's */
-    int seg_first, seg_last; /* workers in use; -1: none (computing locally) */
+    int chain[DS_MAX_WORKERS]; /* the workers in use, ascending: the master sends */
+    int chain_len;             /* to the first; 0: none (computing locally, or waiting) */
+    uint32_t chain_ids[DS_MAX_WORKERS]; /* the same, for the frame requests */
     int plan_base;           /* the first frame of the planner */
     ds_planner planner;
     int planner_ready, plan_changes;
@@ -140,5 +142,7 @@ void ds_master_lose(master *ms, int w, const char *why);
 
 /* One message from worker w's result stream (a reader thread). */
 void ds_master_report(master *ms, int w, const uint8_t *msg, size_t len);
+/* 1 when worker w is on the chain in use (lock held, or the main thread). */
+int ds_master_on_chain(const master *ms, int w);
 
 #endif
