@@ -11,14 +11,17 @@
 #     succeeds without re-sending anything.
 #  d. master first, then w2, w0, w1.
 #  e. master killed (-9) mid-run; a new master succeeds.
-#  f. refused worker address, then SIGINT (and SIGTERM): the master exits
-#     within 0.5 s with status 1, names the peer and prints its summary.
+#  f. refused worker address, then SIGINT (and SIGTERM): the master reacts
+#     and exits within 0.5 s with status 1, naming the peer.
 #  g. scheduler nsc: the trainer killed (-9) once the master has its
 #     predictors, with separate processes and under `deltaslice run`.
+#  h. an extra route w0->w2: w1 killed, the chain goes w0,w2; w0 killed,
+#     w2 alone; w2 killed, the master computes the frames itself.
 # Scenarios run one after another, each on its own ports; DS_FAULTS="a c"
-# runs only those, DS_FAULTS_KEEP=1 keeps the logs (the folder is printed).  Under emulation
-# (DS_EMULATED=1, ~10x slower) timings are stretched by $slow and the
-# bounds get slack; b is skipped there (its 2 s bound is native timing).
+# runs only those, DS_FAULTS_KEEP=1 keeps the logs (the folder is printed).
+# Under emulation (DS_EMULATED=1, ~10x slower) timings are stretched by
+# $slow and the bounds get slack; b is skipped there (its bounds are native
+# timing).  A sanitizer build's exit gets slack in f (LSan's leak scan).
 set -u
 bin=${DS_BIN:?DS_BIN not set}
 src=${DS_SOURCE_DIR:?DS_SOURCE_DIR not set}
@@ -37,19 +40,20 @@ emulated=0 slow=1 slack_ms=0 limit=60
 # A sanitizer build's exit (LSan's leak scan) takes seconds: exit times get slack.
 sanitized=0
 grep -qa __asan_init "$bin" 2>/dev/null && sanitized=1
-# Ports below the ephemeral range, 80 per test process, 10 per scenario.
-base=$((20000 + ($$ % 150) * 80))
+# Ports below the ephemeral range, 90 per test process, 10 per scenario.
+base=$((20000 + ($$ % 140) * 90))
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 sec() { awk -v s="$1" -v k=$slow 'BEGIN { print s * k }'; } # a duration stretched under emulation
 
-# config NAME PORT_BASE FRAMES ITV [SCHEDULER]: $tmp/NAME.yml, 3 workers.
+# config NAME PORT_BASE FRAMES ITV [SCHEDULER]: $tmp/NAME.yml, 3 workers
+# ($extra_net adds routes to net).
 config() {
   local p=$2
   cat >"$tmp/$1.yml" <<YML
 port: {master: $p, trainer: $((p+9)), worker: [$((p+1)), $((p+2)), $((p+3))]}
 net: {m->t: 'localhost:$((p+9))', m->w0: 'localhost:$((p+1))', m->w1: 'localhost:$((p+2))',
-      m->w2: 'localhost:$((p+3))', w0->w1: 'localhost:$((p+2))', w1->w2: 'localhost:$((p+3))'}
+      m->w2: 'localhost:$((p+3))', w0->w1: 'localhost:$((p+2))', w1->w2: 'localhost:$((p+3))'${extra_net:-}}
 dnn: zoo:alexnet
 video_path: $src/data/sample.mp4
 frame_size: [72, 96]
@@ -320,8 +324,37 @@ scenario_g() {
   expect_success grun 100
 }
 
-echo "ports $base..$((base+79)), emulated $emulated, sanitized $sanitized"
-for s in ${DS_FAULTS:-a b c d e f g}; do
+# ---- h. route around a lost worker, then no worker left --------------------
+scenario_h() {
+  extra_net=", w0->w2: 'localhost:$((base+83))'" config h $((base+80)) 150 "$(sec 0.04)"
+  start_workers h 0 1 2
+  start_master h
+  if wait_log "$tmp/h.err" "$started" $limit "$mpid"; then
+    sleep "$(sec 0.8)"
+    local w want
+    for w in 1 0 2; do
+      case $w in
+        1) want='master INFO +epoch [0-9]+: plan .* on w0,w2$' ;; # over the extra route w0->w2
+        0) want='master INFO +epoch [0-9]+: plan .* on w2..w2$' ;;
+        2) want='master WARN +no worker left: computing on the master' ;;
+      esac
+      alive "$mpid" || { fail "h: the master ended before w$w was killed"; break; }
+      kill -KILL "${wpid[$w]}"; wait "${wpid[$w]}" 2>/dev/null; unset "wpid[$w]"
+      wait_log "$tmp/h.err" "master WARN +w$w lost: " "$(sec 2)" "$mpid" || fail "h: no 'w$w lost' after kill -9"
+      wait_log "$tmp/h.err" "$want" "$(sec 2)" "$mpid" || fail "h: after w$w: no line like '$want'"
+      sleep "$(sec 0.6)"
+    done
+  else
+    fail "h: no plan logged"
+  fi
+  expect_success h 150
+  at_least "h: worker losses" "${losses:-}" 3
+  at_least "h: frames computed on the master" "${local:-}" 1
+  stop_workers
+}
+
+echo "ports $base..$((base+89)), emulated $emulated, sanitized $sanitized"
+for s in ${DS_FAULTS:-a b c d e f g h}; do
   t=$(now_ms)
   "scenario_$s"
   echo "scenario $s: $(( ($(now_ms) - t) / 100 ))e-1 s"
