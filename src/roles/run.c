@@ -147,7 +147,7 @@ static void reap(supervisor *s)
 }
 
 /* Waits up to seconds for SIGINT, SIGTERM or SIGCHLD: the signal, or 0. */
-static int wait_signal(supervisor *s, double seconds)
+static int wait_signal(const supervisor *s, double seconds)
 {
     if (seconds < 0)
         seconds = 0;
