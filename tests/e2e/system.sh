@@ -98,6 +98,7 @@ write_config "$tmp/restart.yml" dif 200 0.02
 "$bin" run -c "$tmp/restart.yml" >"$tmp/restart.out" 2>"$tmp/restart.err" & run=$!
 pids+=($run)
 if wait_log "$tmp/restart.err" "master INFO .*epoch 1: plan" $limit $run; then
+  sleep 1 # mid-run: past the first frames, which pay the workers' warm-up
   w1=$(ps -o pid=,args= --ppid $run | awk '/ worker -i 1( |$)/ {print $1; exit}')
   [ -n "$w1" ] && kill -KILL "$w1" || fail "restart: no worker1 child of run"
   wait_log "$tmp/restart.err" "master INFO +w1 is back" $limit $run ||
