@@ -36,6 +36,7 @@
 #define MAX_SENDS 4         /* a frame that failed this often fails for good */
 #define MIN_DEADLINE_S 1.0  /* for a frame's result, and a heartbeat */
 #define DEADLINE_FACTOR 5.0 /* times the predicted latency or stage time */
+#define COLD_FACTOR 3.0     /* more for an epoch's first result: kernels warm up */
 
 /* ---------------------------------------------------------- statistics */
 
@@ -140,8 +141,13 @@ static int take_frame(master *ms, uint64_t f, uint32_t epoch, ds_error *err)
     return rc;
 }
 
-/* Largest absolute and relative difference of got against want. */
-static void compare(master *ms, const ds_tensor *got, const ds_tensor *want)
+/* One result's largest absolute and relative difference to the local run. */
+typedef struct check_error {
+    double abs, rel;
+} check_error;
+
+/* Folds got's difference against want into *e. */
+static void compare(check_error *e, const ds_tensor *got, const ds_tensor *want)
 {
     const float *a = got->data, *b = want->data;
     int64_t n = ds_shape_numel(&want->shape);
@@ -154,15 +160,13 @@ static void compare(master *ms, const ds_tensor *got, const ds_tensor *want)
             max_mag = fabs((double)b[i]);
     }
     double rel = max_mag > 0 ? max_abs / max_mag : max_abs;
-    if (max_abs > ms->check_max_abs)
-        ms->check_max_abs = max_abs;
-    if (rel > ms->check_max_rel)
-        ms->check_max_rel = rel;
+    e->abs = fmax(e->abs, max_abs);
+    e->rel = fmax(e->rel, rel);
 }
 
-/* Compares the worker's final outputs with a local full run of the frame.
- * 1 = checked, 0 = superseded, -1 = error. */
-static int check_frame(master *ms, const Deltaslice__FinishReport *r, ds_error *err)
+/* Compares the worker's final outputs with a local full run of the frame
+ * into *e.  1 = compared, 0 = superseded, -1 = error. */
+static int check_frame(master *ms, const Deltaslice__FinishReport *r, check_error *e, ds_error *err)
 {
     const ds_model *m = &ms->model;
     if ((int)r->n_outputs != m->n_outputs)
@@ -186,10 +190,8 @@ static int check_frame(master *ms, const Deltaslice__FinishReport *r, ds_error *
         if (k < 0 || got->dtype != DS_F32 || !ds_shape_equal(&got->shape, &want->shape))
             rc = ds_errorf(err, "check: output layer %d does not match the model's outputs", id);
         else
-            compare(ms, got, want);
+            compare(e, got, want);
     }
-    if (rc == 1)
-        ms->checked++;
     pthread_mutex_unlock(&ms->check_lock);
     return rc;
 }
@@ -202,6 +204,7 @@ static void finish_frame(master *ms, frame_rec *fr, double now)
     fr->state = FRAME_DONE;
     fr->latency = now - fr->first_sent;
     ms->finished++;
+    ms->epoch_warm = 1;
     ms->in_flight--;
     ds_tensor_free(&fr->frame);
     free(fr->error);
@@ -270,9 +273,10 @@ void ds_master_report(master *ms, int from, const uint8_t *data, size_t len)
     }
     char why[DS_ERROR_MAX + 64] = "";
     int checked = 1;
+    check_error e = {0, 0};
     if (!r->ok)
         snprintf(why, sizeof why, "w%u: %s", r->worker, r->error);
-    else if (ms->cfg->check && (checked = check_frame(ms, r, &err)) < 0)
+    else if (ms->cfg->check && (checked = check_frame(ms, r, &e, &err)) < 0)
         snprintf(why, sizeof why, "%s", err.msg);
     pthread_mutex_lock(&ms->lock);
     if (!checked || !report_counts(ms, r)) {
@@ -281,6 +285,11 @@ void ds_master_report(master *ms, int from, const uint8_t *data, size_t len)
     } else if (r->ok && !why[0]) {
         finish_frame(ms, &ms->frames[r->frame_id], now);
         account(ms, r, len);
+        if (ms->cfg->check) { /* only a result that counts is checked */
+            ms->checked++;
+            ms->check_max_abs = fmax(ms->check_max_abs, e.abs);
+            ms->check_max_rel = fmax(ms->check_max_rel, e.rel);
+        }
         ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
     } else if (!r->ok) {
         /* The epoch's caches are out of step from this frame on: the main
@@ -305,8 +314,6 @@ static int compute_locally(master *ms, int f, frame_rec *fr, ds_error *err)
     int rc = local_ready(ms, err) ? -1 : take_frame(ms, (uint64_t)f, fr->epoch, err);
     if (rc == 1)
         rc = run_local(ms, err) ? -1 : 1;
-    if (rc == 1 && ms->cfg->check)
-        ms->checked++; /* the reference itself: no error */
     pthread_mutex_unlock(&ms->check_lock);
     if (rc < 0)
         return -1;
@@ -314,6 +321,7 @@ static int compute_locally(master *ms, int f, frame_rec *fr, ds_error *err)
     if (rc == 1 && fr->state == FRAME_IN_FLIGHT) {
         finish_frame(ms, fr, ds_now());
         ms->local++;
+        ms->checked += ms->cfg->check; /* the reference itself: no error */
         ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_FINISH);
     }
     pthread_mutex_unlock(&ms->lock);
@@ -637,6 +645,7 @@ static int recover(master *ms, ds_error *err)
     pthread_mutex_lock(&ms->lock);
     ms->epoch++;
     ms->epochs++;
+    ms->epoch_warm = 0;
     pthread_mutex_unlock(&ms->lock);
     if (use_chain(ms, ids, n, ms->next_frame, err))
         return -1;
@@ -678,6 +687,8 @@ static double frame_deadline(const master *ms)
 static void check_overdue(master *ms, double deadline)
 {
     double now = ds_now();
+    if (!ms->epoch_warm)
+        deadline *= COLD_FACTOR;
     for (int f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
         frame_rec *fr = &ms->frames[f];
         if (fr->state != FRAME_IN_FLIGHT || now - fr->sent <= deadline)

@@ -77,6 +77,7 @@ typedef struct master {
     int in_flight, finished, failed, resent, local;
     int losses, taken_back, epochs;
     uint32_t epoch;
+    int epoch_warm;         /* a frame finished in this epoch */
     int recover;            /* the main thread should recover ... */
     int recover_broken;     /* ... and the current epoch's caches are out of step */
     int interrupted;
@@ -86,6 +87,9 @@ typedef struct master {
     stage_samples stages[64];
     int n_stages;
 
+    double check_max_abs, check_max_rel; /* of the results that counted */
+    int checked;
+
     /* check: local full inference on the master; also computes frames
      * when no worker is left (master.no_workers: local). */
     pthread_mutex_t check_lock;
@@ -93,8 +97,6 @@ typedef struct master {
     ds_tensor check_in;
     ds_tensor *check_out;
     ds_dif_cache check_cache;
-    double check_max_abs, check_max_rel;
-    int checked;
 
     /* The main thread's: the clip, the segment of workers and its plan, and
      * what the sender keeps from one frame to the next. */

@@ -3,8 +3,12 @@
  * Threads: gRPC's handlers (Submit queues a frame and returns at once;
  * Results hands over the master's stream; Costs and Clock answer at once),
  * one executor thread that runs frames strictly in frame-id order, and one
- * sender thread that forwards to worker I+1 or reports to the master, so the
- * next frame computes while this one travels.  Both queues are bounded. */
+ * sender thread that forwards to the next worker on the frame's chain or
+ * reports to the master, so the next frame computes while this one travels.
+ * Both queues are bounded.
+ *
+ * It serves one master session at a time (the one whose result stream is
+ * open) and, within it, the latest epoch: see `session` below. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
