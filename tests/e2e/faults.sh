@@ -322,6 +322,7 @@ scenario_g() {
     fail "g run: no 'predictors received from the trainer'"
   fi
   expect_success grun 100
+  grep -q "run WARN +trainer was killed by signal 9" "$tmp/grun.err" || fail "g run: run did not say the trainer was killed"
 }
 
 # ---- h. route around a lost worker, then no worker left --------------------
