@@ -77,9 +77,13 @@ start_worker() { # start_worker CONFIG I
   wpid[$2]=$!; pids+=($!)
 }
 start_workers() { for i in "${@:2}"; do start_worker "$1" "$i"; done; } # CONFIG I...
-stop_workers() { # SIGTERM every worker still running, reaped
+stop_workers() { # SIGTERM every worker still running: each exits 0
+  local i
   for i in "${!wpid[@]}"; do kill -CONT "${wpid[$i]}" 2>/dev/null; kill -TERM "${wpid[$i]}" 2>/dev/null; done
-  for i in "${!wpid[@]}"; do wait "${wpid[$i]}" 2>/dev/null; done
+  for i in "${!wpid[@]}"; do
+    wait_exit "${wpid[$i]}" 20
+    [ "$rc" = 0 ] || { fail "w$i exited $rc on SIGTERM"; tail -5 "${wlog[$i]}"; }
+  done
   wpid=() wlog=()
 }
 start_master() { # start_master CONFIG -> $mpid; output in $tmp/CONFIG.out/.err
@@ -359,6 +363,11 @@ for s in ${DS_FAULTS:-a b c d e f g h}; do
   t=$(now_ms)
   "scenario_$s"
   echo "scenario $s: $(awk -v ms=$(( $(now_ms) - t )) 'BEGIN { printf "%.1f", ms / 1000 }') s"
+done
+# No role reported a sanitizer error (workers killed midway never get to
+# tell, the others do).
+for f in $(grep -lE "ERROR: (Address|Leak|Thread)Sanitizer|runtime error:" "$tmp"/*.err "$tmp"/*.out 2>/dev/null); do
+  fail "sanitizer report in $(basename "$f"):"; grep -m3 -E "Sanitizer|runtime error" "$f"
 done
 
 [ $fails -eq 0 ] && echo "faults: all checks passed"
