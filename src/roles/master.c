@@ -34,9 +34,15 @@
 
 #define CHECK_TOLERANCE 1e-5
 #define MAX_SENDS 4         /* a frame that failed this often fails for good */
-#define MIN_DEADLINE_S 1.0  /* for a frame's result, and a heartbeat */
-#define DEADLINE_FACTOR 5.0 /* times the predicted latency or stage time */
-#define COLD_FACTOR 3.0     /* more for an epoch's first result: kernels warm up */
+#define MIN_DEADLINE_S 1.0  /* for a heartbeat */
+#define DEADLINE_FACTOR 5.0 /* times the predicted (or seen) latency or stage time */
+/* A frame's result is a backstop for what heartbeats cannot see (a lost
+ * report, a frozen link between workers): a false alarm costs a re-send,
+ * so it waits longer, and longer still for an epoch's first result
+ * (kernels warm up, tensors travel in full). */
+#define MIN_FRAME_DEADLINE_S 2.0
+#define COLD_FACTOR 3.0
+#define LATENCY_EWMA 0.2 /* weight of the newest latency in the running mean */
 
 /* ---------------------------------------------------------- statistics */
 
@@ -205,6 +211,7 @@ static void finish_frame(master *ms, frame_rec *fr, double now)
     fr->latency = now - fr->first_sent;
     ms->finished++;
     ms->epoch_warm = 1;
+    ms->latency_seen += LATENCY_EWMA * (now - fr->sent - ms->latency_seen);
     ms->in_flight--;
     ds_tensor_free(&fr->frame);
     free(fr->error);
@@ -673,20 +680,22 @@ static int recover(master *ms, ds_error *err)
     return 0;
 }
 
-/* The deadline of a frame's result: max(1 s, 5x the predicted latency) plus
- * a full input's transfer (an epoch's first frame travels in full). */
+/* The deadline of a frame's result: max(2 s, 5x the predicted or the
+ * recently seen latency, whichever is longer: a loaded machine is slow, not
+ * broken) plus a full input's transfer (lock held). */
 static double frame_deadline(const master *ms)
 {
     if (!ms->chain_len)
         return INFINITY;
     double full = 3.0 * ms->rows * ms->cols / (ms->cfg->master.bandwidth[0] * 1e6);
-    return fmax(MIN_DEADLINE_S, DEADLINE_FACTOR * ms->planner.predicted.mean_latency) + full;
+    double latency = fmax(ms->planner.predicted.mean_latency, ms->latency_seen);
+    return fmax(MIN_FRAME_DEADLINE_S, DEADLINE_FACTOR * latency) + full;
 }
 
 /* Asks for a recovery when a frame in flight is overdue (lock held). */
-static void check_overdue(master *ms, double deadline)
+static void check_overdue(master *ms)
 {
-    double now = ds_now();
+    double now = ds_now(), deadline = frame_deadline(ms);
     if (!ms->epoch_warm)
         deadline *= COLD_FACTOR;
     for (int f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
@@ -709,12 +718,11 @@ enum wait_end { WAIT_DONE, WAIT_INTERRUPTED, WAIT_FAILED };
  * 0.1 s. */
 static enum wait_end wait_slot(master *ms, int limit, int to_send)
 {
-    double deadline = frame_deadline(ms);
     pthread_mutex_lock(&ms->lock);
     for (;;) {
         if (ms->interrupted)
             break;
-        check_overdue(ms, deadline);
+        check_overdue(ms);
         if (ms->recover) {
             pthread_mutex_unlock(&ms->lock);
             ds_error err;
@@ -722,7 +730,6 @@ static enum wait_end wait_slot(master *ms, int limit, int to_send)
                 ds_log_error("recovery: %s", err.msg);
                 return WAIT_FAILED;
             }
-            deadline = frame_deadline(ms);
             pthread_mutex_lock(&ms->lock);
             continue;
         }
