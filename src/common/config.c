@@ -358,6 +358,12 @@ static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, cons
         return get_number(c, v, "master.itv_time", 0, 0, &cfg->master.itv_time);
     if (!strcmp(key, "threads"))
         return get_int(c, v, "master.threads", 1, 256, &cfg->master.threads);
+    if (!strcmp(key, "connect_timeout"))
+        return get_number(c, v, "master.connect_timeout", 0, 0, &cfg->master.connect_timeout);
+    if (!strcmp(key, "no_workers")) {
+        static const char *const names[] = {"local", "wait"};
+        return get_enum(c, v, "master.no_workers", names, 2, &cfg->master.no_workers_wait);
+    }
     if (!strcmp(key, "scheduler")) {
         const char *names[DS_SCHED_COUNT];
         for (int i = 0; i < DS_SCHED_COUNT; i++)
@@ -381,7 +387,9 @@ static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, cons
         w->seen->bandwidth = v;
         return 0;
     }
-    return unknown_key(c, k, "master", key, "ifr_num, pd_num, itv_time, scheduler, bandwidth, threads");
+    return unknown_key(c, k, "master", key,
+                       "ifr_num, pd_num, itv_time, scheduler, bandwidth, threads, connect_timeout, "
+                       "no_workers");
 }
 
 static int worker_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
@@ -535,6 +543,7 @@ static void set_defaults(ds_config *cfg)
     cfg->master.pd_num = 2;
     cfg->master.scheduler = DS_SCHED_LBC;
     cfg->master.threads = 1;
+    cfg->master.connect_timeout = 30;
     cfg->worker.prof_niter = 5;
     cfg->worker.threads = 1;
     cfg->trainer.frame_num = 400;

@@ -54,6 +54,8 @@ typedef struct ds_config {
         ds_scheduler scheduler;
         double bandwidth[DS_MAX_WORKERS]; /* MB/s: m->w0, w0->w1, ... */
         int threads;
+        double connect_timeout; /* s to wait for every worker at start */
+        int no_workers_wait;    /* none usable: wait (1) or compute locally (0) */
     } master;
     struct {
         int prof_niter;

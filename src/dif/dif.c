@@ -22,12 +22,13 @@ void ds_dif_cache_clear(ds_dif_cache *c)
         c->tensor[i].shape.ndim = 0;
 }
 
-void ds_dif_cache_use_plan(ds_dif_cache *c, uint32_t plan_id)
+void ds_dif_cache_use(ds_dif_cache *c, ds_dif_key key)
 {
-    if (!c->has_plan || c->plan_id != plan_id)
+    if (!c->has_key || c->key.session != key.session || c->key.epoch != key.epoch ||
+        c->key.plan != key.plan)
         ds_dif_cache_clear(c);
-    c->plan_id = plan_id;
-    c->has_plan = 1;
+    c->key = key;
+    c->has_key = 1;
 }
 
 int ds_dif_cache_holds(const ds_dif_cache *c, int layer_id)
@@ -91,8 +92,8 @@ int ds_dif_receive(ds_dif_cache *c, const uint8_t *p, size_t n, const ds_shape *
                          c->n_layers - 1);
     ds_tensor *cache = &c->tensor[h.layer_id];
     if (h.encoding == DS_ENC_UPDATE && cache->shape.ndim == 0)
-        return ds_errorf(err, "update for layer %d, but no copy of it is held (plan %u)", h.layer_id,
-                         c->plan_id);
+        return ds_errorf(err, "update for layer %d, but no copy of it is held (epoch %u, plan %u)",
+                         h.layer_id, c->key.epoch, c->key.plan);
     if (ds_codec_decode(p, n, expected, cache, &c->scratch, err))
         return ds_error_prefix(err, "layer %d", h.layer_id);
     *layer_id = h.layer_id;
@@ -166,7 +167,7 @@ fail:
     return NULL;
 }
 
-int ds_dif_node_run(ds_dif_node *n, uint32_t plan_id, const ds_job *job, int n_in,
+int ds_dif_node_run(ds_dif_node *n, ds_dif_key key, const ds_job *job, int n_in,
                     const uint8_t *const *in, const size_t *in_len, const ds_codec_opts *o,
                     int final, ds_payloads *out, ds_dif_timing *timing, ds_error *err)
 {
@@ -190,8 +191,8 @@ int ds_dif_node_run(ds_dif_node *n, uint32_t plan_id, const ds_job *job, int n_i
                 return -1;
         return 0;
     }
-    ds_dif_cache_use_plan(&n->in, plan_id);
-    ds_dif_cache_use_plan(&n->out, plan_id);
+    ds_dif_cache_use(&n->in, key);
+    ds_dif_cache_use(&n->out, key);
     for (int i = 0; i < n_in; i++) {
         ds_codec_header h;
         if (ds_codec_peek(in[i], in_len[i], &h, err))

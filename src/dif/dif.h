@@ -5,11 +5,15 @@
  * sender's copy (mask + exact deltas, see codec.h), which the receiver applies
  * to its copy, so both copies stay bit-identical (DESIGN §3.1).
  *
- * Plan changes: every frame carries the id of the plan it was cut with.  A
- * cache that sees a new plan id empties itself, so the first frame of a plan
- * travels in full (against an all-zero reference) and layers no longer sent
- * are dropped on both ends.  Within one plan every worker up to the last
- * active one sees every frame in order, so sender and receiver stay in step.
+ * Plan changes and faults: every frame carries the key of the caches it was
+ * cut for: the master session, its epoch (moved on at every fault recovery)
+ * and the plan.  A cache that sees another key empties itself, so the first
+ * frame of a plan, an epoch or a session travels in full (against an
+ * all-zero reference) and a restarted process is never sent an update
+ * against a copy it does not hold (DESIGN §3.5).  Within one key every worker
+ * up to the last active one sees every frame in order, so sender and
+ * receiver stay in step; a worker that fails a frame refuses the rest of
+ * that key's epoch (see roles/worker.c).
  *
  * A node is one worker's share: receive cache -> executor -> send cache. */
 #ifndef DS_DIF_H
@@ -25,18 +29,25 @@
 #include "engine/exec.h"
 #include "model/model.h"
 
+/* Whose copies a cache holds. */
+typedef struct ds_dif_key {
+    uint64_t session; /* the master's session id */
+    uint32_t epoch;   /* the master's epoch within the session */
+    uint32_t plan;    /* the plan id within the epoch */
+} ds_dif_key;
+
 /* Tensors keyed by layer id, for one model. */
 typedef struct ds_dif_cache {
     int n_layers;
     ds_tensor *tensor; /* [n_layers]; ndim 0 = not held */
-    uint32_t plan_id;
-    int has_plan;
+    ds_dif_key key;
+    int has_key;
     ds_codec_scratch scratch;
 } ds_dif_cache;
 
 int ds_dif_cache_init(ds_dif_cache *c, int n_layers, ds_error *err);
-/* Empties the cache when plan_id differs from the last one seen. */
-void ds_dif_cache_use_plan(ds_dif_cache *c, uint32_t plan_id);
+/* Empties the cache when key differs from the last one seen. */
+void ds_dif_cache_use(ds_dif_cache *c, ds_dif_key key);
 void ds_dif_cache_clear(ds_dif_cache *c);
 int ds_dif_cache_holds(const ds_dif_cache *c, int layer_id);
 void ds_dif_cache_free(ds_dif_cache *c);
@@ -86,7 +97,7 @@ typedef struct ds_dif_timing {
  * payload per out_id to out (out NULL: outputs are not needed). final: the
  * outputs go to the master, in full. An empty job copies its input payloads
  * to out as they are. timing may be NULL. */
-int ds_dif_node_run(ds_dif_node *n, uint32_t plan_id, const ds_job *job, int n_in,
+int ds_dif_node_run(ds_dif_node *n, ds_dif_key key, const ds_job *job, int n_in,
                     const uint8_t *const *in, const size_t *in_len, const ds_codec_opts *o,
                     int final, ds_payloads *out, ds_dif_timing *timing, ds_error *err);
 

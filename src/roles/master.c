@@ -2,10 +2,20 @@
  * through the chain of workers and summarises what happened.
  *
  * Threads: the main thread reads, encodes and sends frames (at most pd_num
- * in flight); one reader thread per worker drains that worker's result
- * stream.  A frame finishes exactly once (a second report is a protocol
- * error) or is reported failed with its reason; frames still open when the
- * run ends are reported lost. */
+ * in flight) and recovers from faults; master_watch.c's threads read the
+ * workers' result streams (one each), send heartbeats, probe lost workers
+ * and take them back, and turn SIGINT/SIGTERM into an interruption every
+ * wait sees within 0.1 s.
+ *
+ * Faults (DESIGN §8).  A worker whose result stream ends, or that misses a
+ * heartbeat, is lost; a frame with no result by its deadline, or reported
+ * failed, breaks the caches of its epoch.  Either way the main thread starts
+ * a new epoch: it plans on the best contiguous run of live workers (the
+ * chain may start at any worker; none left: it computes frames itself or
+ * waits, as master.no_workers says), and re-sends every frame in flight from
+ * its own copy.  Every frame ends in exactly one state: finished, failed
+ * (with the reason) or not sent; a result counts only for the epoch its
+ * frame was last sent in, so none is delivered twice. */
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -13,100 +23,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/timing.h"
-#include "common/trace.h"
-#include "dif/dif.h"
-#include "model/model.h"
+#include "master.h"
 #include "roles.h"
-#include "rpc/rpc.h"
-#include "sched/plan.h"
-#include "sched/planner.h"
-#include "video/video.h"
 
-#define CONNECT_TIMEOUT_S 300.0 /* workers may still be profiling */
-#define IDLE_TIMEOUT_S 120.0     /* no report for this long ends the run */
-#define MAX_LINKS (2 * DS_MAX_WORKERS + 1)
 #define CHECK_TOLERANCE 1e-5
-#define CLOCK_PROBES 5 /* per worker; the one with the shortest round trip counts */
-
-enum frame_state { FRAME_UNSENT = 0, FRAME_IN_FLIGHT, FRAME_DONE, FRAME_FAILED };
-
-/* Why the run is over, for the reader threads (they stop on either). */
-enum run_stop {
-    STOP_NONE = 0,
-    STOP_DONE,   /* sending and waiting are over */
-    STOP_FAILED, /* a worker is gone or nothing finished for IDLE_TIMEOUT_S:
-                    frames in flight will not finish */
-};
-
-typedef struct frame_rec {
-    enum frame_state state;
-    double sent;       /* ds_now() at send */
-    double latency;    /* seconds, when done */
-    ds_tensor frame;   /* u8 NCHW, kept while in flight when checking */
-    char *error;       /* when failed */
-} frame_rec;
-
-typedef struct link_total {
-    char name[24];
-    uint64_t bytes;
-} link_total;
-
-typedef struct stage_samples {
-    char name[64]; /* "w0 execute" */
-    double *values;
-    int n, cap;
-} stage_samples;
-
-typedef struct master {
-    const ds_config *cfg;
-    ds_model model;
-    ds_trace *trace;
-    int n_workers;
-    ds_rpc_channel *ch[DS_MAX_WORKERS];
-    ds_rpc_reader *reader[DS_MAX_WORKERS];
-    pthread_t reader_th[DS_MAX_WORKERS];
-    int reader_started[DS_MAX_WORKERS];
-
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
-    frame_rec *frames;
-    int n_frames;
-    int in_flight, finished, failed;
-    double last_report;
-    enum run_stop stop;
-    link_total links[MAX_LINKS];
-    int n_links;
-    stage_samples stages[64];
-    int n_stages;
-
-    /* check: local full inference on the master */
-    pthread_mutex_t check_lock;
-    ds_executor *check_exec;
-    ds_tensor check_in;
-    ds_tensor *check_out;
-    ds_dif_cache check_cache;
-    double check_max_abs, check_max_rel;
-    int checked;
-
-    /* The main thread's: the clip, the plan, and what the sender keeps from
-     * one frame to the next. */
-    ds_video *video;
-    int rows, cols;
-    ds_planner planner;
-    int planner_ready, plan_changes;
-    ds_plan_jobs pj;
-    Deltaslice__Job job_msgs[DS_MAX_WORKERS], *jobs[DS_MAX_WORKERS];
-    ds_tensor hwc, prev_frame;
-    float input_frac[DS_PLANNER_MAX_INPUT];
-    ds_codec_opts codec;
-    ds_dif_cache cache; /* what w0 holds of the input */
-    ds_buf payload, req, resp;
-    double t_start, elapsed;
-} master;
+#define MAX_SENDS 4         /* a frame that failed this often fails for good */
+#define MIN_DEADLINE_S 1.0  /* for a frame's result, and a heartbeat */
+#define DEADLINE_FACTOR 5.0 /* times the predicted latency or stage time */
 
 /* ---------------------------------------------------------- statistics */
 
@@ -117,7 +46,7 @@ static void add_link_bytes(master *ms, const char *name, uint64_t bytes)
             ms->links[i].bytes += bytes;
             return;
         }
-    if (ms->n_links < MAX_LINKS) {
+    if (ms->n_links < DS_MASTER_MAX_LINKS) {
         snprintf(ms->links[ms->n_links].name, sizeof ms->links[0].name, "%s", name);
         ms->links[ms->n_links++].bytes = bytes;
     }
@@ -163,71 +92,173 @@ static double quantile(const double *v, int n, double q)
     return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
 }
 
-/* ------------------------------------------------------------ checking */
+/* --------------------------------------------------- the local executor */
 
-/* Compares the worker's final outputs with a local full run of the frame. */
-static int check_frame(master *ms, frame_rec *fr, const Deltaslice__FinishReport *r, ds_error *err)
+/* The full model on the master: for the check and for computing frames
+ * when no worker is left.  Made on first use (check_lock held). */
+static int local_ready(master *ms, ds_error *err)
+{
+    if (ms->check_exec)
+        return 0;
+    ms->check_exec = ds_executor_new(&ms->model, DS_BACKEND_XNNPACK, ms->cfg->master.threads, err);
+    if (!ms->check_exec)
+        return -1;
+    ms->check_out = calloc((size_t)ms->model.n_outputs, sizeof *ms->check_out);
+    if (!ms->check_out)
+        return ds_errorf(err, "out of memory");
+    return ds_dif_cache_init(&ms->check_cache, ms->model.n_layers, err);
+}
+
+/* Runs the whole model on check_in into check_out (check_lock held). */
+static int run_local(master *ms, ds_error *err)
+{
+    const ds_model *m = &ms->model;
+    int *ids = malloc(sizeof(int) * (size_t)m->n_layers);
+    if (!ids)
+        return ds_errorf(err, "out of memory");
+    for (int i = 1; i < m->n_layers; i++)
+        ids[i - 1] = i;
+    ds_job full = {m->n_layers - 1, ids, m->n_outputs, m->outputs};
+    int in_id = 0;
+    const ds_tensor *in = &ms->check_in;
+    int rc = ds_executor_run(ms->check_exec, &full, 1, &in_id, &in, ms->check_out, err);
+    free(ids);
+    return rc;
+}
+
+/* check_in = frame f as floats, if f is still in flight in that epoch
+ * (check_lock held; a frame re-sent meanwhile is checked on its next
+ * result).  1 = ready, 0 = superseded, -1 = error. */
+static int take_frame(master *ms, uint64_t f, uint32_t epoch, ds_error *err)
+{
+    pthread_mutex_lock(&ms->lock);
+    frame_rec *fr = &ms->frames[f];
+    int rc = fr->state == FRAME_IN_FLIGHT && fr->epoch == epoch;
+    if (rc && ds_tensor_u8_to_f32(&fr->frame, &ms->check_in, err))
+        rc = -1;
+    pthread_mutex_unlock(&ms->lock);
+    return rc;
+}
+
+/* Largest absolute and relative difference of got against want. */
+static void compare(master *ms, const ds_tensor *got, const ds_tensor *want)
+{
+    const float *a = got->data, *b = want->data;
+    int64_t n = ds_shape_numel(&want->shape);
+    double max_abs = 0, max_mag = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= max_abs)) /* NaN counts as an error */
+            max_abs = isnan(d) ? INFINITY : d;
+        if (fabs((double)b[i]) > max_mag)
+            max_mag = fabs((double)b[i]);
+    }
+    double rel = max_mag > 0 ? max_abs / max_mag : max_abs;
+    if (max_abs > ms->check_max_abs)
+        ms->check_max_abs = max_abs;
+    if (rel > ms->check_max_rel)
+        ms->check_max_rel = rel;
+}
+
+/* Compares the worker's final outputs with a local full run of the frame.
+ * 1 = checked, 0 = superseded, -1 = error. */
+static int check_frame(master *ms, const Deltaslice__FinishReport *r, ds_error *err)
 {
     const ds_model *m = &ms->model;
     if ((int)r->n_outputs != m->n_outputs)
         return ds_errorf(err, "check: %zu outputs returned, the model has %d", r->n_outputs, m->n_outputs);
     pthread_mutex_lock(&ms->check_lock);
-    int rc = -1;
-    ds_job full = {m->n_layers - 1, NULL, m->n_outputs, m->outputs};
-    int *ids = malloc(sizeof(int) * (size_t)m->n_layers);
-    if (!ids) {
-        ds_errorf(err, "out of memory");
-        goto out;
-    }
-    for (int i = 1; i < m->n_layers; i++)
-        ids[i - 1] = i;
-    full.exec_ids = ids;
-    int in_id = 0;
-    const ds_tensor *in = &ms->check_in;
-    if (ds_tensor_u8_to_f32(&fr->frame, &ms->check_in, err) ||
-        ds_executor_run(ms->check_exec, &full, 1, &in_id, &in, ms->check_out, err))
-        goto out;
-    ds_dif_cache_clear(&ms->check_cache); /* results arrive in full */
-    for (size_t o = 0; o < r->n_outputs; o++) {
-        int id;
-        if (ds_dif_receive(&ms->check_cache, r->outputs[o].data, r->outputs[o].len, NULL, &id, err))
-            goto out;
-        int k = -1;
+    int rc = local_ready(ms, err) ? -1 : take_frame(ms, r->frame_id, r->epoch, err);
+    if (rc == 1 && run_local(ms, err))
+        rc = -1;
+    if (rc == 1)
+        ds_dif_cache_clear(&ms->check_cache); /* results arrive in full */
+    for (size_t o = 0; rc == 1 && o < r->n_outputs; o++) {
+        int id, k = -1;
+        if (ds_dif_receive(&ms->check_cache, r->outputs[o].data, r->outputs[o].len, NULL, &id, err)) {
+            rc = -1;
+            break;
+        }
         for (int j = 0; j < m->n_outputs; j++)
             if (m->outputs[j] == id)
                 k = j;
         const ds_tensor *got = &ms->check_cache.tensor[id], *want = &ms->check_out[k < 0 ? 0 : k];
-        if (k < 0 || got->dtype != DS_F32 || !ds_shape_equal(&got->shape, &want->shape)) {
-            ds_errorf(err, "check: output layer %d does not match the model's outputs", id);
-            goto out;
-        }
-        const float *a = got->data, *b = want->data;
-        int64_t n = ds_shape_numel(&want->shape);
-        double max_abs = 0, max_mag = 0;
-        for (int64_t i = 0; i < n; i++) {
-            double d = fabs((double)a[i] - (double)b[i]);
-            if (!(d <= max_abs)) /* NaN counts as an error */
-                max_abs = isnan(d) ? INFINITY : d;
-            if (fabs((double)b[i]) > max_mag)
-                max_mag = fabs((double)b[i]);
-        }
-        double rel = max_mag > 0 ? max_abs / max_mag : max_abs;
-        if (max_abs > ms->check_max_abs)
-            ms->check_max_abs = max_abs;
-        if (rel > ms->check_max_rel)
-            ms->check_max_rel = rel;
+        if (k < 0 || got->dtype != DS_F32 || !ds_shape_equal(&got->shape, &want->shape))
+            rc = ds_errorf(err, "check: output layer %d does not match the model's outputs", id);
+        else
+            compare(ms, got, want);
     }
-    ms->checked++;
-    rc = 0;
-out:
-    free(ids);
+    if (rc == 1)
+        ms->checked++;
     pthread_mutex_unlock(&ms->check_lock);
     return rc;
 }
 
 /* -------------------------------------------------------------- results */
 
-static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
+/* Frame f finished (lock held). */
+static void finish_frame(master *ms, frame_rec *fr, double now)
+{
+    fr->state = FRAME_DONE;
+    fr->latency = now - fr->first_sent;
+    ms->finished++;
+    ms->in_flight--;
+    ds_tensor_free(&fr->frame);
+    free(fr->error);
+    fr->error = NULL;
+    pthread_cond_broadcast(&ms->changed);
+}
+
+/* Frame f failed for good (lock held). */
+static void fail_frame(master *ms, int f, const char *why)
+{
+    frame_rec *fr = &ms->frames[f];
+    fr->state = FRAME_FAILED;
+    free(fr->error);
+    fr->error = strdup(why);
+    ms->failed++;
+    ms->in_flight--;
+    ds_tensor_free(&fr->frame);
+    pthread_cond_broadcast(&ms->changed);
+    ds_log_warn("frame %d failed: %s", f, why);
+    ds_trace_event(ms->trace, (uint64_t)f, "failed", DS_TRACE_START);
+    ds_trace_event(ms->trace, (uint64_t)f, "failed", DS_TRACE_FINISH);
+}
+
+/* The first frame that may be in flight (lock held). */
+static int oldest(master *ms)
+{
+    while (ms->low < ms->next_frame && (ms->frames[ms->low].state == FRAME_DONE ||
+                                        ms->frames[ms->low].state == FRAME_FAILED))
+        ms->low++;
+    return ms->low;
+}
+
+/* The counts of a finished frame's report. */
+static void account(master *ms, const Deltaslice__FinishReport *r, size_t len)
+{
+    for (size_t i = 0; i < r->n_bytes; i++)
+        add_link_bytes(ms, r->bytes[i]->link, r->bytes[i]->bytes);
+    char back[24];
+    snprintf(back, sizeof back, "w%u->m", r->worker);
+    add_link_bytes(ms, back, len);
+    for (size_t i = 0; i < r->n_timings; i++) {
+        char name[48];
+        snprintf(name, sizeof name, "w%u %s", r->timings[i]->worker, r->timings[i]->stage);
+        add_stage(ms, name, (double)(r->timings[i]->end_us - r->timings[i]->start_us) * 1e-6);
+    }
+}
+
+/* 1 when r is about a frame in flight in the epoch it was last sent in
+ * (lock held): anything else is a stale or duplicate report. */
+static int report_counts(const master *ms, const Deltaslice__FinishReport *r)
+{
+    return r->session_id == ms->session_id && r->frame_id < (uint64_t)ms->n_frames &&
+           ms->frames[r->frame_id].state == FRAME_IN_FLIGHT &&
+           ms->frames[r->frame_id].epoch == r->epoch;
+}
+
+void ds_master_report(master *ms, int from, const uint8_t *data, size_t len)
 {
     double now = ds_now();
     ds_error err;
@@ -237,189 +268,484 @@ static void handle_report(master *ms, int from, const uint8_t *data, size_t len)
         ds_log_warn("w%d sent a bad finish report: %s", from, err.msg);
         return;
     }
-    pthread_mutex_lock(&ms->lock);
-    if (r->frame_id >= (uint64_t)ms->n_frames || ms->frames[r->frame_id].state != FRAME_IN_FLIGHT) {
-        ds_log_warn("w%d reports frame %" PRIu64 ", which is not in flight: ignored", from, r->frame_id);
-        pthread_mutex_unlock(&ms->lock);
-        ds_rpc_free_finish_report(r);
-        return;
-    }
-    frame_rec *fr = &ms->frames[r->frame_id];
-    pthread_mutex_unlock(&ms->lock);
-
-    int ok = r->ok;
     char why[DS_ERROR_MAX + 64] = "";
-    if (!ok)
+    int checked = 1;
+    if (!r->ok)
         snprintf(why, sizeof why, "w%u: %s", r->worker, r->error);
-    else if (ms->cfg->check && check_frame(ms, fr, r, &err)) {
-        ok = 0;
+    else if (ms->cfg->check && (checked = check_frame(ms, r, &err)) < 0)
         snprintf(why, sizeof why, "%s", err.msg);
-    }
-
     pthread_mutex_lock(&ms->lock);
-    if (ok) {
-        fr->state = FRAME_DONE;
-        fr->latency = now - fr->sent;
-        ms->finished++;
-        for (size_t i = 0; i < r->n_bytes; i++)
-            add_link_bytes(ms, r->bytes[i]->link, r->bytes[i]->bytes);
-        char back[24];
-        snprintf(back, sizeof back, "w%u->m", r->worker);
-        add_link_bytes(ms, back, len);
-        for (size_t i = 0; i < r->n_timings; i++) {
-            char name[48];
-            snprintf(name, sizeof name, "w%u %s", r->timings[i]->worker, r->timings[i]->stage);
-            add_stage(ms, name, (double)(r->timings[i]->end_us - r->timings[i]->start_us) * 1e-6);
-        }
-    } else {
-        fr->state = FRAME_FAILED;
+    if (!checked || !report_counts(ms, r)) {
+        ds_log_debug("w%d reports frame %" PRIu64 " of epoch %u: stale, ignored", from,
+                     r->frame_id, r->epoch);
+    } else if (r->ok && !why[0]) {
+        finish_frame(ms, &ms->frames[r->frame_id], now);
+        account(ms, r, len);
+        ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
+    } else if (!r->ok) {
+        /* The epoch's caches are out of step from this frame on: the main
+         * thread re-sends the frames in flight under a new one. */
+        frame_rec *fr = &ms->frames[r->frame_id];
+        free(fr->error);
         fr->error = strdup(why);
-        ms->failed++;
-        ds_log_warn("frame %" PRIu64 " failed: %s", r->frame_id, why);
+        ms->recover = ms->recover_broken = 1;
+        pthread_cond_broadcast(&ms->changed);
+        ds_log_warn("frame %" PRIu64 " failed on w%u: %s", r->frame_id, r->worker, r->error);
+    } else {
+        fail_frame(ms, (int)r->frame_id, why); /* a wrong result is not retried */
     }
-    ds_tensor_free(&fr->frame);
-    ms->in_flight--;
-    ms->last_report = now;
-    pthread_cond_broadcast(&ms->changed);
     pthread_mutex_unlock(&ms->lock);
-    ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
     ds_rpc_free_finish_report(r);
 }
 
-typedef struct reader_arg {
-    master *ms;
-    int worker;
-} reader_arg;
-
-static void *reader_thread(void *arg)
+/* Computes frame f on the master (no worker left). */
+static int compute_locally(master *ms, int f, frame_rec *fr, ds_error *err)
 {
-    reader_arg *ra = arg;
-    master *ms = ra->ms;
-    int w = ra->worker;
-    free(ra);
-    ds_buf msg = {0};
-    for (;;) {
-        ds_error err;
-        int code;
-        int rc = ds_rpc_reader_next(ms->reader[w], &msg, 0.5, &code, &err);
-        if (rc == 1) {
-            handle_report(ms, w, msg.data, msg.len);
+    pthread_mutex_lock(&ms->check_lock);
+    int rc = local_ready(ms, err) ? -1 : take_frame(ms, (uint64_t)f, fr->epoch, err);
+    if (rc == 1)
+        rc = run_local(ms, err) ? -1 : 1;
+    if (rc == 1 && ms->cfg->check)
+        ms->checked++; /* the reference itself: no error */
+    pthread_mutex_unlock(&ms->check_lock);
+    if (rc < 0)
+        return -1;
+    pthread_mutex_lock(&ms->lock);
+    if (rc == 1 && fr->state == FRAME_IN_FLIGHT) {
+        finish_frame(ms, fr, ds_now());
+        ms->local++;
+        ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_FINISH);
+    }
+    pthread_mutex_unlock(&ms->lock);
+    return 0;
+}
+
+/* ------------------------------------------------------------- planning */
+
+/* A planner for workers first..last (they must be up): the configuration
+ * it sees is theirs (the master's link feeds the first), their costs, the
+ * predictors decoded afresh; frames_left frames to plan for. */
+static int segment_planner(master *ms, int first, int last, int frames_left, ds_config *seg,
+                           ds_planner *p, ds_error *err)
+{
+    const ds_config *cfg = ms->cfg;
+    int n = last - first + 1;
+    *seg = *cfg;
+    seg->n_workers = n;
+    seg->master.ifr_num = frames_left > 0 ? frames_left : 1;
+    for (int i = 1; i < n; i++)
+        seg->master.bandwidth[i] = cfg->master.bandwidth[first + i];
+    double *costs[DS_MAX_WORKERS] = {0};
+    size_t bytes = sizeof(double) * (size_t)ms->model.n_layers;
+    pthread_mutex_lock(&ms->lock);
+    for (int i = 0; i < n; i++)
+        if ((costs[i] = malloc(bytes)))
+            memcpy(costs[i], ms->link[first + i].costs, bytes);
+    pthread_mutex_unlock(&ms->lock);
+    ds_predictors *pred = NULL;
+    for (int i = 0; i < n; i++)
+        if (!costs[i]) {
+            for (int k = 0; k < n; k++)
+                free(costs[k]);
+            return ds_errorf(err, "out of memory");
+        }
+    if (ms->pred_blob.len &&
+        ds_predictors_decode(ms->pred_blob.data, ms->pred_blob.len, &ms->model, &pred, err)) {
+        for (int k = 0; k < n; k++)
+            free(costs[k]);
+        return -1;
+    }
+    memset(p, 0, sizeof *p);
+    if (ds_planner_init(p, seg, &ms->model, costs, pred, ds_slowest_link_compress(seg), err))
+        return -1;
+    p->first_worker = first;
+    return 0;
+}
+
+/* The predicted seconds per frame of a planner's first plan. */
+static int first_plan(ds_planner *p, double *per_frame, ds_error *err)
+{
+    int changed;
+    if (ds_planner_plan(p, 0, NULL, &changed, err))
+        return -1;
+    *per_frame = p->predicted.per_frame;
+    return 0;
+}
+
+/* The best run of consecutive up workers (by the planner's prediction) into
+ * *first, *last; -1 when none is up.  up[] is a snapshot. */
+static int best_segment(master *ms, const int *up, int *first, int *last, ds_error *err)
+{
+    double best = INFINITY;
+    *first = *last = -1;
+    for (int a = 0; a < ms->n_workers; a++) {
+        if (!up[a] || (a > 0 && up[a - 1]))
+            continue; /* maximal runs only: a worker more never costs */
+        int b = a;
+        while (b + 1 < ms->n_workers && up[b + 1])
+            b++;
+        ds_config seg;
+        ds_planner p;
+        double per_frame;
+        if (segment_planner(ms, a, b, ms->n_frames - ms->next_frame, &seg, &p, err))
+            return -1;
+        p.quiet = 1;
+        int rc = first_plan(&p, &per_frame, err);
+        ds_planner_free(&p);
+        if (rc)
+            return -1;
+        ds_log_debug("w%d..w%d: %.4f s per frame predicted", a, b, per_frame);
+        if (per_frame < best) {
+            best = per_frame;
+            *first = a;
+            *last = b;
+        }
+    }
+    return 0;
+}
+
+/* Job messages of the current plan: workers outside the segment get empty
+ * jobs (the chain starts at its first worker). */
+static void job_messages(master *ms)
+{
+    for (int i = 0; i < ms->n_workers; i++) {
+        Deltaslice__Job *m = &ms->job_msgs[i];
+        deltaslice__job__init(m);
+        if (i >= ms->seg_first) {
+            m->n_exec_ids = (size_t)ms->pj.job[i].n_exec;
+            m->exec_ids = ms->pj.job[i].exec_ids;
+            m->n_out_ids = (size_t)ms->pj.job[i].n_out;
+            m->out_ids = ms->pj.job[i].out_ids;
+        }
+        ms->jobs[i] = m;
+    }
+}
+
+/* The planner's current plan over every worker, its jobs and the workers'
+ * heartbeat deadlines (their predicted stage times). */
+static int use_plan(master *ms, ds_error *err)
+{
+    const ds_plan *cur = &ms->planner.current;
+    int last_layer = ms->model.n_layers - 1;
+    ms->full_plan.n_workers = ms->n_workers;
+    for (int i = 0; i < ms->n_workers; i++)
+        ms->full_plan.cut[i] = i < ms->seg_first ? 0
+                               : i > ms->seg_last ? last_layer
+                                                  : cur->cut[i - ms->seg_first];
+    ds_plan_jobs_free(&ms->pj);
+    if (ds_plan_jobs_make(&ms->model, &ms->full_plan, &ms->pj, err))
+        return -1;
+    job_messages(ms);
+    ms->plan_changes++;
+    pthread_mutex_lock(&ms->lock);
+    for (int i = ms->seg_first; i <= ms->seg_last; i++) {
+        double stage = 0;
+        for (int k = 0; k < ms->pj.job[i].n_exec; k++)
+            stage += ms->link[i].costs[ms->pj.job[i].exec_ids[k]];
+        ms->link[i].heartbeat = fmax(MIN_DEADLINE_S, DEADLINE_FACTOR * stage);
+    }
+    pthread_mutex_unlock(&ms->lock);
+    return 0;
+}
+
+/* A new planner for workers first..last from frame `from` on (first < 0:
+ * none, frames are computed locally or wait). */
+static int use_segment(master *ms, int first, int last, int from, ds_error *err)
+{
+    if (ms->planner_ready)
+        ds_planner_free(&ms->planner);
+    ms->planner_ready = 0;
+    ms->seg_first = first;
+    ms->seg_last = last;
+    if (first < 0)
+        return 0;
+    if (segment_planner(ms, first, last, ms->n_frames - from, &ms->seg_cfg, &ms->planner, err))
+        return -1;
+    ms->planner_ready = 1;
+    ms->plan_base = from;
+    int changed;
+    if (ds_planner_plan(&ms->planner, 0, NULL, &changed, err))
+        return -1;
+    return use_plan(ms, err);
+}
+
+/* -------------------------------------------------------------- sending */
+
+/* Frame f of the run (the clip loops) into fr->frame, u8 NCHW. */
+static int read_frame(master *ms, int f, frame_rec *fr, ds_error *err)
+{
+    ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_START);
+    int r = ds_video_read(ms->video, &ms->hwc, err);
+    if (r == 0) { /* loop the clip */
+        if (ds_video_rewind(ms->video, err) == 0)
+            r = ds_video_read(ms->video, &ms->hwc, err);
+        if (r == 0)
+            ds_errorf(err, "%s: no frame after rewinding", ms->cfg->video_path);
+    }
+    if (r != 1 || ds_frame_u8_hwc_to_nchw(&ms->hwc, &fr->frame, err))
+        return -1;
+    ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_FINISH);
+    return 0;
+}
+
+/* The plan for frame f, from the input's change since the previous frame;
+ * the segment's first frame was planned when the segment was chosen. */
+static int plan_frame(master *ms, int f, const frame_rec *fr, ds_error *err)
+{
+    ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_START);
+    int changed = 0;
+    if (f > 0)
+        ds_input_change(&ms->prev_frame, &fr->frame, ms->input_frac);
+    if (ds_tensor_copy(&ms->prev_frame, &fr->frame, err))
+        return -1;
+    if (ms->planner_ready && f > ms->plan_base &&
+        (ds_planner_plan(&ms->planner, f - ms->plan_base, ms->input_frac, &changed, err) ||
+         (changed && use_plan(ms, err))))
+        return -1;
+    ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_FINISH);
+    return 0;
+}
+
+/* Encodes frame f against the first worker's copy and submits it there;
+ * *code is the call's status. */
+static int submit_frame(master *ms, int f, const ds_tensor *u8, uint32_t epoch, int *code,
+                        ds_error *err)
+{
+    *code = DS_RPC_INTERNAL;
+    ds_dif_key key = {ms->session_id, epoch, ms->planner.plan_id};
+    ds_trace_event(ms->trace, (uint64_t)f, "encode", DS_TRACE_START);
+    ms->payload.len = 0;
+    ds_dif_cache_use(&ms->cache, key); /* a new plan or epoch starts in full */
+    if (ds_dif_send(&ms->cache, 0, u8, &ms->codec, &ms->payload, err))
+        return -1;
+    ds_trace_event(ms->trace, (uint64_t)f, "encode", DS_TRACE_FINISH);
+    Deltaslice__FrameRequest fr = DELTASLICE__FRAME_REQUEST__INIT;
+    ProtobufCBinaryData input = {ms->payload.len, ms->payload.data};
+    fr.frame_id = (uint64_t)f;
+    fr.n_jobs = (size_t)ms->n_workers;
+    fr.jobs = ms->jobs;
+    fr.n_inputs = 1;
+    fr.inputs = &input;
+    fr.dif = ms->cfg->mode == DS_MODE_DIF;
+    fr.plan_id = key.plan;
+    fr.check = ms->cfg->check;
+    fr.master_send_us = ds_wall_us();
+    fr.session_id = key.session;
+    fr.epoch = key.epoch;
+    fr.first_worker = (uint32_t)ms->seg_first;
+    if (ds_rpc_pack(&fr.base, &ms->req, err))
+        return -1;
+    /* Submit returns once queued: a longer call means a hung worker. */
+    double mbps = ms->cfg->master.bandwidth[0];
+    double deadline = 2.0 + 3.0 * (double)ms->req.len / (mbps * 1e6);
+    ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_START);
+    int rc = ds_rpc_call_unary(ms->link[ms->seg_first].ch, DS_RPC_WORKER_SUBMIT, ms->req.data,
+                               ms->req.len, deadline, &ms->resp, code, err);
+    ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_FINISH);
+    return rc;
+}
+
+/* Sends frame f (in flight) in the current epoch: to the segment's first
+ * worker, or computed here when there is none.  A frame that cannot be
+ * sent stays in flight for the recovery; one sent MAX_SENDS times fails. */
+static void send_frame(master *ms, int f)
+{
+    frame_rec *fr = &ms->frames[f];
+    pthread_mutex_lock(&ms->lock);
+    if (fr->sends == MAX_SENDS) {
+        char why[DS_ERROR_MAX + 64];
+        snprintf(why, sizeof why, "given up after %d sends; last: %s", MAX_SENDS,
+                 fr->error ? fr->error : "no result in time");
+        fail_frame(ms, f, why);
+        pthread_mutex_unlock(&ms->lock);
+        return;
+    }
+    fr->epoch = ms->epoch;
+    fr->sent = ds_now();
+    if (fr->sends++ == 0)
+        fr->first_sent = fr->sent;
+    else
+        ms->resent++;
+    pthread_mutex_unlock(&ms->lock);
+    ds_error err;
+    int code = DS_RPC_OK;
+    int rc = ms->seg_first < 0 ? compute_locally(ms, f, fr, &err)
+                               : submit_frame(ms, f, &fr->frame, fr->epoch, &code, &err);
+    if (rc == 0)
+        return;
+    /* Gone, hung or restarted; ABORTED: its epoch broke (a recovery will
+     * follow), CANCELLED: interrupted. */
+    if (ms->seg_first >= 0 && (code == DS_RPC_UNAVAILABLE || code == DS_RPC_DEADLINE_EXCEEDED ||
+                               code == DS_RPC_FAILED_PRECONDITION))
+        ds_master_lose(ms, ms->seg_first, err.msg);
+    pthread_mutex_lock(&ms->lock);
+    free(fr->error);
+    fr->error = strdup(err.msg);
+    ms->recover = ms->recover_broken = 1; /* the send cache moved on */
+    pthread_mutex_unlock(&ms->lock);
+}
+
+/* ------------------------------------------------------------- recovery */
+
+/* "w0..w2" or "the master" into buf. */
+static const char *segment_str(const master *ms, char *buf, size_t len)
+{
+    if (ms->seg_first < 0)
+        snprintf(buf, len, "the master");
+    else
+        snprintf(buf, len, "w%d..w%d", ms->seg_first, ms->seg_last);
+    return buf;
+}
+
+/* After a loss, a return, a failed frame or a late one: re-plans on the
+ * workers up now, and when that or the caches' state asks for it, starts a
+ * new epoch and re-sends every frame in flight, oldest first. */
+static int recover(master *ms, ds_error *err)
+{
+    int up[DS_MAX_WORKERS];
+    pthread_mutex_lock(&ms->lock);
+    int broken = ms->recover_broken;
+    ms->recover = ms->recover_broken = 0;
+    for (int i = 0; i < ms->n_workers; i++)
+        up[i] = ms->link[i].up;
+    pthread_mutex_unlock(&ms->lock);
+    int first, last;
+    if (best_segment(ms, up, &first, &last, err))
+        return -1;
+    if (!broken && first == ms->seg_first && last == ms->seg_last)
+        return 0; /* a worker came back, but the plan in use predicts better */
+    pthread_mutex_lock(&ms->lock);
+    ms->epoch++;
+    ms->epochs++;
+    pthread_mutex_unlock(&ms->lock);
+    if (use_segment(ms, first, last, ms->next_frame, err))
+        return -1;
+    char seg[32], plan[256];
+    if (first < 0 && !ms->cfg->master.no_workers_wait)
+        ds_log_warn("no worker left: computing on the master");
+    else if (first < 0)
+        ds_log_warn("no worker left: waiting for one to come back");
+    else
+        ds_log_info("epoch %u: plan %s on %s", ms->epoch,
+                    ds_plan_str(&ms->full_plan, plan, sizeof plan), segment_str(ms, seg, sizeof seg));
+    pthread_mutex_lock(&ms->lock);
+    int from = oldest(ms);
+    pthread_mutex_unlock(&ms->lock);
+    for (int f = from; f < ms->next_frame && !(first < 0 && ms->cfg->master.no_workers_wait); f++) {
+        pthread_mutex_lock(&ms->lock);
+        int again = ms->frames[f].state == FRAME_IN_FLIGHT && !ms->recover;
+        pthread_mutex_unlock(&ms->lock);
+        if (!again)
             continue;
+        ds_trace_event(ms->trace, (uint64_t)f, "resend", DS_TRACE_START);
+        send_frame(ms, f);
+        ds_trace_event(ms->trace, (uint64_t)f, "resend", DS_TRACE_FINISH);
+    }
+    return 0;
+}
+
+/* The deadline of a frame's result: max(1 s, 5x the predicted latency) plus
+ * a full input's transfer (an epoch's first frame travels in full). */
+static double frame_deadline(const master *ms)
+{
+    if (ms->seg_first < 0)
+        return INFINITY;
+    double full = 3.0 * ms->rows * ms->cols / (ms->cfg->master.bandwidth[0] * 1e6);
+    return fmax(MIN_DEADLINE_S, DEADLINE_FACTOR * ms->planner.predicted.mean_latency) + full;
+}
+
+/* Asks for a recovery when a frame in flight is overdue (lock held). */
+static void check_overdue(master *ms, double deadline)
+{
+    double now = ds_now();
+    for (int f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
+        frame_rec *fr = &ms->frames[f];
+        if (fr->state != FRAME_IN_FLIGHT || now - fr->sent <= deadline)
+            continue;
+        ds_log_warn("frame %d: no result %.1f s after it was sent (deadline %.1f s)", f,
+                    now - fr->sent, deadline);
+        free(fr->error);
+        fr->error = strdup("no result by its deadline");
+        ms->recover = ms->recover_broken = 1;
+    }
+}
+
+enum wait_end { WAIT_DONE, WAIT_INTERRUPTED, WAIT_FAILED };
+
+/* Waits until at most `limit` frames are in flight and, to send one more,
+ * until a frame may be sent (a worker is usable, or frames are computed
+ * here), recovering from faults on the way; honours SIGINT/SIGTERM within
+ * 0.1 s. */
+static enum wait_end wait_slot(master *ms, int limit, int to_send)
+{
+    double deadline = frame_deadline(ms);
+    pthread_mutex_lock(&ms->lock);
+    for (;;) {
+        if (ms->interrupted)
+            break;
+        check_overdue(ms, deadline);
+        if (ms->recover) {
+            pthread_mutex_unlock(&ms->lock);
+            ds_error err;
+            if (recover(ms, &err)) {
+                ds_log_error("recovery: %s", err.msg);
+                return WAIT_FAILED;
+            }
+            deadline = frame_deadline(ms);
+            pthread_mutex_lock(&ms->lock);
+            continue;
+        }
+        int stalled = to_send && ms->seg_first < 0 && ms->cfg->master.no_workers_wait;
+        if (ms->in_flight <= limit && !stalled)
+            break;
+        struct timespec until = ds_deadline(0.1);
+        pthread_cond_timedwait(&ms->changed, &ms->lock, &until);
+    }
+    int interrupted = ms->interrupted;
+    pthread_mutex_unlock(&ms->lock);
+    return interrupted ? WAIT_INTERRUPTED : WAIT_DONE;
+}
+
+/* Reads, plans and sends the frames, at most pd_num in flight (0: no
+ * limit), every itv_time seconds.  1 when interrupted, -1 on a failure of
+ * the master itself. */
+static int master_send(master *ms)
+{
+    const ds_config *cfg = ms->cfg;
+    int limit = cfg->master.pd_num ? cfg->master.pd_num - 1 : INT_MAX;
+    ms->t_start = ds_now();
+    for (int f = 0; f < ms->n_frames; f++) {
+        enum wait_end end = wait_slot(ms, limit, 1);
+        if (end != WAIT_DONE)
+            return end == WAIT_INTERRUPTED ? 1 : -1;
+        frame_rec *fr = &ms->frames[f];
+        ds_error err;
+        if (read_frame(ms, f, fr, &err) || plan_frame(ms, f, fr, &err)) {
+            ds_log_error("frame %d: %s", f, err.msg);
+            return -1;
         }
         pthread_mutex_lock(&ms->lock);
-        int stop = ms->stop;
+        fr->state = FRAME_IN_FLIGHT;
+        ms->in_flight++;
+        ms->next_frame = f + 1;
         pthread_mutex_unlock(&ms->lock);
-        if (rc == DS_RPC_TIMEOUT && !stop)
-            continue;
-        if (!stop) {
-            ds_log_error("result stream of w%d ended: %s", w, rc == 0 ? "closed by the worker" : err.msg);
+        ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_START);
+        send_frame(ms, f);
+        if (cfg->master.itv_time > 0) {
             pthread_mutex_lock(&ms->lock);
-            ms->stop = STOP_FAILED;
-            pthread_cond_broadcast(&ms->changed);
+            struct timespec until = ds_deadline(cfg->master.itv_time);
+            while (!ms->interrupted && pthread_cond_timedwait(&ms->changed, &ms->lock, &until) == 0) {
+            }
             pthread_mutex_unlock(&ms->lock);
         }
-        break;
-    }
-    ds_buf_free(&msg);
-    return NULL;
-}
-
-/* -------------------------------------------------------------- set-up */
-
-static int connect_workers(master *ms, ds_error *err)
-{
-    const ds_config *cfg = ms->cfg;
-    for (int i = 0; i < ms->n_workers; i++) {
-        char peer[16];
-        snprintf(peer, sizeof peer, "w%d", i);
-        ms->ch[i] = ds_rpc_channel_new(peer, cfg->route_master_worker[i], cfg->max_message_bytes, err);
-        if (!ms->ch[i] || ds_rpc_wait_ready(ms->ch[i], CONNECT_TIMEOUT_S, err))
-            return -1;
-    }
-    /* Clock offsets for aligning traces: peer = master + offset. */
-    for (int i = 0; i < ms->n_workers; i++) {
-        int64_t offset, rtt;
-        ds_error probe_err; /* no offset: the trace goes unaligned */
-        if (ds_rpc_call_clock(ms->ch[i], DS_RPC_WORKER_CLOCK, CLOCK_PROBES, &offset, &rtt,
-                              &probe_err) == 0) {
-            char name[24];
-            snprintf(name, sizeof name, "worker%d", i);
-            ds_trace_clock(ms->trace, name, offset, rtt);
-        }
-    }
-    for (int i = 0; i < ms->n_workers; i++)
-        if (!(ms->reader[i] = ds_rpc_open_results(ms->ch[i], err)))
-            return -1;
-    return 0;
-}
-
-/* Asks every worker for its layer costs; costs[i] gets worker i's. */
-static int fetch_costs(master *ms, double **costs, ds_error *err)
-{
-    for (int i = 0; i < ms->n_workers; i++) {
-        ds_rpc_costs c;
-        if (ds_rpc_call_costs(ms->ch[i], ms->model.hash, ms->rows, ms->cols,
-                              (size_t)ms->model.n_layers, CONNECT_TIMEOUT_S, &c, err))
-            return -1;
-        costs[i] = c.seconds;
-        double total = 0;
-        for (int l = 0; l < ms->model.n_layers; l++)
-            total += c.seconds[l];
-        ds_log_info("w%d (%s, %u thread%s): %.1f ms per frame", i, c.host, c.threads,
-                c.threads == 1 ? "" : "s", total * 1e3);
     }
     return 0;
 }
 
-/* The trainer's predictors for this model, video and frame size. */
-static ds_predictors *fetch_predictors(master *ms, ds_error *err)
-{
-    const ds_config *cfg = ms->cfg;
-    ds_rpc_channel *ch = ds_rpc_channel_new("trainer", cfg->route_master_trainer, cfg->max_message_bytes, err);
-    if (!ch || ds_rpc_wait_ready(ch, CONNECT_TIMEOUT_S, err)) {
-        ds_rpc_channel_free(ch);
-        return NULL;
-    }
-    ds_buf blob = {0};
-    ds_predictors *pred = NULL;
-    if (ds_rpc_call_predictors(ch, ms->model.hash, cfg->video_path, ms->rows, ms->cols,
-                               (uint32_t)cfg->trainer.frame_num, 3600, &blob, err) == 0 &&
-        ds_predictors_decode(blob.data, blob.len, &ms->model, &pred, err))
-        ds_error_prefix(err, "trainer Predictors");
-    ds_buf_free(&blob);
-    ds_rpc_channel_free(ch);
-    return pred;
-}
+/* ------------------------------------------------------------- summary */
 
-/* Job messages of a plan (pointing into pj). */
-static void job_messages(const ds_plan_jobs *pj, int n_workers, Deltaslice__Job *msgs, Deltaslice__Job **jobs)
+static void print_latency(const master *ms)
 {
-    for (int i = 0; i < n_workers; i++) {
-        deltaslice__job__init(&msgs[i]);
-        msgs[i].n_exec_ids = (size_t)pj->job[i].n_exec;
-        msgs[i].exec_ids = pj->job[i].exec_ids;
-        msgs[i].n_out_ids = (size_t)pj->job[i].n_out;
-        msgs[i].out_ids = pj->job[i].out_ids;
-        jobs[i] = &msgs[i];
-    }
-}
-
-/* -------------------------------------------------------------- summary */
-
-static void print_summary(master *ms)
-{
-    const ds_config *cfg = ms->cfg;
-    const ds_planner *pl = &ms->planner;
-    double elapsed = ms->elapsed;
-    char plan_text[256];
-    printf("model: %s %dx%d, mode %s, scheduler %s, plan %s\n", ms->model.name, ms->rows, ms->cols,
-           ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler),
-           ds_plan_str(&pl->current, plan_text, sizeof plan_text));
-    printf("plans: %d used, predicted %.4f s per frame%s\n", ms->plan_changes,
-           ds_planner_predicted_per_frame(&ms->planner, ms->n_frames),
-           pl->pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: full tensor sizes)");
-    int lost = ms->n_frames - ms->finished - ms->failed;
-    printf("frames: %d finished, %d failed, %d lost (of %d)\n", ms->finished, ms->failed, lost, ms->n_frames);
     double *lat = malloc(sizeof(double) * (size_t)(ms->n_frames ? ms->n_frames : 1));
     int n = 0;
     double sum = 0;
@@ -434,6 +760,28 @@ static void print_summary(master *ms)
                quantile(lat, n, 0.5), quantile(lat, n, 0.95), lat[n - 1]);
     }
     free(lat);
+}
+
+static void print_summary(master *ms)
+{
+    const ds_config *cfg = ms->cfg;
+    double elapsed = ms->elapsed;
+    char plan_text[256] = "none", seg[32];
+    if (ms->planner_ready)
+        ds_plan_str(&ms->full_plan, plan_text, sizeof plan_text);
+    printf("model: %s %dx%d, mode %s, scheduler %s, plan %s on %s\n", ms->model.name, ms->rows,
+           ms->cols, ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler), plan_text,
+           segment_str(ms, seg, sizeof seg));
+    if (ms->planner_ready)
+        printf("plans: %d used, predicted %.4f s per frame%s\n", ms->plan_changes,
+               ds_planner_predicted_per_frame(&ms->planner, ms->n_frames - ms->plan_base),
+               ms->planner.pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: full tensor sizes)");
+    int not_sent = ms->n_frames - ms->finished - ms->failed;
+    printf("frames: %d finished, %d failed, %d not sent (of %d), %d re-sent\n", ms->finished,
+           ms->failed, not_sent, ms->n_frames, ms->resent);
+    printf("faults: %d worker losses, %d taken back, %d epochs, %d frames computed on the master\n",
+           ms->losses, ms->taken_back, ms->epochs, ms->local);
+    print_latency(ms);
     printf("throughput: %.2f frames/s (%d frames in %.2f s)\n", elapsed > 0 ? ms->finished / elapsed : 0,
            ms->finished, elapsed);
     for (int i = 0; i < ms->n_links; i++)
@@ -455,6 +803,32 @@ static void print_summary(master *ms)
     fflush(stdout);
 }
 
+/* Waits for the frames in flight (unless interrupted: they fail), stops the
+ * watch and prints the summary.  Returns the exit status: 0 when every
+ * frame finished (and passed the check). */
+static int master_drain(master *ms, int sent)
+{
+    const ds_config *cfg = ms->cfg;
+    if (sent == 0 && wait_slot(ms, 0, 0) != WAIT_DONE)
+        sent = 1;
+    ms->elapsed = ds_now() - ms->t_start;
+    ds_master_watch_stop(ms);
+    pthread_mutex_lock(&ms->lock);
+    for (int f = ms->low; f < ms->next_frame; f++)
+        if (ms->frames[f].state == FRAME_IN_FLIGHT)
+            fail_frame(ms, f, ms->interrupted ? "interrupted before its result came"
+                                              : "the master stopped before its result came");
+    pthread_mutex_unlock(&ms->lock);
+    if (ms->interrupted)
+        ds_log_warn("interrupted");
+    print_summary(ms);
+    if (cfg->check && ms->check_max_rel > CHECK_TOLERANCE)
+        ds_log_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
+    int all_checked = !cfg->check || (ms->checked == ms->n_frames &&
+                                      ms->check_max_rel <= CHECK_TOLERANCE);
+    return ms->finished == ms->n_frames && all_checked ? 0 : 1;
+}
+
 /* ------------------------------------------------------------- opening */
 
 /* Trace, model, clip (its frame size sets the model's input) and the
@@ -471,58 +845,46 @@ static int open_input(master *ms, ds_error *err)
     if (ds_model_set_input(&ms->model, 1, 3, ms->rows, ms->cols, err) ||
         ds_dif_cache_init(&ms->cache, ms->model.n_layers, err))
         return -1;
+    if (ms->model.layers[0].out_shape.dims[1] > DS_PLANNER_MAX_INPUT)
+        return ds_errorf(err, "%s: the network input has %lld channels; frames have 3",
+                         ms->model.name, (long long)ms->model.layers[0].out_shape.dims[1]);
     ds_log_info("%s (%d layers), video %s at %dx%d, %d workers, mode %s", ms->model.name,
             ms->model.n_layers, cfg->video_path, ms->rows, ms->cols, ms->n_workers,
             ds_mode_name(cfg->mode));
     return 0;
 }
 
-/* The local full inference that checks the workers' results. */
-static int open_check(master *ms, ds_error *err)
+/* The trainer's predictors for this model, video and frame size, kept as
+ * their portable blob (each segment's planner decodes its own copy).  The
+ * trainer is needed for nothing else. */
+static int fetch_predictors(master *ms, ds_error *err)
 {
-    if (!ms->cfg->check)
-        return 0;
-    ms->check_exec = ds_executor_new(&ms->model, DS_BACKEND_XNNPACK, ms->cfg->master.threads, err);
-    if (!ms->check_exec)
-        return -1;
-    ms->check_out = calloc((size_t)ms->model.n_outputs, sizeof *ms->check_out);
-    if (!ms->check_out)
-        return ds_errorf(err, "out of memory");
-    return ds_dif_cache_init(&ms->check_cache, ms->model.n_layers, err);
-}
-
-/* The workers' costs, the trainer's predictors when the scheduler needs
- * them, and the planner on top. */
-static int open_planner(master *ms, ds_error *err)
-{
-    double *costs[DS_MAX_WORKERS] = {0};
-    ds_predictors *pred = NULL;
+    const ds_config *cfg = ms->cfg;
+    ds_rpc_channel *ch = ds_rpc_channel_new("trainer", cfg->route_master_trainer, cfg->max_message_bytes, err);
     int rc = -1;
-    if (fetch_costs(ms, costs, err) == 0 &&
-        (!ds_config_needs_trainer(ms->cfg) || (pred = fetch_predictors(ms, err))) &&
-        ds_planner_init(&ms->planner, ms->cfg, &ms->model, costs, pred, ds_slowest_link_compress(ms->cfg), err) == 0) {
-        ms->planner_ready = 1;
-        rc = 0;
+    ds_predictors *pred = NULL;
+    if (ch && ds_rpc_wait_ready(ch, cfg->master.connect_timeout, err) == 0 &&
+        ds_rpc_call_predictors(ch, ms->model.hash, cfg->video_path, ms->rows, ms->cols,
+                               (uint32_t)cfg->trainer.frame_num, 3600, &ms->pred_blob, err) == 0) {
+        if (ds_predictors_decode(ms->pred_blob.data, ms->pred_blob.len, &ms->model, &pred, err))
+            ds_error_prefix(err, "trainer Predictors");
+        else
+            rc = 0;
     }
-    for (int i = 0; i < ms->n_workers; i++) /* those the planner did not take */
-        free(costs[i]);
+    ds_predictors_free(pred);
+    ds_rpc_channel_free(ch);
+    if (rc == 0)
+        ds_log_info("predictors received from the trainer");
     return rc;
 }
 
-static int start_readers(master *ms, ds_error *err)
+/* A session id no other master shares: random, never 0. */
+static uint64_t new_session_id(void)
 {
-    for (int i = 0; i < ms->n_workers; i++) {
-        reader_arg *ra = malloc(sizeof *ra);
-        if (!ra)
-            return ds_errorf(err, "out of memory");
-        *ra = (reader_arg){ms, i};
-        if (pthread_create(&ms->reader_th[i], NULL, reader_thread, ra)) {
-            free(ra);
-            return ds_errorf(err, "cannot start a reader thread");
-        }
-        ms->reader_started[i] = 1;
-    }
-    return 0;
+    uint64_t id = 0;
+    if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
+        id = (uint64_t)ds_wall_us() ^ ((uint64_t)getpid() << 40);
+    return id ? id : 1;
 }
 
 /* Everything up to the first frame; logs why it failed. */
@@ -530,19 +892,10 @@ static int master_open(master *ms)
 {
     const ds_config *cfg = ms->cfg;
     ds_error err;
-    if (open_input(ms, &err) || open_check(ms, &err)) {
-        ds_log_error("%s", err.msg);
-        return -1;
-    }
-    if (ms->model.layers[0].out_shape.dims[1] > DS_PLANNER_MAX_INPUT) {
-        ds_log_error("%s: the network input has %lld channels; frames have 3", ms->model.name,
-                 (long long)ms->model.layers[0].out_shape.dims[1]);
-        return -1;
-    }
-    if (connect_workers(ms, &err) || open_planner(ms, &err) || start_readers(ms, &err)) {
-        ds_log_error("%s", err.msg);
-        return -1;
-    }
+    ms->session_id = new_session_id();
+    ms->epoch = 1;
+    ms->epochs = 1;
+    ms->seg_first = ms->seg_last = -1;
     ms->frames = calloc((size_t)cfg->master.ifr_num, sizeof *ms->frames);
     if (!ms->frames) {
         ds_log_error("out of memory");
@@ -550,217 +903,36 @@ static int master_open(master *ms)
     }
     ms->n_frames = cfg->master.ifr_num;
     ms->codec = ds_link_codec(cfg, cfg->master.bandwidth[0]);
-    return 0;
-}
-
-/* ------------------------------------------------------------- sending */
-
-enum wait_end { WAIT_DONE, WAIT_STOPPED, WAIT_INTERRUPTED };
-
-/* Waits until at most `limit` frames are in flight.  Gives up when the run
- * stops (a worker is gone), when no frame finished for IDLE_TIMEOUT_S (the
- * run stops) or on SIGINT/SIGTERM; looks at all three every second. */
-static enum wait_end wait_in_flight(master *ms, int limit)
-{
-    int interrupted = 0;
-    pthread_mutex_lock(&ms->lock);
-    while (ms->in_flight > limit && !ms->stop && !interrupted) {
-        struct timespec until = ds_deadline(1.0);
-        pthread_cond_timedwait(&ms->changed, &ms->lock, &until);
-        if (ds_now() - ms->last_report > IDLE_TIMEOUT_S) {
-            ds_log_error("no frame finished for %.0f s; giving up", IDLE_TIMEOUT_S);
-            ms->stop = STOP_FAILED;
-            break;
-        }
-        pthread_mutex_unlock(&ms->lock);
-        interrupted = ds_signals_wait(0);
-        pthread_mutex_lock(&ms->lock);
-    }
-    int stopped = ms->stop != STOP_NONE;
-    pthread_mutex_unlock(&ms->lock);
-    return stopped ? WAIT_STOPPED : interrupted ? WAIT_INTERRUPTED : WAIT_DONE;
-}
-
-/* Frame f of the run (the clip loops) into fr->frame, u8 NCHW. */
-static int read_frame(master *ms, int f, frame_rec *fr, ds_error *err)
-{
-    ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_START);
-    int r = ds_video_read(ms->video, &ms->hwc, err);
-    if (r == 0) { /* loop the clip */
-        if (ds_video_rewind(ms->video, err) == 0)
-            r = ds_video_read(ms->video, &ms->hwc, err);
-        if (r == 0)
-            ds_errorf(err, "%s: no frame after rewinding", ms->cfg->video_path);
-    }
-    if (r != 1 || ds_frame_u8_hwc_to_nchw(&ms->hwc, &fr->frame, err))
-        return -1;
-    ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_FINISH);
-    return 0;
-}
-
-/* The plan for frame f, from the input's change since the previous frame;
- * a new plan gets its job messages. */
-static int plan_frame(master *ms, int f, const frame_rec *fr, ds_error *err)
-{
-    ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_START);
-    int changed = 0;
-    if (f > 0)
-        ds_input_change(&ms->prev_frame, &fr->frame, ms->input_frac);
-    if (ds_planner_plan(&ms->planner, f, f > 0 ? ms->input_frac : NULL, &changed, err) ||
-        ds_tensor_copy(&ms->prev_frame, &fr->frame, err))
-        return -1;
-    if (changed) {
-        ds_plan_jobs_free(&ms->pj);
-        if (ds_plan_jobs_make(&ms->model, &ms->planner.current, &ms->pj, err))
-            return -1;
-        job_messages(&ms->pj, ms->n_workers, ms->job_msgs, ms->jobs);
-        ms->plan_changes++;
-    }
-    ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_FINISH);
-    return 0;
-}
-
-/* Encodes frame f against w0's copy and submits it to w0. */
-static int submit_frame(master *ms, int f, const ds_tensor *u8, ds_error *err)
-{
-    uint32_t plan_id = ms->planner.plan_id;
-    ds_trace_event(ms->trace, (uint64_t)f, "encode", DS_TRACE_START);
-    ms->payload.len = 0;
-    ds_dif_cache_use_plan(&ms->cache, plan_id); /* a new plan starts in full */
-    if (ds_dif_send(&ms->cache, 0, u8, &ms->codec, &ms->payload, err))
-        return -1;
-    ds_trace_event(ms->trace, (uint64_t)f, "encode", DS_TRACE_FINISH);
-    Deltaslice__FrameRequest fr = DELTASLICE__FRAME_REQUEST__INIT;
-    ProtobufCBinaryData input = {ms->payload.len, ms->payload.data};
-    fr.frame_id = (uint64_t)f;
-    fr.n_jobs = (size_t)ms->n_workers;
-    fr.jobs = ms->jobs;
-    fr.n_inputs = 1;
-    fr.inputs = &input;
-    fr.dif = ms->cfg->mode == DS_MODE_DIF;
-    fr.plan_id = plan_id;
-    fr.check = ms->cfg->check;
-    fr.master_send_us = ds_wall_us();
-    if (ds_rpc_pack(&fr.base, &ms->req, err))
-        return -1;
-    ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_START);
-    int rc = ds_rpc_call_submit(ms->ch[0], &ms->req, 60, &ms->resp, err);
-    ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_FINISH);
-    return rc;
-}
-
-/* Puts frame f in flight; a frame that cannot be sent fails. */
-static int send_frame(master *ms, int f, frame_rec *fr)
-{
-    pthread_mutex_lock(&ms->lock);
-    fr->state = FRAME_IN_FLIGHT;
-    fr->sent = ds_now();
-    ms->in_flight++;
-    pthread_mutex_unlock(&ms->lock);
-    ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_START);
-    ds_error err;
-    if (submit_frame(ms, f, &fr->frame, &err)) {
-        pthread_mutex_lock(&ms->lock);
-        if (fr->state == FRAME_IN_FLIGHT) {
-            fr->state = FRAME_FAILED;
-            fr->error = strdup(err.msg);
-            ms->failed++;
-            ms->in_flight--;
-        }
-        pthread_mutex_unlock(&ms->lock);
-        ds_log_error("frame %d: %s", f, err.msg);
+    if (open_input(ms, &err) || ds_master_signals_start(ms, &err) || ds_master_connect(ms, &err) ||
+        (ds_config_needs_trainer(cfg) && fetch_predictors(ms, &err))) {
+        ds_log_error("%s", err.msg);
         return -1;
     }
-    if (!ms->cfg->check) { /* the frame is kept only to check the result */
-        pthread_mutex_lock(&ms->lock);
-        ds_tensor_free(&fr->frame);
-        pthread_mutex_unlock(&ms->lock);
+    int up[DS_MAX_WORKERS], first, last;
+    for (int i = 0; i < ms->n_workers; i++)
+        up[i] = ms->link[i].up;
+    char seg[32], plan[256];
+    if (best_segment(ms, up, &first, &last, &err) || use_segment(ms, first, last, 0, &err) ||
+        ds_master_watch_start(ms, &err)) {
+        ds_log_error("%s", err.msg);
+        return -1;
     }
-    return 0;
-}
-
-/* Reads, plans and sends the frames, at most pd_num in flight (0: no
- * limit), every itv_time seconds.  Stops at the first frame that fails
- * (the chain's caches are out of step then).  1 when interrupted. */
-static int master_send(master *ms)
-{
-    const ds_config *cfg = ms->cfg;
-    int limit = cfg->master.pd_num ? cfg->master.pd_num - 1 : INT_MAX;
-    pthread_mutex_lock(&ms->lock);
-    ms->t_start = ms->last_report = ds_now();
-    pthread_mutex_unlock(&ms->lock);
-    for (int f = 0; f < ms->n_frames; f++) {
-        enum wait_end end = wait_in_flight(ms, limit);
-        if (end == WAIT_STOPPED)
-            return 0;
-        if (end == WAIT_INTERRUPTED || ds_signals_wait(0))
-            return 1;
-        frame_rec *fr = &ms->frames[f];
-        ds_error err;
-        if (read_frame(ms, f, fr, &err)) {
-            ds_log_error("%s", err.msg);
-            return 0;
-        }
-        if (plan_frame(ms, f, fr, &err)) {
-            ds_log_error("frame %d: %s", f, err.msg);
-            return 0;
-        }
-        if (send_frame(ms, f, fr))
-            return 0;
-        if (cfg->master.itv_time > 0 && ds_signals_wait(cfg->master.itv_time))
-            return 1;
-    }
+    ds_log_info("session %016llx, epoch 1: plan %s on %s", (unsigned long long)ms->session_id,
+                ms->planner_ready ? ds_plan_str(&ms->full_plan, plan, sizeof plan) : "none",
+                segment_str(ms, seg, sizeof seg));
     return 0;
 }
 
 /* ------------------------------------------------------------- closing */
 
-/* Ends the run for the reader threads and joins them (cancelling a stream
- * wakes its reader).  Idempotent. */
-static void stop_readers(master *ms)
-{
-    pthread_mutex_lock(&ms->lock);
-    if (ms->stop == STOP_NONE)
-        ms->stop = STOP_DONE;
-    pthread_mutex_unlock(&ms->lock);
-    for (int i = 0; i < ms->n_workers; i++)
-        if (ms->reader[i])
-            ds_rpc_reader_cancel(ms->reader[i]);
-    for (int i = 0; i < ms->n_workers; i++)
-        if (ms->reader_started[i]) {
-            pthread_join(ms->reader_th[i], NULL);
-            ms->reader_started[i] = 0;
-        }
-}
-
-/* Waits for the frames in flight (unless interrupted), stops the readers
- * and prints the summary.  Returns the exit status: 0 when every frame
- * finished (and passed the check). */
-static int master_drain(master *ms, int interrupted)
-{
-    const ds_config *cfg = ms->cfg;
-    if (!interrupted)
-        interrupted = wait_in_flight(ms, 0) == WAIT_INTERRUPTED;
-    ms->elapsed = ds_now() - ms->t_start;
-    if (interrupted)
-        ds_log_warn("interrupted");
-    stop_readers(ms);
-    print_summary(ms);
-    if (cfg->check && ms->check_max_rel > CHECK_TOLERANCE)
-        ds_log_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
-    int all_checked = !cfg->check || (ms->checked == ms->n_frames &&
-                                      ms->check_max_rel <= CHECK_TOLERANCE);
-    return ms->finished == ms->n_frames && all_checked ? 0 : 1;
-}
-
 static void master_close(master *ms)
 {
-    stop_readers(ms);
+    ds_master_watch_stop(ms);
     for (int i = 0; i < ms->n_workers; i++) {
-        ds_rpc_reader_free(ms->reader[i]);
-        ds_rpc_channel_free(ms->ch[i]);
+        ds_rpc_channel_free(ms->link[i].ch);
+        free(ms->link[i].costs);
     }
-    for (int i = 0; i < ms->n_frames; i++) {
+    for (int i = 0; ms->frames && i < ms->n_frames; i++) {
         ds_tensor_free(&ms->frames[i].frame);
         free(ms->frames[i].error);
     }
@@ -770,6 +942,7 @@ static void master_close(master *ms)
     ds_plan_jobs_free(&ms->pj);
     if (ms->planner_ready)
         ds_planner_free(&ms->planner);
+    ds_buf_free(&ms->pred_blob);
     ds_tensor_free(&ms->prev_frame);
     ds_dif_cache_free(&ms->cache);
     ds_dif_cache_free(&ms->check_cache);

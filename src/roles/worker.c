@@ -25,6 +25,12 @@
 #define FRAME_QUEUE 16 /* frames accepted but not yet executed */
 #define SEND_QUEUE 4   /* frames executed but not yet sent on (or being sent) */
 #define SUBMIT_WAIT_S 30.0
+/* Forwarding to the next worker: its Submit returns at once, so a call
+ * that takes longer than this (plus 3x the transfer at the link's
+ * bandwidth) means the next worker hangs: the master is told at once. */
+#define FORWARD_DEADLINE_S 2.0
+#define CONNECT_NEXT_S 1.0 /* a next worker that is not up by then has failed */
+#define REPORT_WAIT_S 2.0  /* for room on the master's result stream */
 
 typedef struct frame_msg {
     Deltaslice__FrameRequest *req;
@@ -37,7 +43,22 @@ typedef struct send_msg {
     ds_buf buf;
     int to_master; /* else: Submit to the next worker */
     uint64_t frame_id;
+    uint64_t session_id;
+    uint32_t epoch;
 } send_msg;
+
+/* The master session served (under order_lock).  Frames of another session,
+ * or of an older epoch, are refused at Submit and dropped when already
+ * queued: the master re-sends them under its new epoch.  After a failure
+ * the rest of the epoch is refused, since the caches on this worker's
+ * links are out of step from that frame on. */
+typedef struct session {
+    uint64_t id;        /* 0: no result stream open (e.g. just restarted) */
+    uint32_t epoch;
+    int64_t last_frame; /* last frame id accepted in this epoch, -1 = none */
+    int broken;         /* a frame of this epoch failed ... */
+    uint64_t broken_frame; /* ... this one */
+} session;
 
 typedef struct worker {
     const ds_config *cfg;
@@ -52,11 +73,12 @@ typedef struct worker {
     ds_dif_node *node;
     ds_layer_costs costs;
 
-    /* Session: the master's result stream; frame order. */
-    pthread_mutex_t session_lock;
+    /* The master's result stream (under results_lock); the session and
+     * frame order (under order_lock). */
+    pthread_mutex_t results_lock;
     ds_rpc_stream *results;
     pthread_mutex_t order_lock;
-    int64_t last_frame; /* last frame id accepted, -1 = none */
+    session session;
 
     ds_queue *frames; /* frame_msg *, for the executor */
     /* SEND_QUEUE send_msgs go round: from send_free to the executor, which
@@ -126,6 +148,49 @@ static int setup_size(worker *w, int rows, int cols, ds_error *err)
 
 /* ------------------------------------------------------------- handlers */
 
+/* Whether frame m may be queued after the frames accepted so far (order_lock
+ * held): DS_RPC_OK, or the status to refuse it with: FAILED_PRECONDITION
+ * when it is not of the open session (this worker restarted, or another
+ * master took over), ABORTED when its epoch is over or broke here (the
+ * master re-sends it in a new one).  A newer epoch starts afresh. */
+static int admit(worker *w, const Deltaslice__FrameRequest *m, ds_error *err)
+{
+    session *s = &w->session;
+    unsigned long long f = (unsigned long long)m->frame_id;
+    if (!s->id) {
+        ds_errorf(err, "%s: frame %llu, but no master session is open here (was this worker "
+                  "restarted?)", w->name, f);
+        return DS_RPC_FAILED_PRECONDITION;
+    }
+    if (m->session_id != s->id) {
+        ds_errorf(err, "%s: frame %llu belongs to master session %016llx, not to the open one "
+                  "(%016llx)", w->name, f, (unsigned long long)m->session_id,
+                  (unsigned long long)s->id);
+        return DS_RPC_FAILED_PRECONDITION;
+    }
+    if (m->epoch < s->epoch) {
+        ds_errorf(err, "%s: frame %llu of epoch %u, but epoch %u has begun", w->name, f, m->epoch,
+                  s->epoch);
+        return DS_RPC_ABORTED;
+    }
+    if (m->epoch > s->epoch) {
+        s->epoch = m->epoch;
+        s->last_frame = -1;
+        s->broken = 0;
+    }
+    if (s->broken) {
+        ds_errorf(err, "%s: epoch %u broke at frame %llu; frame %llu waits for the next epoch",
+                  w->name, s->epoch, (unsigned long long)s->broken_frame, f);
+        return DS_RPC_ABORTED;
+    }
+    if ((int64_t)m->frame_id <= s->last_frame) {
+        ds_errorf(err, "%s: frame %llu arrives after frame %lld: frames must come in order",
+                  w->name, f, (long long)s->last_frame);
+        return DS_RPC_FAILED_PRECONDITION;
+    }
+    return DS_RPC_OK;
+}
+
 static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
 {
     worker *w = ud;
@@ -135,15 +200,10 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
     if (!m)
         return DS_RPC_INVALID_ARGUMENT;
     int code = DS_RPC_OK;
-    /* A frame must come after the last one accepted: frames execute in
-     * frame-id order, each exactly once. */
     uint64_t frame_id = m->frame_id; /* m belongs to the executor once queued */
     pthread_mutex_lock(&w->order_lock);
-    if ((int64_t)frame_id <= w->last_frame) {
-        ds_errorf(err, "frame %" PRIu64 " arrives after frame %" PRId64 ": frames must come in order",
-                  frame_id, w->last_frame);
+    if ((code = admit(w, m, err)) != DS_RPC_OK) {
         pthread_mutex_unlock(&w->order_lock);
-        code = DS_RPC_FAILED_PRECONDITION;
         goto fail;
     }
     frame_msg *f = malloc(sizeof *f);
@@ -162,7 +222,7 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
         code = DS_RPC_RESOURCE_EXHAUSTED;
         goto fail;
     }
-    w->last_frame = (int64_t)frame_id;
+    w->session.last_frame = (int64_t)frame_id;
     pthread_mutex_unlock(&w->order_lock);
     ds_trace_event_at(w->trace, recv_us, frame_id, "receive", DS_TRACE_START);
     ds_trace_event(w->trace, frame_id, "receive", DS_TRACE_FINISH);
@@ -175,24 +235,25 @@ fail:
 static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *stream, ds_error *err)
 {
     worker *w = ud;
-    if (ds_rpc_read_results_request(req, len, err))
+    uint64_t session_id;
+    uint32_t epoch;
+    if (ds_rpc_read_results_request(req, len, &session_id, &epoch, err))
         return DS_RPC_INVALID_ARGUMENT;
-    /* A new master session: earlier frames and caches are forgotten. */
-    pthread_mutex_lock(&w->session_lock);
-    if (w->results) {
-        ds_log_info("a new master connected (%s); closing the previous result stream",
-                ds_rpc_stream_peer(stream));
-        ds_rpc_stream_close(w->results, DS_RPC_ABORTED, "replaced by a new master session");
-    }
+    /* The master (a new one, or the same one taking this worker back) starts
+     * afresh: frames and caches of before are forgotten. */
+    pthread_mutex_lock(&w->results_lock);
+    if (w->results)
+        ds_rpc_stream_close(w->results, DS_RPC_ABORTED, "replaced by a new result stream");
     w->results = stream;
-    pthread_mutex_unlock(&w->session_lock);
-    /* Taken after session_lock is released: a Submit holding order_lock may
+    pthread_mutex_unlock(&w->results_lock);
+    /* Taken after results_lock is released: a Submit holding order_lock may
      * wait for the executor, which may wait for the sender, which may wait
-     * for session_lock. */
+     * for results_lock. */
     pthread_mutex_lock(&w->order_lock);
-    w->last_frame = -1;
+    w->session = (session){session_id, epoch, -1, 0, 0};
     pthread_mutex_unlock(&w->order_lock);
-    ds_log_info("master connected from %s", ds_rpc_stream_peer(stream));
+    ds_log_info("master session %016llx (epoch %u) connected from %s",
+                (unsigned long long)session_id, epoch, ds_rpc_stream_peer(stream));
     return DS_RPC_OK;
 }
 
@@ -240,15 +301,56 @@ static void recycle_send(worker *w, send_msg *s)
         send_msg_free(s);
 }
 
+/* Whose frame a message is. */
+typedef struct frame_ref {
+    uint64_t frame_id, session_id;
+    uint32_t epoch;
+} frame_ref;
+
+static frame_ref ref_of(const Deltaslice__FrameRequest *m)
+{
+    return (frame_ref){m->frame_id, m->session_id, m->epoch};
+}
+
+enum frame_standing { FRAME_CURRENT, FRAME_STALE, FRAME_BROKEN };
+
+/* Stale: of an epoch or session that has ended (the master re-sends it);
+ * broken: of the current epoch after one of its frames failed. */
+static enum frame_standing standing(worker *w, frame_ref r)
+{
+    pthread_mutex_lock(&w->order_lock);
+    const session *s = &w->session;
+    enum frame_standing st = r.session_id != s->id || r.epoch != s->epoch ? FRAME_STALE
+                             : s->broken                                 ? FRAME_BROKEN
+                                                                         : FRAME_CURRENT;
+    pthread_mutex_unlock(&w->order_lock);
+    return st;
+}
+
+/* Refuses the rest of the frame's epoch (its caches are out of step). */
+static void break_epoch(worker *w, frame_ref r)
+{
+    pthread_mutex_lock(&w->order_lock);
+    session *s = &w->session;
+    if (r.session_id == s->id && r.epoch == s->epoch && !s->broken) {
+        s->broken = 1;
+        s->broken_frame = r.frame_id;
+    }
+    pthread_mutex_unlock(&w->order_lock);
+}
+
 /* Queues a packed message for the sender thread (waits for a free one). */
-static int queue_send(worker *w, const ProtobufCMessage *msg, int to_master, uint64_t frame_id, ds_error *err)
+static int queue_send(worker *w, const ProtobufCMessage *msg, int to_master, frame_ref r,
+                      ds_error *err)
 {
     void *p;
     if (ds_queue_pop(w->send_free, &p, -1) != DS_QUEUE_OK)
         return ds_errorf(err, "%s: shutting down", w->name);
     send_msg *s = p;
     s->to_master = to_master;
-    s->frame_id = frame_id;
+    s->frame_id = r.frame_id;
+    s->session_id = r.session_id;
+    s->epoch = r.epoch;
     if (ds_rpc_pack(msg, &s->buf, err)) {
         recycle_send(w, s);
         return -1;
@@ -260,38 +362,44 @@ static int queue_send(worker *w, const ProtobufCMessage *msg, int to_master, uin
     return 0;
 }
 
-/* Pushes a packed FinishReport on the master's result stream. */
+/* Pushes a packed FinishReport on the master's result stream.  A master
+ * that takes no reports for REPORT_WAIT_S loses this one: its frame
+ * deadline re-sends the frame. */
 static void push_to_master(worker *w, const ds_buf *b, uint64_t frame_id)
 {
     ds_error err;
-    pthread_mutex_lock(&w->session_lock);
+    pthread_mutex_lock(&w->results_lock);
     ds_rpc_stream *st = w->results;
-    int rc = st ? ds_rpc_stream_push(st, b->data, b->len, 30.0, &err) : -1;
-    pthread_mutex_unlock(&w->session_lock);
+    int rc = st ? ds_rpc_stream_push(st, b->data, b->len, REPORT_WAIT_S, &err) : -1;
+    pthread_mutex_unlock(&w->results_lock);
     if (!st)
         ds_log_warn("frame %" PRIu64 ": no master result stream; report dropped", frame_id);
     else if (rc)
         ds_log_warn("frame %" PRIu64 ": cannot report to the master: %s", frame_id, err.msg);
 }
 
-/* Reports a failed frame to the master: queued behind this worker's
- * earlier reports, or pushed at once from the sender thread itself. */
-static void report_failure(worker *w, uint64_t frame_id, const char *why, int from_sender)
+/* Reports a failed frame to the master (and refuses the rest of its epoch):
+ * queued behind this worker's earlier reports, or pushed at once from the
+ * sender thread itself. */
+static void report_failure(worker *w, frame_ref f, const char *why, int from_sender)
 {
-    ds_log_warn("frame %" PRIu64 " failed: %s", frame_id, why);
+    ds_log_warn("frame %" PRIu64 " failed: %s", f.frame_id, why);
+    break_epoch(w, f);
     Deltaslice__FinishReport r = DELTASLICE__FINISH_REPORT__INIT;
-    r.frame_id = frame_id;
+    r.frame_id = f.frame_id;
     r.worker = (uint32_t)w->id;
     r.ok = 0;
     r.error = (char *)why;
+    r.session_id = f.session_id;
+    r.epoch = f.epoch;
     ds_error err;
     if (from_sender) {
         ds_buf b = {0};
         if (ds_rpc_pack(&r.base, &b, &err) == 0)
-            push_to_master(w, &b, frame_id);
+            push_to_master(w, &b, f.frame_id);
         ds_buf_free(&b);
-    } else if (queue_send(w, &r.base, 1, frame_id, &err)) {
-        ds_log_warn("cannot report frame %" PRIu64 ": %s", frame_id, err.msg);
+    } else if (queue_send(w, &r.base, 1, f, &err)) {
+        ds_log_warn("cannot report frame %" PRIu64 ": %s", f.frame_id, err.msg);
     }
 }
 
@@ -326,7 +434,8 @@ static int run_job(worker *w, const Deltaslice__FrameRequest *m, int final, ds_d
         ds_job j = {(int)job->n_exec_ids, job->exec_ids, (int)job->n_out_ids, job->out_ids};
         ds_codec_opts o = ds_link_codec(w->cfg, final ? 1e6 : w->cfg->master.bandwidth[w->id + 1]);
         o.update = ds_dif_link_update(m->dif);
-        rc = ds_dif_node_run(w->node, m->plan_id, &j, (int)n_in, in, in_len, &o, final,
+        ds_dif_key key = {m->session_id, m->epoch, m->plan_id};
+        rc = ds_dif_node_run(w->node, key, &j, (int)n_in, in, in_len, &o, final,
                              final && !m->check ? NULL : &w->outputs, tm, err);
     }
     pthread_mutex_unlock(&w->setup_lock);
@@ -388,8 +497,8 @@ static int carry_make(worker *w, const frame_msg *f, const int64_t stage[4], int
     memcpy(c->timings + n_t, c->own, sizeof c->own);
     c->n_timings = n_t + OWN_STAGES;
     /* This worker accounts for the link it received the frame on. */
-    if (w->id == 0)
-        snprintf(c->link_name, sizeof c->link_name, "m->w0");
+    if (w->id == (int)m->first_worker)
+        snprintf(c->link_name, sizeof c->link_name, "m->w%d", w->id);
     else
         snprintf(c->link_name, sizeof c->link_name, "w%d->w%d", w->id - 1, w->id);
     deltaslice__link_bytes__init(&c->in_link);
@@ -423,7 +532,9 @@ static int pass_on(worker *w, const Deltaslice__FrameRequest *m, int final, cons
         r.bytes = c->links;
         r.n_outputs = c->n_outputs;
         r.outputs = c->outputs;
-        return queue_send(w, &r.base, 1, m->frame_id, err);
+        r.session_id = m->session_id;
+        r.epoch = m->epoch;
+        return queue_send(w, &r.base, 1, ref_of(m), err);
     }
     Deltaslice__FrameRequest fwd = *m;
     fwd.n_inputs = c->n_outputs;
@@ -432,7 +543,7 @@ static int pass_on(worker *w, const Deltaslice__FrameRequest *m, int final, cons
     fwd.timings = c->timings;
     fwd.n_bytes = c->n_links;
     fwd.bytes = c->links;
-    return queue_send(w, &fwd.base, 0, m->frame_id, err);
+    return queue_send(w, &fwd.base, 0, ref_of(m), err);
 }
 
 static int execute_frame(worker *w, const frame_msg *f, ds_error *err)
@@ -468,12 +579,41 @@ static void *executor_thread(void *arg)
     void *p;
     while (ds_queue_pop(w->frames, &p, -1) == DS_QUEUE_OK) {
         frame_msg *f = p;
+        frame_ref r = ref_of(f->req);
         ds_error err;
-        if (execute_frame(w, f, &err))
-            report_failure(w, f->req->frame_id, err.msg, 0);
+        enum frame_standing st = standing(w, r);
+        if (st == FRAME_STALE)
+            ds_log_debug("frame %" PRIu64 " of epoch %u: superseded, dropped", r.frame_id, r.epoch);
+        else if (st == FRAME_BROKEN)
+            report_failure(w, r, "refused: an earlier frame of its epoch failed here", 0);
+        else if (execute_frame(w, f, &err))
+            report_failure(w, r, err.msg, 0);
         frame_msg_free(f);
     }
     return NULL;
+}
+
+/* Submits a packed request to the next worker (dialled on first use). */
+static int forward(worker *w, const send_msg *s, ds_buf *resp, ds_error *err)
+{
+    if (!w->next) {
+        char peer[16];
+        snprintf(peer, sizeof peer, "w%d", w->id + 1);
+        w->next = ds_rpc_channel_new(peer, w->cfg->route_worker_next[w->id],
+                                     w->cfg->max_message_bytes, err);
+        if (!w->next)
+            return -1;
+    }
+    /* The master plans only on workers it reached: one that is not up
+     * soon (it may just have come back: retry now) has failed. */
+    if (ds_rpc_wait_ready(w->next, 0, err)) {
+        ds_rpc_channel_reset_backoff(w->next);
+        if (ds_rpc_wait_ready(w->next, CONNECT_NEXT_S, err))
+            return -1;
+    }
+    double mbps = w->cfg->master.bandwidth[w->id + 1];
+    double deadline = FORWARD_DEADLINE_S + 3.0 * (double)s->buf.len / (mbps * 1e6);
+    return ds_rpc_call_submit(w->next, &s->buf, deadline, resp, err);
 }
 
 static void *sender_thread(void *arg)
@@ -483,25 +623,24 @@ static void *sender_thread(void *arg)
     void *p;
     while (ds_queue_pop(w->send_ready, &p, -1) == DS_QUEUE_OK) {
         send_msg *s = p;
+        frame_ref r = {s->frame_id, s->session_id, s->epoch};
         ds_error err;
         int64_t t0 = ds_wall_us();
+        enum frame_standing st = standing(w, r);
+        if (st == FRAME_STALE || (st == FRAME_BROKEN && !s->to_master)) {
+            /* Nobody waits for it (the master moved on), or the next worker's
+             * copies are out of step (the failure was reported). */
+            recycle_send(w, s);
+            continue;
+        }
         if (s->to_master) {
             push_to_master(w, &s->buf, s->frame_id);
-        } else {
-            if (!w->next) {
-                char peer[16];
-                snprintf(peer, sizeof peer, "w%d", w->id + 1);
-                w->next = ds_rpc_channel_new(peer, w->cfg->route_worker_next[w->id],
-                                             w->cfg->max_message_bytes, &err);
-            }
-            if (!w->next || ds_rpc_wait_ready(w->next, 30.0, &err) ||
-                ds_rpc_call_submit(w->next, &s->buf, 60.0, &resp, &err)) {
-                char why[DS_ERROR_MAX + 32];
-                snprintf(why, sizeof why, "forwarding to w%d: %s", w->id + 1, err.msg);
-                report_failure(w, s->frame_id, why, 1);
-                recycle_send(w, s);
-                continue;
-            }
+        } else if (forward(w, s, &resp, &err)) {
+            char why[DS_ERROR_MAX + 32];
+            snprintf(why, sizeof why, "forwarding to w%d: %s", w->id + 1, err.msg);
+            report_failure(w, r, why, 1);
+            recycle_send(w, s);
+            continue;
         }
         ds_trace_event_at(w->trace, t0, s->frame_id, "send", DS_TRACE_START);
         ds_trace_event(w->trace, s->frame_id, "send", DS_TRACE_FINISH);
@@ -578,11 +717,11 @@ static void worker_close(worker *w)
     /* Frames still queued (no executor) are dropped with the process; the
      * master sees its streams end and reports them unfinished. */
     ds_queue_free(w->frames, frame_msg_free);
-    pthread_mutex_lock(&w->session_lock);
+    pthread_mutex_lock(&w->results_lock);
     if (w->results)
         ds_rpc_stream_close(w->results, DS_RPC_UNAVAILABLE, "worker shutting down");
     w->results = NULL;
-    pthread_mutex_unlock(&w->session_lock);
+    pthread_mutex_unlock(&w->results_lock);
     ds_rpc_server_free(w->srv);
     ds_rpc_channel_free(w->next);
     ds_queue_free(w->send_ready, send_msg_free);
@@ -593,7 +732,7 @@ static void worker_close(worker *w)
     ds_model_free(&w->model);
     ds_trace_close(w->trace);
     pthread_mutex_destroy(&w->setup_lock);
-    pthread_mutex_destroy(&w->session_lock);
+    pthread_mutex_destroy(&w->results_lock);
     pthread_mutex_destroy(&w->order_lock);
     free(w);
 }
@@ -605,10 +744,10 @@ int ds_worker_main(const ds_config *cfg, int id)
         return 1;
     w->cfg = cfg;
     w->id = id;
-    w->last_frame = -1;
+    w->session.last_frame = -1;
     snprintf(w->name, sizeof w->name, "worker%d", id);
     pthread_mutex_init(&w->setup_lock, NULL);
-    pthread_mutex_init(&w->session_lock, NULL);
+    pthread_mutex_init(&w->results_lock, NULL);
     pthread_mutex_init(&w->order_lock, NULL);
     ds_signals_block(); /* before any thread starts: they inherit the mask */
     int status = 1;

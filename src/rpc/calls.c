@@ -102,6 +102,28 @@ static int check_clock_probe(const ProtobufCMessage *m, const void *limits, ds_e
 
 /* ------------------------------------------------------------------ Clock */
 
+int ds_rpc_call_ping(ds_rpc_channel *ch, const char *method, double deadline_s, ds_error *err)
+{
+    Deltaslice__ClockProbe p = DELTASLICE__CLOCK_PROBE__INIT;
+    p.client_send_us = ds_wall_us();
+    ds_buf req = {0}, resp = {0};
+    int rc = -1;
+    if (ds_rpc_pack(&p.base, &req, err) == 0 &&
+        ds_rpc_call_unary(ch, method, req.data, req.len, deadline_s, &resp, NULL, err) == 0) {
+        ProtobufCMessage *a = receive(&deltaslice__clock_probe__descriptor, resp.data, resp.len,
+                                      check_clock_probe, NULL, err);
+        if (a) {
+            protobuf_c_message_free_unpacked(a, NULL);
+            rc = 0;
+        } else {
+            ds_rpc_error_prefix(ch, method, err);
+        }
+    }
+    ds_buf_free(&req);
+    ds_buf_free(&resp);
+    return rc;
+}
+
 int ds_rpc_call_clock(ds_rpc_channel *ch, const char *method, int n_probes, int64_t *offset_us,
                       int64_t *rtt_us, ds_error *err)
 {
@@ -292,9 +314,12 @@ int ds_rpc_write_ack(ds_buf *resp, ds_error *err)
 
 /* ---------------------------------------------------------------- Results */
 
-ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, ds_error *err)
+ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, uint64_t session_id, uint32_t epoch,
+                                   ds_error *err)
 {
     Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
+    rs.session_id = session_id;
+    rs.epoch = epoch;
     ds_buf req = {0};
     ds_rpc_reader *r = NULL;
     if (ds_rpc_pack(&rs.base, &req, err) == 0)
@@ -303,13 +328,18 @@ ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, ds_error *err)
     return r;
 }
 
-int ds_rpc_read_results_request(const uint8_t *req, size_t len, ds_error *err)
+int ds_rpc_read_results_request(const uint8_t *req, size_t len, uint64_t *session_id,
+                                uint32_t *epoch, ds_error *err)
 {
-    ProtobufCMessage *m =
-        receive(&deltaslice__result_stream_request__descriptor, req, len, NULL, NULL, err);
+    Deltaslice__ResultStreamRequest *m = (Deltaslice__ResultStreamRequest *)receive(
+        &deltaslice__result_stream_request__descriptor, req, len, NULL, NULL, err);
     if (!m)
         return -1;
-    protobuf_c_message_free_unpacked(m, NULL);
+    *session_id = m->session_id;
+    *epoch = m->epoch;
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    if (*session_id == 0)
+        return ds_errorf(err, "result stream request without a session id");
     return 0;
 }
 

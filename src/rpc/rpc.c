@@ -104,6 +104,14 @@ static gpr_timespec deadline_after(double seconds)
                         gpr_time_from_micros((int64_t)(seconds * 1e6), GPR_TIMESPAN));
 }
 
+/* Set once by ds_rpc_interrupt; every client wait looks at it. */
+static atomic_int interrupted;
+#define INTERRUPT_POLL_S 0.1 /* how often a blocked client call looks at it */
+
+void ds_rpc_interrupt(void) { atomic_store(&interrupted, 1); }
+
+int ds_rpc_interrupted(void) { return atomic_load(&interrupted); }
+
 static grpc_byte_buffer *bb_from(const void *p, size_t len)
 {
     grpc_slice s = grpc_slice_from_copied_buffer(p ? (const char *)p : "", len);
@@ -1016,6 +1024,11 @@ void ds_rpc_channel_free(ds_rpc_channel *ch)
     grpc_shutdown();
 }
 
+void ds_rpc_channel_reset_backoff(ds_rpc_channel *ch)
+{
+    grpc_channel_reset_connect_backoff(ch->ch);
+}
+
 int ds_rpc_error_prefix(const ds_rpc_channel *ch, const char *method_path, ds_error *err)
 {
     return ds_error_prefix(err, "%s (%s) %s", ch->peer, ch->target, short_method(method_path));
@@ -1049,6 +1062,10 @@ int ds_rpc_wait_ready(ds_rpc_channel *ch, double total_timeout_s, ds_error *err)
         if (elapsed >= total_timeout_s) {
             rc = ds_errorf(err, "%s (%s): not reachable after %.1f s (%s)", ch->peer, ch->target,
                            elapsed, state_name(st));
+            break;
+        }
+        if (ds_rpc_interrupted()) {
+            rc = ds_errorf(err, "%s (%s): interrupted while connecting", ch->peer, ch->target);
             break;
         }
         /* A peer on its way up is normal at start-up: say so once. */
@@ -1139,7 +1156,14 @@ int ds_rpc_call_unary(ds_rpc_channel *ch, const char *method_path, const void *r
         rc = ds_errorf(err, "%s (%s) %s: cannot start the call: %s", ch->peer, ch->target,
                        short_method(method_path), grpc_call_error_to_string(e));
     } else {
-        grpc_completion_queue_pluck(cq, &call_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        /* Waits in short steps so that ds_rpc_interrupt cancels the call. */
+        int cancelled = 0;
+        while (grpc_completion_queue_pluck(cq, &call_tag, deadline_after(INTERRUPT_POLL_S), NULL)
+                   .type != GRPC_OP_COMPLETE)
+            if (!cancelled && ds_rpc_interrupted()) {
+                grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, "interrupted", NULL);
+                cancelled = 1;
+            }
         if (st != GRPC_STATUS_OK) {
             set_code(code, (int)st);
             rc = status_error(ch, method_path, st, details, err);
@@ -1248,12 +1272,16 @@ ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method_path, c
     }
     /* The server sends its initial metadata once the handler accepted (or
      * the call ends): after this, the stream is in place on the server. */
-    gpr_timespec until = deadline_after(DS_RPC_OPEN_TIMEOUT_S);
+    double until = ds_now() + DS_RPC_OPEN_TIMEOUT_S;
     while (r->start_pending) {
-        grpc_event ev = grpc_completion_queue_next(r->cq, until, NULL);
-        if (ev.type == GRPC_QUEUE_TIMEOUT) {
-            ds_errorf(err, "%s (%s) %s: no answer to the stream request within %.0f s", ch->peer,
-                      ch->target, short_method(method_path), DS_RPC_OPEN_TIMEOUT_S);
+        grpc_event ev = grpc_completion_queue_next(r->cq, deadline_after(INTERRUPT_POLL_S), NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT && (ds_now() > until || ds_rpc_interrupted())) {
+            if (ds_rpc_interrupted())
+                ds_errorf(err, "%s (%s) %s: interrupted", ch->peer, ch->target,
+                          short_method(method_path));
+            else
+                ds_errorf(err, "%s (%s) %s: no answer to the stream request within %.0f s",
+                          ch->peer, ch->target, short_method(method_path), DS_RPC_OPEN_TIMEOUT_S);
             ds_rpc_reader_free(r);
             return NULL;
         }

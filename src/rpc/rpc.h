@@ -77,6 +77,12 @@ const char *ds_rpc_code_name(int code);
  * all processes of a deployment. */
 void ds_rpc_set_keepalive(double seconds);
 
+/* Process-wide, once (on SIGINT/SIGTERM): every client call in progress or
+ * started later fails within 0.1 s with CANCELLED ("interrupted"), and so
+ * do ds_rpc_wait_ready and ds_rpc_reader_open. */
+void ds_rpc_interrupt(void);
+int ds_rpc_interrupted(void);
+
 /* ---------------------------------------------------------------- server */
 
 typedef struct ds_rpc_server ds_rpc_server;
@@ -151,13 +157,17 @@ typedef struct ds_rpc_reader ds_rpc_reader;
 ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
                                    size_t max_msg_bytes, ds_error *err);
 void ds_rpc_channel_free(ds_rpc_channel *ch);
+/* Tries to connect again now rather than at the end of the backoff (for a
+ * peer known to be back). */
+void ds_rpc_channel_reset_backoff(ds_rpc_channel *ch);
 /* Prefixes err with "peer (target) Method", the way the channel's own call
  * errors read; returns -1. */
 int ds_rpc_error_prefix(const ds_rpc_channel *ch, const char *method, ds_error *err);
 
 /* Waits until the peer accepts connections, retrying with backoff
- * (0.1 s .. 2 s) for up to total_timeout_s seconds; logs "waiting for w0 at
- * localhost:33330" once when the peer is not up at once. */
+ * (0.1 s .. 2 s) for up to total_timeout_s seconds (or until
+ * ds_rpc_interrupt); logs "waiting for w0 at localhost:33330" once when the
+ * peer is not up at once. */
 int ds_rpc_wait_ready(ds_rpc_channel *ch, double total_timeout_s, ds_error *err);
 
 /* One unary call: sends req[0..len), waits for the reply (resp->len = reply
@@ -215,7 +225,8 @@ ProtobufCMessage *ds_rpc_unpack(const ProtobufCMessageDescriptor *desc, const ui
 #define DS_RPC_MAX_TEXT 1024   /* error strings, host names, hashes, paths */
 #define DS_RPC_MAX_FRAME_DIM 16384
 
-/* FrameRequest: exactly n_workers jobs (index = worker id); every exec id in
+/* FrameRequest: exactly n_workers jobs (index = worker id), first_worker
+ * below n_workers and the jobs before it empty; every exec id in
  * [1, max_layer_id] (0 is the network input), strictly ascending within a
  * job, and every job's exec ids above the previous jobs' (each layer runs at
  * most once, in chain order); out ids in [0, max_layer_id], strictly
@@ -260,6 +271,9 @@ int ds_rpc_validate_clock_probe(const Deltaslice__ClockProbe *m, ds_error *err);
  * failed call or bad answer; fails when no probe got a valid answer. */
 int ds_rpc_call_clock(ds_rpc_channel *ch, const char *method, int n_probes, int64_t *offset_us,
                       int64_t *rtt_us, ds_error *err);
+/* Clock as a liveness probe: one call that must be answered (sanely)
+ * within deadline_s. */
+int ds_rpc_call_ping(ds_rpc_channel *ch, const char *method, double deadline_s, ds_error *err);
 /* Clock, server half: a unary handler answering with this process's receive
  * and send times. */
 int ds_rpc_clock_handler(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err);
@@ -312,11 +326,14 @@ Deltaslice__FrameRequest *ds_rpc_read_frame_request(const uint8_t *req, size_t l
 void ds_rpc_free_frame_request(Deltaslice__FrameRequest *m);
 int ds_rpc_write_ack(ds_buf *resp, ds_error *err);
 
-/* Results, client half: opens the worker's result stream (see
- * ds_rpc_reader_open); its messages are FinishReports. */
-ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, ds_error *err);
-/* Results, server half: checks the request (it carries nothing). */
-int ds_rpc_read_results_request(const uint8_t *req, size_t len, ds_error *err);
+/* Results, client half: opens the worker's result stream for the master
+ * session session_id (non-zero) at epoch (see ds_rpc_reader_open); its
+ * messages are FinishReports. */
+ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, uint64_t session_id, uint32_t epoch,
+                                   ds_error *err);
+/* Results, server half: the session and epoch the stream is opened for. */
+int ds_rpc_read_results_request(const uint8_t *req, size_t len, uint64_t *session_id,
+                                uint32_t *epoch, ds_error *err);
 /* A FinishReport from the stream, as ds_rpc_validate_finish_report checks
  * it; free it with ds_rpc_free_finish_report. */
 Deltaslice__FinishReport *ds_rpc_read_finish_report(const uint8_t *msg, size_t len,

@@ -119,9 +119,16 @@ void ds_input_change(const ds_tensor *prev, const ds_tensor *cur, float *frac)
 
 static void log_plan(const ds_planner *p, const char *why)
 {
+    if (p->quiet)
+        return;
+    /* Workers by their ids in the whole chain: the ones before the planned
+     * run have nothing to do. */
+    ds_plan named = {p->first_worker + p->current.n_workers, {0}};
+    for (int i = 0; i < p->current.n_workers && p->first_worker + i < DS_MAX_WORKERS; i++)
+        named.cut[p->first_worker + i] = p->current.cut[i];
     char text[256];
     ds_log_info("plan %u (%s): %s, predicted %.3f s per frame, latency %.3f s", p->plan_id, why,
-            ds_plan_str(&p->current, text, sizeof text), p->predicted.per_frame, p->predicted.mean_latency);
+            ds_plan_str(&named, text, sizeof text), p->predicted.per_frame, p->predicted.mean_latency);
 }
 
 /* Closes the segment [seg_start, end) into the run's prediction. */

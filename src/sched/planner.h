@@ -81,6 +81,9 @@ typedef struct ds_planner {
     int seg_dif_frames;
     double *seg_full, *seg_dif_sum;
     double predicted_run;          /* seconds of the closed segments */
+    /* Set by the caller after ds_planner_init: */
+    int quiet;                     /* no log lines (a candidate only compared) */
+    int first_worker;              /* the chain's id of the planned run's first worker */
 } ds_planner;
 
 /* Takes ownership of costs[i] (malloc'd, n_layers each); pred may be NULL

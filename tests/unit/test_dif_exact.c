@@ -125,7 +125,7 @@ static void run_model(const char *spec, int rows, int cols)
             }
         }
         /* The master: sender of layer 0. */
-        ds_dif_cache_use_plan(&master_cache, plan_id);
+        ds_dif_cache_use(&master_cache, (ds_dif_key){1, 0, plan_id});
         ds_payloads_reset(&hop[0]);
         assert_int_equal(ds_dif_send(&master_cache, 0, &u8, &dif, &hop[0].buf, &err), 0);
         assert_int_equal(ds_payloads_close_one(&hop[0], &err), 0);
@@ -140,7 +140,7 @@ static void run_model(const char *spec, int rows, int cols)
                 len[k] = hop[i].off[k + 1] - hop[i].off[k];
             }
             int final = i == jobs.last_active;
-            if (ds_dif_node_run(node[i], plan_id, &j, hop[i].n, in, len, &dif, final, &hop[i + 1], NULL, &err))
+            if (ds_dif_node_run(node[i], (ds_dif_key){1, 0, plan_id}, &j, hop[i].n, in, len, &dif, final, &hop[i + 1], NULL, &err))
                 fail_msg("frame %d node %d: %s", f, i, err.msg);
         }
         /* Sender and receiver copies of every tensor that travelled between

@@ -79,6 +79,9 @@ static int stop_worker(void **state)
     return 0;
 }
 
+#define SESSION 0x5e55107ULL
+static uint32_t epoch = 1; /* of the frames frame_request writes */
+
 /* A frame request for a single worker running the whole model. */
 static void frame_request(ds_buf *out, uint64_t frame_id, int bad_layer, const uint8_t *payload,
                           size_t payload_len)
@@ -101,6 +104,8 @@ static void frame_request(ds_buf *out, uint64_t frame_id, int bad_layer, const u
     r.inputs = &in;
     r.dif = 1;
     r.plan_id = 1;
+    r.session_id = SESSION;
+    r.epoch = epoch;
     ds_error err;
     assert_int_equal(ds_rpc_pack(&r.base, out, &err), 0);
 }
@@ -151,6 +156,7 @@ static void expect_report(uint64_t frame_id, int ok)
 static void test_hostile_requests(void **state)
 {
     (void)state;
+    int code0;
     ds_error err;
     ds_buf req = {0}, payload = {0};
 
@@ -160,10 +166,22 @@ static void test_hostile_requests(void **state)
     assert_int_equal(submit(&junk, &err), DS_RPC_INVALID_ARGUMENT);
     assert_non_null(strstr(err.msg, "Submit: INVALID_ARGUMENT"));
 
-    /* Open the session, ask for costs of the wrong model, then the right one. */
+    /* A frame before any master session is open: refused (the worker may
+     * have restarted under a running master). */
+    encoded_frame(&payload, 1);
+    frame_request(&req, 0, 0, payload.data, payload.len);
+    assert_int_equal(submit(&req, &err), DS_RPC_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "no master session is open here"));
+
+    /* A stream request without a session id; then open the session (epoch
+     * 1), ask for costs of the wrong model, then the right one. */
     Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
     assert_int_equal(ds_rpc_pack(&rs.base, &req, &err), 0);
-    results = ds_rpc_reader_open(ch, DS_RPC_WORKER_RESULTS, req.data, req.len, &err);
+    ds_rpc_reader *bad = ds_rpc_reader_open(ch, DS_RPC_WORKER_RESULTS, req.data, req.len, &err);
+    ds_buf msg = {0};
+    assert_true(!bad || ds_rpc_reader_next(bad, &msg, 30, &code0, &err) == -1);
+    ds_rpc_reader_free(bad);
+    results = ds_rpc_open_results(ch, SESSION, 1, &err);
     assert_non_null(results);
     Deltaslice__LayerCostsRequest cq = DELTASLICE__LAYER_COSTS_REQUEST__INIT;
     cq.model_hash = "0123456789abcdef";
@@ -179,7 +197,6 @@ static void test_hostile_requests(void **state)
     assert_int_equal(ds_rpc_call_unary(ch, DS_RPC_WORKER_COSTS, req.data, req.len, 60, &resp, &code, &err), 0);
 
     /* A good frame. */
-    encoded_frame(&payload, 1);
     frame_request(&req, 0, 0, payload.data, payload.len);
     assert_int_equal(submit(&req, &err), DS_RPC_OK);
     expect_report(0, 1);
@@ -200,8 +217,22 @@ static void test_hostile_requests(void **state)
     assert_int_equal(submit(&req, &err), DS_RPC_RESOURCE_EXHAUSTED);
     ds_buf_free(&big);
 
+    /* A frame of another session: refused. */
+    frame_request(&req, 1, 0, payload.data, payload.len);
+    Deltaslice__FrameRequest *other = (Deltaslice__FrameRequest *)ds_rpc_unpack(
+        &deltaslice__frame_request__descriptor, req.data, req.len, 0, &err);
+    assert_non_null(other);
+    other->session_id = SESSION + 1;
+    ds_buf other_req = {0};
+    assert_int_equal(ds_rpc_pack(&other->base, &other_req, &err), 0);
+    protobuf_c_message_free_unpacked(&other->base, NULL);
+    assert_int_equal(submit(&other_req, &err), DS_RPC_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "belongs to master session"));
+    ds_buf_free(&other_req);
+
     /* A well-formed request whose tensor payload is garbage: accepted, then
-     * reported failed; the frame after it runs fine. */
+     * reported failed; the rest of its epoch is refused (this worker's
+     * caches are out of step), the next epoch runs fine from a full input. */
     uint8_t bad_payload[64];
     memset(bad_payload, 0xd5, sizeof bad_payload);
     frame_request(&req, 1, 0, bad_payload, sizeof bad_payload);
@@ -209,8 +240,20 @@ static void test_hostile_requests(void **state)
     expect_report(1, 0);
     encoded_frame(&payload, 2);
     frame_request(&req, 2, 0, payload.data, payload.len);
+    assert_int_equal(submit(&req, &err), DS_RPC_ABORTED);
+    assert_non_null(strstr(err.msg, "epoch 1 broke at frame 1"));
+    epoch = 2;
+    frame_request(&req, 1, 0, payload.data, payload.len); /* a re-send: same id, new epoch */
+    assert_int_equal(submit(&req, &err), DS_RPC_OK);
+    expect_report(1, 1);
+    frame_request(&req, 2, 0, payload.data, payload.len);
     assert_int_equal(submit(&req, &err), DS_RPC_OK);
     expect_report(2, 1);
+    epoch = 1; /* an older epoch: refused */
+    frame_request(&req, 3, 0, payload.data, payload.len);
+    assert_int_equal(submit(&req, &err), DS_RPC_ABORTED);
+    assert_non_null(strstr(err.msg, "of epoch 1, but epoch 2 has begun"));
+    epoch = 2;
 
     /* The typed calls the master makes: Submit, Costs (checked against the
      * layer count asked for), Clock. */
@@ -236,6 +279,7 @@ static void test_hostile_requests(void **state)
     assert_true(rtt >= 0 && offset > -1000000 && offset < 1000000); /* one machine */
 
     ds_buf_free(&junk);
+    ds_buf_free(&msg);
     ds_buf_free(&req);
     ds_buf_free(&resp);
     ds_buf_free(&payload);

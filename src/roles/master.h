@@ -1,0 +1,144 @@
+/* master.h - the master's state, shared by its two halves (internal to
+ * roles):
+ *   master.c        frames, epochs, plans, sending, checking, the summary;
+ *   master_watch.c  the workers: connecting, result streams, heartbeats,
+ *                   probing lost workers and taking them back; signals.
+ * Locking: `lock` guards the frame records, the counters, the workers' up /
+ * lost flags and the recovery request; `check_lock` (taken before `lock`)
+ * the local check.  The main thread alone owns the planner, the segment and
+ * the send cache; it writes `epoch` under `lock`. */
+#ifndef DS_ROLES_MASTER_H
+#define DS_ROLES_MASTER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/trace.h"
+#include "dif/dif.h"
+#include "model/model.h"
+#include "rpc/rpc.h"
+#include "sched/plan.h"
+#include "sched/planner.h"
+#include "video/video.h"
+
+#define DS_MASTER_MAX_LINKS (2 * DS_MAX_WORKERS + 1)
+
+enum frame_state { FRAME_UNSENT = 0, FRAME_IN_FLIGHT, FRAME_DONE, FRAME_FAILED };
+
+typedef struct frame_rec {
+    enum frame_state state;
+    uint32_t epoch;    /* of its last send: only a result of that epoch counts */
+    int sends;         /* 1 + re-sends */
+    double first_sent; /* ds_now() at the first send: latency counts from it */
+    double sent;       /* ds_now() at the last send: its deadline counts from it */
+    double latency;    /* seconds, when done */
+    ds_tensor frame;   /* u8 NCHW, kept while in flight (re-sends, check) */
+    char *error;       /* why it failed (or why its last send failed) */
+} frame_rec;
+
+/* The master's side of one worker. */
+typedef struct worker_link {
+    ds_rpc_channel *ch;
+    ds_rpc_reader *reader; /* its result stream, while open */
+    pthread_t reader_th;
+    int reader_started;
+    int up;           /* stream open and costs known: may be planned on */
+    int lost;         /* not up: the watch thread probes it */
+    double *costs;    /* seconds per layer, from its last Costs answer */
+    double heartbeat; /* seconds a heartbeat may take */
+} worker_link;
+
+typedef struct link_total {
+    char name[24];
+    uint64_t bytes;
+} link_total;
+
+typedef struct stage_samples {
+    char name[64]; /* "w0 execute" */
+    double *values;
+    int n, cap;
+} stage_samples;
+
+typedef struct master {
+    const ds_config *cfg;
+    ds_model model;
+    ds_trace *trace;
+    int n_workers;
+    uint64_t session_id;
+    worker_link link[DS_MAX_WORKERS];
+
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    frame_rec *frames;
+    int n_frames;
+    int next_frame;         /* frames read so far */
+    int low;                /* frames before it are done or failed */
+    int in_flight, finished, failed, resent, local;
+    int losses, taken_back, epochs;
+    uint32_t epoch;
+    int recover;            /* the main thread should recover ... */
+    int recover_broken;     /* ... and the current epoch's caches are out of step */
+    int interrupted;
+    int closing;            /* the watch and signal threads stop */
+    link_total links[DS_MASTER_MAX_LINKS];
+    int n_links;
+    stage_samples stages[64];
+    int n_stages;
+
+    /* check: local full inference on the master; also computes frames
+     * when no worker is left (master.no_workers: local). */
+    pthread_mutex_t check_lock;
+    ds_executor *check_exec;
+    ds_tensor check_in;
+    ds_tensor *check_out;
+    ds_dif_cache check_cache;
+    double check_max_abs, check_max_rel;
+    int checked;
+
+    /* The main thread's: the clip, the segment of workers and its plan, and
+     * what the sender keeps from one frame to the next. */
+    ds_video *video;
+    int rows, cols;
+    ds_buf pred_blob;        /* the trainer's predictors (NULL for lbc) */
+    ds_config seg_cfg;       /* the configuration the planner sees: the segment's */
+    int seg_first, seg_last; /* workers in use; -1: none (computing locally) */
+    int plan_base;           /* the first frame of the planner */
+    ds_planner planner;
+    int planner_ready, plan_changes;
+    ds_plan full_plan;       /* the planner's plan over all workers */
+    ds_plan_jobs pj;
+    Deltaslice__Job job_msgs[DS_MAX_WORKERS], *jobs[DS_MAX_WORKERS];
+    ds_tensor hwc, prev_frame;
+    float input_frac[DS_PLANNER_MAX_INPUT];
+    ds_codec_opts codec;
+    ds_dif_cache cache; /* what the first worker holds of the input */
+    ds_buf payload, req, resp;
+    double t_start, elapsed;
+    pthread_t watch_th, signal_th;
+    int watch_started, signal_started;
+} master;
+
+/* ---- master_watch.c */
+
+/* Dials every worker and waits up to master.connect_timeout for all of
+ * them; opens the result streams of those that answered (clock offsets and
+ * costs first).  The others are lost, to be probed.  Fails only when
+ * interrupted. */
+int ds_master_connect(master *ms, ds_error *err);
+/* The signal thread (first: connecting honours Ctrl-C), then the watch
+ * thread (once the main thread has a plan). */
+int ds_master_signals_start(master *ms, ds_error *err);
+int ds_master_watch_start(master *ms, ds_error *err);
+/* Stops them and every reader (idempotent). */
+void ds_master_watch_stop(master *ms);
+/* Marks worker w lost (when up) and asks the main thread to recover; lock
+ * not held. */
+void ds_master_lose(master *ms, int w, const char *why);
+
+/* ---- master.c */
+
+/* One message from worker w's result stream (a reader thread). */
+void ds_master_report(master *ms, int w, const uint8_t *msg, size_t len);
+
+#endif
