@@ -238,7 +238,7 @@ static int get_list(parse_ctx *c, const yaml_node_t *n, const char *key, int min
 
 typedef struct seen {
     const yaml_node_t *port, *net, *bandwidth, *master;
-    const yaml_node_t *route_mw[DS_MAX_WORKERS], *route_ww[DS_MAX_WORKERS];
+    const yaml_node_t *route_mw[DS_MAX_WORKERS];
     const yaml_node_t *route_bad_worker; /* an m->wI or wI->wJ with I out of range */
     int route_bad_id;
     int n_bandwidth;
@@ -314,15 +314,14 @@ static int net_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
         int a = parse_worker_name(from, from_len), b = parse_worker_name(to, strlen(to));
         if (a < 0 || b < 0)
             return fail(c, k, full, "expected a route like m->t, m->w0 or w0->w1");
-        if (b != a + 1)
-            return fail(c, k, full, "a worker only reaches the next one (w%d->w%d)", a, a + 1);
+        if (b <= a)
+            return fail(c, k, full, "a worker only reaches later workers (w%d->w%d, ...)", a, a + 1);
         if (b >= DS_MAX_WORKERS || b >= cfg->n_workers) {
             w->seen->route_bad_worker = k;
             w->seen->route_bad_id = b;
             return 0;
         }
-        slot = &cfg->route_worker_next[a];
-        w->seen->route_ww[a] = k;
+        slot = &cfg->route_worker[a][b];
     }
     if (get_string(c, v, full, 0, slot))
         return -1;
@@ -520,7 +519,7 @@ static int check_routes(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, s
     for (int i = 0; i < cfg->n_workers; i++) {
         if (!cfg->route_master_worker[i])
             return fail(c, s->net, "net", "missing route m->w%d for worker %d", i, i);
-        if (i + 1 < cfg->n_workers && !cfg->route_worker_next[i])
+        if (i + 1 < cfg->n_workers && !cfg->route_worker[i][i + 1])
             return fail(c, s->net, "net", "missing route w%d->w%d", i, i + 1);
     }
     if (ds_config_needs_trainer(cfg) && !cfg->route_master_trainer)
@@ -661,7 +660,8 @@ void ds_config_free(ds_config *cfg)
     free(cfg->route_master_trainer);
     for (int i = 0; i < DS_MAX_WORKERS; i++) {
         free(cfg->route_master_worker[i]);
-        free(cfg->route_worker_next[i]);
+        for (int j = i + 1; j < DS_MAX_WORKERS; j++)
+            free(cfg->route_worker[i][j]);
     }
     free(cfg->dnn);
     free(cfg->video_path);

@@ -38,7 +38,10 @@ typedef struct ds_config {
     /* net: where each client reaches its peer ("host:port"). */
     char *route_master_trainer;              /* m->t (NULL when absent) */
     char *route_master_worker[DS_MAX_WORKERS]; /* m->wI */
-    char *route_worker_next[DS_MAX_WORKERS];   /* wI->wI+1, I < n_workers-1 */
+    /* wI->wJ, J > I: the chain's route wI->wI+1 (every I < n_workers-1),
+     * and extra routes past a worker, which let the master route around
+     * it while it is lost (NULL where the config lists none). */
+    char *route_worker[DS_MAX_WORKERS][DS_MAX_WORKERS];
 
     char *dnn;           /* "zoo:NAME" or an .onnx path (resolved) */
     char *video_path;    /* resolved against the config file's folder */

@@ -36,6 +36,7 @@
 #define MAX_SENDS 4         /* a frame that failed this often fails for good */
 #define MIN_DEADLINE_S 1.0  /* for a frame's result, and a heartbeat */
 #define DEADLINE_FACTOR 5.0 /* times the predicted latency or stage time */
+#define COLD_FACTOR 3.0     /* more for an epoch's first result: kernels warm up */
 
 /* ---------------------------------------------------------- statistics */
 
@@ -140,8 +141,13 @@ static int take_frame(master *ms, uint64_t f, uint32_t epoch, ds_error *err)
     return rc;
 }
 
-/* Largest absolute and relative difference of got against want. */
-static void compare(master *ms, const ds_tensor *got, const ds_tensor *want)
+/* One result's largest absolute and relative difference to the local run. */
+typedef struct check_error {
+    double abs, rel;
+} check_error;
+
+/* Folds got's difference against want into *e. */
+static void compare(check_error *e, const ds_tensor *got, const ds_tensor *want)
 {
     const float *a = got->data, *b = want->data;
     int64_t n = ds_shape_numel(&want->shape);
@@ -154,15 +160,13 @@ static void compare(master *ms, const ds_tensor *got, const ds_tensor *want)
             max_mag = fabs((double)b[i]);
     }
     double rel = max_mag > 0 ? max_abs / max_mag : max_abs;
-    if (max_abs > ms->check_max_abs)
-        ms->check_max_abs = max_abs;
-    if (rel > ms->check_max_rel)
-        ms->check_max_rel = rel;
+    e->abs = fmax(e->abs, max_abs);
+    e->rel = fmax(e->rel, rel);
 }
 
-/* Compares the worker's final outputs with a local full run of the frame.
- * 1 = checked, 0 = superseded, -1 = error. */
-static int check_frame(master *ms, const Deltaslice__FinishReport *r, ds_error *err)
+/* Compares the worker's final outputs with a local full run of the frame
+ * into *e.  1 = compared, 0 = superseded, -1 = error. */
+static int check_frame(master *ms, const Deltaslice__FinishReport *r, check_error *e, ds_error *err)
 {
     const ds_model *m = &ms->model;
     if ((int)r->n_outputs != m->n_outputs)
@@ -186,10 +190,8 @@ static int check_frame(master *ms, const Deltaslice__FinishReport *r, ds_error *
         if (k < 0 || got->dtype != DS_F32 || !ds_shape_equal(&got->shape, &want->shape))
             rc = ds_errorf(err, "check: output layer %d does not match the model's outputs", id);
         else
-            compare(ms, got, want);
+            compare(e, got, want);
     }
-    if (rc == 1)
-        ms->checked++;
     pthread_mutex_unlock(&ms->check_lock);
     return rc;
 }
@@ -202,6 +204,7 @@ static void finish_frame(master *ms, frame_rec *fr, double now)
     fr->state = FRAME_DONE;
     fr->latency = now - fr->first_sent;
     ms->finished++;
+    ms->epoch_warm = 1;
     ms->in_flight--;
     ds_tensor_free(&fr->frame);
     free(fr->error);
@@ -270,9 +273,10 @@ void ds_master_report(master *ms, int from, const uint8_t *data, size_t len)
     }
     char why[DS_ERROR_MAX + 64] = "";
     int checked = 1;
+    check_error e = {0, 0};
     if (!r->ok)
         snprintf(why, sizeof why, "w%u: %s", r->worker, r->error);
-    else if (ms->cfg->check && (checked = check_frame(ms, r, &err)) < 0)
+    else if (ms->cfg->check && (checked = check_frame(ms, r, &e, &err)) < 0)
         snprintf(why, sizeof why, "%s", err.msg);
     pthread_mutex_lock(&ms->lock);
     if (!checked || !report_counts(ms, r)) {
@@ -281,6 +285,11 @@ void ds_master_report(master *ms, int from, const uint8_t *data, size_t len)
     } else if (r->ok && !why[0]) {
         finish_frame(ms, &ms->frames[r->frame_id], now);
         account(ms, r, len);
+        if (ms->cfg->check) { /* only a result that counts is checked */
+            ms->checked++;
+            ms->check_max_abs = fmax(ms->check_max_abs, e.abs);
+            ms->check_max_rel = fmax(ms->check_max_rel, e.rel);
+        }
         ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
     } else if (!r->ok) {
         /* The epoch's caches are out of step from this frame on: the main
@@ -305,8 +314,6 @@ static int compute_locally(master *ms, int f, frame_rec *fr, ds_error *err)
     int rc = local_ready(ms, err) ? -1 : take_frame(ms, (uint64_t)f, fr->epoch, err);
     if (rc == 1)
         rc = run_local(ms, err) ? -1 : 1;
-    if (rc == 1 && ms->cfg->check)
-        ms->checked++; /* the reference itself: no error */
     pthread_mutex_unlock(&ms->check_lock);
     if (rc < 0)
         return -1;
@@ -314,6 +321,7 @@ static int compute_locally(master *ms, int f, frame_rec *fr, ds_error *err)
     if (rc == 1 && fr->state == FRAME_IN_FLIGHT) {
         finish_frame(ms, fr, ds_now());
         ms->local++;
+        ms->checked += ms->cfg->check; /* the reference itself: no error */
         ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_FINISH);
     }
     pthread_mutex_unlock(&ms->lock);
@@ -322,96 +330,122 @@ static int compute_locally(master *ms, int f, frame_rec *fr, ds_error *err)
 
 /* ------------------------------------------------------------- planning */
 
-/* A planner for workers first..last (they must be up): the configuration
- * it sees is theirs (the master's link feeds the first), their costs, the
+int ds_master_on_chain(const master *ms, int w)
+{
+    for (int k = 0; k < ms->chain_len; k++)
+        if (ms->chain[k] == w)
+            return 1;
+    return 0;
+}
+
+/* A planner for the chain ids[0..n) of up workers: the configuration it
+ * sees is theirs (the master's link feeds the first; an extra route is
+ * priced at the bandwidth of the link into its target), their costs, the
  * predictors decoded afresh; frames_left frames to plan for. */
-static int segment_planner(master *ms, int first, int last, int frames_left, ds_config *seg,
-                           ds_planner *p, ds_error *err)
+static int chain_planner(master *ms, const int *ids, int n, int frames_left, ds_config *seg,
+                         ds_planner *p, ds_error *err)
 {
     const ds_config *cfg = ms->cfg;
-    int n = last - first + 1;
     *seg = *cfg;
     seg->n_workers = n;
     seg->master.ifr_num = frames_left > 0 ? frames_left : 1;
-    for (int i = 1; i < n; i++)
-        seg->master.bandwidth[i] = cfg->master.bandwidth[first + i];
+    for (int k = 1; k < n; k++)
+        seg->master.bandwidth[k] = cfg->master.bandwidth[ids[k]];
     double *costs[DS_MAX_WORKERS] = {0};
     size_t bytes = sizeof(double) * (size_t)ms->model.n_layers;
+    int missing = 0;
     pthread_mutex_lock(&ms->lock);
-    for (int i = 0; i < n; i++)
-        if ((costs[i] = malloc(bytes)))
-            memcpy(costs[i], ms->link[first + i].costs, bytes);
+    for (int k = 0; k < n; k++)
+        if ((costs[k] = malloc(bytes)))
+            memcpy(costs[k], ms->link[ids[k]].costs, bytes);
+        else
+            missing = 1;
     pthread_mutex_unlock(&ms->lock);
     ds_predictors *pred = NULL;
-    for (int i = 0; i < n; i++)
-        if (!costs[i]) {
-            for (int k = 0; k < n; k++)
-                free(costs[k]);
-            return ds_errorf(err, "out of memory");
-        }
-    if (ms->pred_blob.len &&
-        ds_predictors_decode(ms->pred_blob.data, ms->pred_blob.len, &ms->model, &pred, err)) {
+    if (missing || (ms->pred_blob.len && ds_predictors_decode(ms->pred_blob.data, ms->pred_blob.len,
+                                                              &ms->model, &pred, err))) {
         for (int k = 0; k < n; k++)
             free(costs[k]);
-        return -1;
+        return missing ? ds_errorf(err, "out of memory") : -1;
     }
     memset(p, 0, sizeof *p);
-    if (ds_planner_init(p, seg, &ms->model, costs, pred, ds_slowest_link_compress(seg), err))
-        return -1;
-    p->first_worker = first;
-    return 0;
+    return ds_planner_init(p, seg, &ms->model, costs, pred, ds_slowest_link_compress(seg), err);
 }
 
-/* The predicted seconds per frame of a planner's first plan. */
-static int first_plan(ds_planner *p, double *per_frame, ds_error *err)
+/* The chain from up worker a on: each next worker the nearest later up one
+ * the previous reaches (wI->wI+1, or an extra route of the config). */
+static int chain_from(const master *ms, const int *up, int a, int *ids)
 {
-    int changed;
-    if (ds_planner_plan(p, 0, NULL, &changed, err))
-        return -1;
-    *per_frame = p->predicted.per_frame;
+    int n = 0;
+    ids[n++] = a;
+    for (int j = a + 1; j < ms->n_workers; j++)
+        if (up[j] && ms->cfg->route_worker[ids[n - 1]][j])
+            ids[n++] = j;
+    return n;
+}
+
+/* 1 when an earlier up worker reaches worker a: a chain may then include
+ * it, and one starting at a is not tried (a worker more is the planner's to
+ * leave idle). */
+static int reachable(const master *ms, const int *up, int a)
+{
+    for (int i = 0; i < a; i++)
+        if (up[i] && ms->cfg->route_worker[i][a])
+            return 1;
     return 0;
 }
 
-/* The best run of consecutive up workers (by the planner's prediction) into
- * *first, *last; -1 when none is up.  up[] is a snapshot. */
-static int best_segment(master *ms, const int *up, int *first, int *last, ds_error *err)
+/* The best chain of up workers (by the planner's prediction) into ids,
+ * its length into *n (0 when none is up).  up[] is a snapshot. */
+static int best_chain(master *ms, const int *up, int *ids, int *n, ds_error *err)
 {
     double best = INFINITY;
-    *first = *last = -1;
+    *n = 0;
     for (int a = 0; a < ms->n_workers; a++) {
-        if (!up[a] || (a > 0 && up[a - 1]))
-            continue; /* maximal runs only: a worker more never costs */
-        int b = a;
-        while (b + 1 < ms->n_workers && up[b + 1])
-            b++;
+        int cand[DS_MAX_WORKERS];
+        if (!up[a] || reachable(ms, up, a))
+            continue;
+        int len = chain_from(ms, up, a, cand);
         ds_config seg;
         ds_planner p;
-        double per_frame;
-        if (segment_planner(ms, a, b, ms->n_frames - ms->next_frame, &seg, &p, err))
+        int changed;
+        if (chain_planner(ms, cand, len, ms->n_frames - ms->next_frame, &seg, &p, err))
             return -1;
         p.quiet = 1;
-        int rc = first_plan(&p, &per_frame, err);
+        int rc = ds_planner_plan(&p, 0, NULL, &changed, err);
+        double per_frame = p.predicted.per_frame;
         ds_planner_free(&p);
         if (rc)
             return -1;
-        ds_log_debug("w%d..w%d: %.4f s per frame predicted", a, b, per_frame);
+        ds_log_debug("chain from w%d (%d workers): %.4f s per frame predicted", a, len, per_frame);
         if (per_frame < best) {
             best = per_frame;
-            *first = a;
-            *last = b;
+            memcpy(ids, cand, sizeof *ids * (size_t)len);
+            *n = len;
         }
     }
     return 0;
 }
 
-/* Job messages of the current plan: workers outside the segment get empty
- * jobs (the chain starts at its first worker). */
-static void job_messages(master *ms)
+/* The planner's current plan over every worker (off the chain: nothing to
+ * do), the frame requests' jobs and the heartbeat deadlines of the chain's
+ * workers (their predicted stage times). */
+static int use_plan(master *ms, ds_error *err)
 {
+    const ds_plan *cur = &ms->planner.current;
+    ms->full_plan.n_workers = ms->n_workers;
+    for (int i = 0, k = 0; i < ms->n_workers; i++)
+        ms->full_plan.cut[i] = k < ms->chain_len && ms->chain[k] == i ? cur->cut[k++]
+                               : k == ms->chain_len             ? ms->model.n_layers - 1
+                               : i                               ? ms->full_plan.cut[i - 1]
+                                                                 : 0;
+    ds_plan_jobs_free(&ms->pj);
+    if (ds_plan_jobs_make(&ms->model, &ms->full_plan, &ms->pj, err))
+        return -1;
     for (int i = 0; i < ms->n_workers; i++) {
         Deltaslice__Job *m = &ms->job_msgs[i];
         deltaslice__job__init(m);
-        if (i >= ms->seg_first) {
+        if (ds_master_on_chain(ms, i)) {
             m->n_exec_ids = (size_t)ms->pj.job[i].n_exec;
             m->exec_ids = ms->pj.job[i].exec_ids;
             m->n_out_ids = (size_t)ms->pj.job[i].n_out;
@@ -419,48 +453,37 @@ static void job_messages(master *ms)
         }
         ms->jobs[i] = m;
     }
-}
-
-/* The planner's current plan over every worker, its jobs and the workers'
- * heartbeat deadlines (their predicted stage times). */
-static int use_plan(master *ms, ds_error *err)
-{
-    const ds_plan *cur = &ms->planner.current;
-    int last_layer = ms->model.n_layers - 1;
-    ms->full_plan.n_workers = ms->n_workers;
-    for (int i = 0; i < ms->n_workers; i++)
-        ms->full_plan.cut[i] = i < ms->seg_first ? 0
-                               : i > ms->seg_last ? last_layer
-                                                  : cur->cut[i - ms->seg_first];
-    ds_plan_jobs_free(&ms->pj);
-    if (ds_plan_jobs_make(&ms->model, &ms->full_plan, &ms->pj, err))
-        return -1;
-    job_messages(ms);
     ms->plan_changes++;
     pthread_mutex_lock(&ms->lock);
-    for (int i = ms->seg_first; i <= ms->seg_last; i++) {
+    for (int k = 0; k < ms->chain_len; k++) {
+        int i = ms->chain[k];
         double stage = 0;
-        for (int k = 0; k < ms->pj.job[i].n_exec; k++)
-            stage += ms->link[i].costs[ms->pj.job[i].exec_ids[k]];
+        for (int e = 0; e < ms->pj.job[i].n_exec; e++)
+            stage += ms->link[i].costs[ms->pj.job[i].exec_ids[e]];
         ms->link[i].heartbeat = fmax(MIN_DEADLINE_S, DEADLINE_FACTOR * stage);
     }
     pthread_mutex_unlock(&ms->lock);
     return 0;
 }
 
-/* A new planner for workers first..last from frame `from` on (first < 0:
- * none, frames are computed locally or wait). */
-static int use_segment(master *ms, int first, int last, int from, ds_error *err)
+/* A new planner for the chain ids[0..n) from frame `from` on (n = 0: no
+ * worker: frames are computed here, or wait). */
+static int use_chain(master *ms, const int *ids, int n, int from, ds_error *err)
 {
     if (ms->planner_ready)
         ds_planner_free(&ms->planner);
     ms->planner_ready = 0;
-    ms->seg_first = first;
-    ms->seg_last = last;
-    if (first < 0)
+    pthread_mutex_lock(&ms->lock);
+    memcpy(ms->chain, ids, sizeof *ids * (size_t)n);
+    ms->chain_len = n;
+    pthread_mutex_unlock(&ms->lock);
+    for (int k = 0; k < n; k++)
+        ms->chain_ids[k] = (uint32_t)ids[k];
+    if (n == 0)
         return 0;
-    if (segment_planner(ms, first, last, ms->n_frames - from, &ms->seg_cfg, &ms->planner, err))
+    if (chain_planner(ms, ids, n, ms->n_frames - from, &ms->seg_cfg, &ms->planner, err))
         return -1;
+    ms->planner.ids = ms->chain;
     ms->planner_ready = 1;
     ms->plan_base = from;
     int changed;
@@ -532,14 +555,15 @@ static int submit_frame(master *ms, int f, const ds_tensor *u8, uint32_t epoch, 
     fr.master_send_us = ds_wall_us();
     fr.session_id = key.session;
     fr.epoch = key.epoch;
-    fr.first_worker = (uint32_t)ms->seg_first;
+    fr.n_chain = (size_t)ms->chain_len;
+    fr.chain = ms->chain_ids;
     if (ds_rpc_pack(&fr.base, &ms->req, err))
         return -1;
     /* Submit returns once queued: a longer call means a hung worker. */
     double mbps = ms->cfg->master.bandwidth[0];
     double deadline = 2.0 + 3.0 * (double)ms->req.len / (mbps * 1e6);
     ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_START);
-    int rc = ds_rpc_call_unary(ms->link[ms->seg_first].ch, DS_RPC_WORKER_SUBMIT, ms->req.data,
+    int rc = ds_rpc_call_unary(ms->link[ms->chain[0]].ch, DS_RPC_WORKER_SUBMIT, ms->req.data,
                                ms->req.len, deadline, &ms->resp, code, err);
     ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_FINISH);
     return rc;
@@ -569,15 +593,15 @@ static void send_frame(master *ms, int f)
     pthread_mutex_unlock(&ms->lock);
     ds_error err;
     int code = DS_RPC_OK;
-    int rc = ms->seg_first < 0 ? compute_locally(ms, f, fr, &err)
+    int rc = !ms->chain_len ? compute_locally(ms, f, fr, &err)
                                : submit_frame(ms, f, &fr->frame, fr->epoch, &code, &err);
     if (rc == 0)
         return;
     /* Gone, hung or restarted; ABORTED: its epoch broke (a recovery will
      * follow), CANCELLED: interrupted. */
-    if (ms->seg_first >= 0 && (code == DS_RPC_UNAVAILABLE || code == DS_RPC_DEADLINE_EXCEEDED ||
-                               code == DS_RPC_FAILED_PRECONDITION))
-        ds_master_lose(ms, ms->seg_first, err.msg);
+    if (ms->chain_len && (code == DS_RPC_UNAVAILABLE || code == DS_RPC_DEADLINE_EXCEEDED ||
+                          code == DS_RPC_FAILED_PRECONDITION))
+        ds_master_lose(ms, ms->chain[0], err.msg);
     pthread_mutex_lock(&ms->lock);
     free(fr->error);
     fr->error = strdup(err.msg);
@@ -587,13 +611,17 @@ static void send_frame(master *ms, int f)
 
 /* ------------------------------------------------------------- recovery */
 
-/* "w0..w2" or "the master" into buf. */
-static const char *segment_str(const master *ms, char *buf, size_t len)
+/* "w0..w2", "w0,w2" (around a lost w1) or "the master" into buf. */
+static const char *chain_str(const master *ms, char *buf, size_t len)
 {
-    if (ms->seg_first < 0)
+    int n = ms->chain_len, contiguous = n && ms->chain[n - 1] - ms->chain[0] == n - 1;
+    if (!n)
         snprintf(buf, len, "the master");
+    else if (contiguous)
+        snprintf(buf, len, "w%d..w%d", ms->chain[0], ms->chain[n - 1]);
     else
-        snprintf(buf, len, "w%d..w%d", ms->seg_first, ms->seg_last);
+        for (int k = 0, used = 0; k < n && used >= 0 && (size_t)used < len; k++)
+            used += snprintf(buf + used, len - (size_t)used, "%sw%d", k ? "," : "", ms->chain[k]);
     return buf;
 }
 
@@ -609,29 +637,30 @@ static int recover(master *ms, ds_error *err)
     for (int i = 0; i < ms->n_workers; i++)
         up[i] = ms->link[i].up;
     pthread_mutex_unlock(&ms->lock);
-    int first, last;
-    if (best_segment(ms, up, &first, &last, err))
+    int ids[DS_MAX_WORKERS], n;
+    if (best_chain(ms, up, ids, &n, err))
         return -1;
-    if (!broken && first == ms->seg_first && last == ms->seg_last)
-        return 0; /* a worker came back, but the plan in use predicts better */
+    if (!broken && n == ms->chain_len && !memcmp(ids, ms->chain, sizeof *ids * (size_t)n))
+        return 0; /* a worker came back, but the chain in use predicts better */
     pthread_mutex_lock(&ms->lock);
     ms->epoch++;
     ms->epochs++;
+    ms->epoch_warm = 0;
     pthread_mutex_unlock(&ms->lock);
-    if (use_segment(ms, first, last, ms->next_frame, err))
+    if (use_chain(ms, ids, n, ms->next_frame, err))
         return -1;
-    char seg[32], plan[256];
-    if (first < 0 && !ms->cfg->master.no_workers_wait)
+    char seg[256], plan[256];
+    if (!n && !ms->cfg->master.no_workers_wait)
         ds_log_warn("no worker left: computing on the master");
-    else if (first < 0)
+    else if (!n)
         ds_log_warn("no worker left: waiting for one to come back");
     else
         ds_log_info("epoch %u: plan %s on %s", ms->epoch,
-                    ds_plan_str(&ms->full_plan, plan, sizeof plan), segment_str(ms, seg, sizeof seg));
+                    ds_plan_str(&ms->full_plan, plan, sizeof plan), chain_str(ms, seg, sizeof seg));
     pthread_mutex_lock(&ms->lock);
     int from = oldest(ms);
     pthread_mutex_unlock(&ms->lock);
-    for (int f = from; f < ms->next_frame && !(first < 0 && ms->cfg->master.no_workers_wait); f++) {
+    for (int f = from; f < ms->next_frame && !(!n && ms->cfg->master.no_workers_wait); f++) {
         pthread_mutex_lock(&ms->lock);
         int again = ms->frames[f].state == FRAME_IN_FLIGHT && !ms->recover;
         pthread_mutex_unlock(&ms->lock);
@@ -648,7 +677,7 @@ static int recover(master *ms, ds_error *err)
  * a full input's transfer (an epoch's first frame travels in full). */
 static double frame_deadline(const master *ms)
 {
-    if (ms->seg_first < 0)
+    if (!ms->chain_len)
         return INFINITY;
     double full = 3.0 * ms->rows * ms->cols / (ms->cfg->master.bandwidth[0] * 1e6);
     return fmax(MIN_DEADLINE_S, DEADLINE_FACTOR * ms->planner.predicted.mean_latency) + full;
@@ -658,6 +687,8 @@ static double frame_deadline(const master *ms)
 static void check_overdue(master *ms, double deadline)
 {
     double now = ds_now();
+    if (!ms->epoch_warm)
+        deadline *= COLD_FACTOR;
     for (int f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
         frame_rec *fr = &ms->frames[f];
         if (fr->state != FRAME_IN_FLIGHT || now - fr->sent <= deadline)
@@ -695,7 +726,7 @@ static enum wait_end wait_slot(master *ms, int limit, int to_send)
             pthread_mutex_lock(&ms->lock);
             continue;
         }
-        int stalled = to_send && ms->seg_first < 0 && ms->cfg->master.no_workers_wait;
+        int stalled = to_send && !ms->chain_len && ms->cfg->master.no_workers_wait;
         if (ms->in_flight <= limit && !stalled)
             break;
         struct timespec until = ds_deadline(0.1);
@@ -766,12 +797,12 @@ static void print_summary(master *ms)
 {
     const ds_config *cfg = ms->cfg;
     double elapsed = ms->elapsed;
-    char plan_text[256] = "none", seg[32];
+    char plan_text[256] = "none", seg[256];
     if (ms->planner_ready)
         ds_plan_str(&ms->full_plan, plan_text, sizeof plan_text);
     printf("model: %s %dx%d, mode %s, scheduler %s, plan %s on %s\n", ms->model.name, ms->rows,
            ms->cols, ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler), plan_text,
-           segment_str(ms, seg, sizeof seg));
+           chain_str(ms, seg, sizeof seg));
     if (ms->planner_ready)
         printf("plans: %d used, predicted %.4f s per frame%s\n", ms->plan_changes,
                ds_planner_predicted_per_frame(&ms->planner, ms->n_frames - ms->plan_base),
@@ -895,7 +926,6 @@ static int master_open(master *ms)
     ms->session_id = new_session_id();
     ms->epoch = 1;
     ms->epochs = 1;
-    ms->seg_first = ms->seg_last = -1;
     ms->frames = calloc((size_t)cfg->master.ifr_num, sizeof *ms->frames);
     if (!ms->frames) {
         ds_log_error("out of memory");
@@ -908,18 +938,18 @@ static int master_open(master *ms)
         ds_log_error("%s", err.msg);
         return -1;
     }
-    int up[DS_MAX_WORKERS], first, last;
+    int up[DS_MAX_WORKERS], ids[DS_MAX_WORKERS], n;
     for (int i = 0; i < ms->n_workers; i++)
         up[i] = ms->link[i].up;
-    char seg[32], plan[256];
-    if (best_segment(ms, up, &first, &last, &err) || use_segment(ms, first, last, 0, &err) ||
+    char seg[256], plan[256];
+    if (best_chain(ms, up, ids, &n, &err) || use_chain(ms, ids, n, 0, &err) ||
         ds_master_watch_start(ms, &err)) {
         ds_log_error("%s", err.msg);
         return -1;
     }
     ds_log_info("session %016llx, epoch 1: plan %s on %s", (unsigned long long)ms->session_id,
                 ms->planner_ready ? ds_plan_str(&ms->full_plan, plan, sizeof plan) : "none",
-                segment_str(ms, seg, sizeof seg));
+                chain_str(ms, seg, sizeof seg));
     return 0;
 }
 

@@ -77,6 +77,7 @@ typedef struct master {
     int in_flight, finished, failed, resent, local;
     int losses, taken_back, epochs;
     uint32_t epoch;
+    int epoch_warm;         /* a frame finished in this epoch */
     int recover;            /* the main thread should recover ... */
     int recover_broken;     /* ... and the current epoch's caches are out of step */
     int interrupted;
@@ -86,6 +87,9 @@ typedef struct master {
     stage_samples stages[64];
     int n_stages;
 
+    double check_max_abs, check_max_rel; /* of the results that counted */
+    int checked;
+
     /* check: local full inference on the master; also computes frames
      * when no worker is left (master.no_workers: local). */
     pthread_mutex_t check_lock;
@@ -93,8 +97,6 @@ typedef struct master {
     ds_tensor check_in;
     ds_tensor *check_out;
     ds_dif_cache check_cache;
-    double check_max_abs, check_max_rel;
-    int checked;
 
     /* The main thread's: the clip, the segment of workers and its plan, and
      * what the sender keeps from one frame to the next. */
@@ -102,7 +104,9 @@ typedef struct master {
     int rows, cols;
     ds_buf pred_blob;        /* the trainer's predictors (NULL for lbc) */
     ds_config seg_cfg;       /* the configuration the planner sees: the segment's */
-    int seg_first, seg_last; /* workers in use; -1: none (computing locally) */
+    int chain[DS_MAX_WORKERS]; /* the workers in use, ascending: the master sends */
+    int chain_len;             /* to the first; 0: none (computing locally, or waiting) */
+    uint32_t chain_ids[DS_MAX_WORKERS]; /* the same, for the frame requests */
     int plan_base;           /* the first frame of the planner */
     ds_planner planner;
     int planner_ready, plan_changes;
@@ -140,5 +144,7 @@ void ds_master_lose(master *ms, int w, const char *why);
 
 /* One message from worker w's result stream (a reader thread). */
 void ds_master_report(master *ms, int w, const uint8_t *msg, size_t len);
+/* 1 when worker w is on the chain in use (lock held, or the main thread). */
+int ds_master_on_chain(const master *ms, int w);
 
 #endif

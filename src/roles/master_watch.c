@@ -103,7 +103,7 @@ void ds_master_lose(master *ms, int w, const char *why)
         l->lost = 1;
         ms->losses++;
         ms->recover = 1;
-        if (w >= ms->seg_first && w <= ms->seg_last && ms->seg_first >= 0)
+        if (ds_master_on_chain(ms, w))
             ms->recover_broken = 1;
         pthread_cond_broadcast(&ms->changed);
     }
@@ -293,6 +293,9 @@ void ds_master_watch_stop(master *ms)
     ms->closing = 1;
     pthread_cond_broadcast(&ms->changed);
     pthread_mutex_unlock(&ms->lock);
+    /* The run is over: a take-back in progress (its Costs call may wait for
+     * a profiling worker) ends now. */
+    ds_rpc_interrupt();
     if (ms->watch_started)
         pthread_join(ms->watch_th, NULL);
     if (ms->signal_started)

@@ -3,8 +3,12 @@
  * Threads: gRPC's handlers (Submit queues a frame and returns at once;
  * Results hands over the master's stream; Costs and Clock answer at once),
  * one executor thread that runs frames strictly in frame-id order, and one
- * sender thread that forwards to worker I+1 or reports to the master, so the
- * next frame computes while this one travels.  Both queues are bounded. */
+ * sender thread that forwards to the next worker on the frame's chain or
+ * reports to the master, so the next frame computes while this one travels.
+ * Both queues are bounded.
+ *
+ * It serves one master session at a time (the one whose result stream is
+ * open) and, within it, the latest epoch: see `session` below. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,6 +35,7 @@
 #define FORWARD_DEADLINE_S 2.0
 #define CONNECT_NEXT_S 1.0 /* a next worker that is not up by then has failed */
 #define REPORT_WAIT_S 2.0  /* for room on the master's result stream */
+#define TO_MASTER (-1)
 
 typedef struct frame_msg {
     Deltaslice__FrameRequest *req;
@@ -41,7 +46,7 @@ typedef struct frame_msg {
 /* A packed message for the sender thread. */
 typedef struct send_msg {
     ds_buf buf;
-    int to_master; /* else: Submit to the next worker */
+    int to; /* TO_MASTER, or the id of the worker to Submit to */
     uint64_t frame_id;
     uint64_t session_id;
     uint32_t epoch;
@@ -86,7 +91,7 @@ typedef struct worker {
      * back.  Their buffers (a frame's tensors) are reused. */
     ds_queue *send_free, *send_ready;
 
-    ds_rpc_channel *next; /* worker I+1, dialled on first use */
+    ds_rpc_channel *next[DS_MAX_WORKERS]; /* later workers, dialled on first use */
     ds_payloads outputs;
 
     ds_rpc_server *srv;
@@ -148,6 +153,14 @@ static int setup_size(worker *w, int rows, int cols, ds_error *err)
 
 /* ------------------------------------------------------------- handlers */
 
+static int on_chain(const Deltaslice__FrameRequest *m, int id)
+{
+    for (size_t k = 0; k < m->n_chain; k++)
+        if ((int)m->chain[k] == id)
+            return 1;
+    return !m->n_chain; /* empty: every worker */
+}
+
 /* Whether frame m may be queued after the frames accepted so far (order_lock
  * held): DS_RPC_OK, or the status to refuse it with: FAILED_PRECONDITION
  * when it is not of the open session (this worker restarted, or another
@@ -157,6 +170,10 @@ static int admit(worker *w, const Deltaslice__FrameRequest *m, ds_error *err)
 {
     session *s = &w->session;
     unsigned long long f = (unsigned long long)m->frame_id;
+    if (!on_chain(m, w->id)) {
+        ds_errorf(err, "%s: frame %llu is not for this worker (not on its chain)", w->name, f);
+        return DS_RPC_INVALID_ARGUMENT;
+    }
     if (!s->id) {
         ds_errorf(err, "%s: frame %llu, but no master session is open here (was this worker "
                   "restarted?)", w->name, f);
@@ -340,14 +357,14 @@ static void break_epoch(worker *w, frame_ref r)
 }
 
 /* Queues a packed message for the sender thread (waits for a free one). */
-static int queue_send(worker *w, const ProtobufCMessage *msg, int to_master, frame_ref r,
+static int queue_send(worker *w, const ProtobufCMessage *msg, int to, frame_ref r,
                       ds_error *err)
 {
     void *p;
     if (ds_queue_pop(w->send_free, &p, -1) != DS_QUEUE_OK)
         return ds_errorf(err, "%s: shutting down", w->name);
     send_msg *s = p;
-    s->to_master = to_master;
+    s->to = to;
     s->frame_id = r.frame_id;
     s->session_id = r.session_id;
     s->epoch = r.epoch;
@@ -398,7 +415,7 @@ static void report_failure(worker *w, frame_ref f, const char *why, int from_sen
         if (ds_rpc_pack(&r.base, &b, &err) == 0)
             push_to_master(w, &b, f.frame_id);
         ds_buf_free(&b);
-    } else if (queue_send(w, &r.base, 1, f, &err)) {
+    } else if (queue_send(w, &r.base, TO_MASTER, f, &err)) {
         ds_log_warn("cannot report frame %" PRIu64 ": %s", f.frame_id, err.msg);
     }
 }
@@ -411,6 +428,22 @@ static int last_active(const Deltaslice__FrameRequest *m)
         if (m->jobs[i]->n_exec_ids)
             last = (int)i;
     return last;
+}
+
+/* The worker before (-1: the master) or after (-1: none) worker id on the
+ * frame's chain. */
+static int chain_neighbour(const Deltaslice__FrameRequest *m, int id, int step)
+{
+    if (!m->n_chain) { /* every worker */
+        int n = id + step;
+        return n < (int)m->n_jobs ? n : -1;
+    }
+    for (size_t k = 0; k < m->n_chain; k++)
+        if ((int)m->chain[k] == id) {
+            size_t n = k + (size_t)step;
+            return n < m->n_chain ? (int)m->chain[n] : -1; /* k = 0, step -1: wraps, -1 */
+        }
+    return -1;
 }
 
 /* Runs this worker's job of frame m (decode, execute, encode); the
@@ -497,10 +530,11 @@ static int carry_make(worker *w, const frame_msg *f, const int64_t stage[4], int
     memcpy(c->timings + n_t, c->own, sizeof c->own);
     c->n_timings = n_t + OWN_STAGES;
     /* This worker accounts for the link it received the frame on. */
-    if (w->id == (int)m->first_worker)
+    int prev = chain_neighbour(m, w->id, -1);
+    if (prev < 0)
         snprintf(c->link_name, sizeof c->link_name, "m->w%d", w->id);
     else
-        snprintf(c->link_name, sizeof c->link_name, "w%d->w%d", w->id - 1, w->id);
+        snprintf(c->link_name, sizeof c->link_name, "w%d->w%d", prev, w->id);
     deltaslice__link_bytes__init(&c->in_link);
     c->in_link.link = c->link_name;
     c->in_link.bytes = f->bytes;
@@ -534,7 +568,7 @@ static int pass_on(worker *w, const Deltaslice__FrameRequest *m, int final, cons
         r.outputs = c->outputs;
         r.session_id = m->session_id;
         r.epoch = m->epoch;
-        return queue_send(w, &r.base, 1, ref_of(m), err);
+        return queue_send(w, &r.base, TO_MASTER, ref_of(m), err);
     }
     Deltaslice__FrameRequest fwd = *m;
     fwd.n_inputs = c->n_outputs;
@@ -543,7 +577,10 @@ static int pass_on(worker *w, const Deltaslice__FrameRequest *m, int final, cons
     fwd.timings = c->timings;
     fwd.n_bytes = c->n_links;
     fwd.bytes = c->links;
-    return queue_send(w, &fwd.base, 0, ref_of(m), err);
+    int next = chain_neighbour(m, w->id, 1);
+    if (next < 0)
+        return ds_errorf(err, "%s: the chain ends here, but later workers have work", w->name);
+    return queue_send(w, &fwd.base, next, ref_of(m), err);
 }
 
 static int execute_frame(worker *w, const frame_msg *f, ds_error *err)
@@ -593,27 +630,30 @@ static void *executor_thread(void *arg)
     return NULL;
 }
 
-/* Submits a packed request to the next worker (dialled on first use). */
+/* Submits a packed request to the next worker on the chain (dialled on
+ * first use, over the config's route to it). */
 static int forward(worker *w, const send_msg *s, ds_buf *resp, ds_error *err)
 {
-    if (!w->next) {
+    ds_rpc_channel **ch = &w->next[s->to];
+    if (!*ch) {
+        const char *route = w->cfg->route_worker[w->id][s->to];
         char peer[16];
-        snprintf(peer, sizeof peer, "w%d", w->id + 1);
-        w->next = ds_rpc_channel_new(peer, w->cfg->route_worker_next[w->id],
-                                     w->cfg->max_message_bytes, err);
-        if (!w->next)
+        snprintf(peer, sizeof peer, "w%d", s->to);
+        if (!route)
+            return ds_errorf(err, "no route w%d->w%d in %s", w->id, s->to, w->cfg->path);
+        if (!(*ch = ds_rpc_channel_new(peer, route, w->cfg->max_message_bytes, err)))
             return -1;
     }
     /* The master plans only on workers it reached: one that is not up
      * soon (it may just have come back: retry now) has failed. */
-    if (ds_rpc_wait_ready(w->next, 0, err)) {
-        ds_rpc_channel_reset_backoff(w->next);
-        if (ds_rpc_wait_ready(w->next, CONNECT_NEXT_S, err))
+    if (ds_rpc_wait_ready(*ch, 0, err)) {
+        ds_rpc_channel_reset_backoff(*ch);
+        if (ds_rpc_wait_ready(*ch, CONNECT_NEXT_S, err))
             return -1;
     }
-    double mbps = w->cfg->master.bandwidth[w->id + 1];
+    double mbps = w->cfg->master.bandwidth[s->to];
     double deadline = FORWARD_DEADLINE_S + 3.0 * (double)s->buf.len / (mbps * 1e6);
-    return ds_rpc_call_submit(w->next, &s->buf, deadline, resp, err);
+    return ds_rpc_call_submit(*ch, &s->buf, deadline, resp, err);
 }
 
 static void *sender_thread(void *arg)
@@ -627,17 +667,17 @@ static void *sender_thread(void *arg)
         ds_error err;
         int64_t t0 = ds_wall_us();
         enum frame_standing st = standing(w, r);
-        if (st == FRAME_STALE || (st == FRAME_BROKEN && !s->to_master)) {
+        if (st == FRAME_STALE || (st == FRAME_BROKEN && s->to != TO_MASTER)) {
             /* Nobody waits for it (the master moved on), or the next worker's
              * copies are out of step (the failure was reported). */
             recycle_send(w, s);
             continue;
         }
-        if (s->to_master) {
+        if (s->to == TO_MASTER) {
             push_to_master(w, &s->buf, s->frame_id);
         } else if (forward(w, s, &resp, &err)) {
             char why[DS_ERROR_MAX + 32];
-            snprintf(why, sizeof why, "forwarding to w%d: %s", w->id + 1, err.msg);
+            snprintf(why, sizeof why, "forwarding to w%d: %s", s->to, err.msg);
             report_failure(w, r, why, 1);
             recycle_send(w, s);
             continue;
@@ -723,7 +763,8 @@ static void worker_close(worker *w)
     w->results = NULL;
     pthread_mutex_unlock(&w->results_lock);
     ds_rpc_server_free(w->srv);
-    ds_rpc_channel_free(w->next);
+    for (int i = 0; i < DS_MAX_WORKERS; i++)
+        ds_rpc_channel_free(w->next[i]);
     ds_queue_free(w->send_ready, send_msg_free);
     ds_queue_free(w->send_free, send_msg_free);
     ds_payloads_free(&w->outputs);

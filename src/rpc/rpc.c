@@ -274,6 +274,11 @@ struct ds_rpc_server {
     int stopped; /* ds_rpc_server_shutdown done */
     atomic_int shutting_down;
     tag shutdown_tag;
+    /* Handlers running (under mu): the queue is shut down only once none
+     * is, since a call its client cancelled counts as done for gRPC's
+     * shutdown while its handler may still answer it. */
+    int busy;
+    int shutdown_seen;
 };
 
 struct ds_rpc_stream {
@@ -714,8 +719,10 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
     }
     grpc_metadata_array_destroy(&sl->md);
     /* Re-arm before handling, so a slow handler does not hold up new calls.
-     * The server cannot finish shutting down while `call` lives, so the
-     * queue is still open for this request. */
+     * The queue stays open until this handler is done (see busy). */
+    pthread_mutex_lock(&srv->mu);
+    srv->busy++;
+    pthread_mutex_unlock(&srv->mu);
     slot_arm(srv, sl);
 
     if (!m) {
@@ -731,6 +738,10 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
     } else {
         handle_stream(w, m, call, payload);
     }
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->busy == 0 && srv->shutdown_seen)
+        grpc_completion_queue_shutdown(srv->cq);
+    pthread_mutex_unlock(&srv->mu);
 }
 
 static void *server_thread(void *arg)
@@ -760,8 +771,13 @@ static void *server_thread(void *arg)
             stream_event(t, ev.success);
             break;
         case TAG_SHUTDOWN:
-            /* Every call is gone: nothing more can be queued. */
-            grpc_completion_queue_shutdown(srv->cq);
+            /* Every call is gone for gRPC: nothing more can be queued once
+             * the running handlers have answered theirs. */
+            pthread_mutex_lock(&srv->mu);
+            srv->shutdown_seen = 1;
+            if (srv->busy == 0)
+                grpc_completion_queue_shutdown(srv->cq);
+            pthread_mutex_unlock(&srv->mu);
             break;
         }
     }

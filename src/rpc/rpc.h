@@ -225,8 +225,9 @@ ProtobufCMessage *ds_rpc_unpack(const ProtobufCMessageDescriptor *desc, const ui
 #define DS_RPC_MAX_TEXT 1024   /* error strings, host names, hashes, paths */
 #define DS_RPC_MAX_FRAME_DIM 16384
 
-/* FrameRequest: exactly n_workers jobs (index = worker id), first_worker
- * below n_workers and the jobs before it empty; every exec id in
+/* FrameRequest: exactly n_workers jobs (index = worker id), chain ids
+ * ascending below n_workers and the jobs of workers off the chain empty;
+ * every exec id in
  * [1, max_layer_id] (0 is the network input), strictly ascending within a
  * job, and every job's exec ids above the previous jobs' (each layer runs at
  * most once, in chain order); out ids in [0, max_layer_id], strictly

@@ -143,18 +143,22 @@ int ds_rpc_validate_frame_request(const Deltaslice__FrameRequest *m, uint32_t n_
     if (m->n_jobs != n_workers)
         return ds_errorf(err, "frame %llu: %zu jobs for %u workers",
                          (unsigned long long)m->frame_id, m->n_jobs, n_workers);
-    if (m->first_worker >= n_workers)
-        return ds_errorf(err, "frame %llu: first worker %u out of range (%u workers)",
-                         (unsigned long long)m->frame_id, m->first_worker, n_workers);
+    int in_chain[DS_RPC_MAX_WORKERS] = {0};
+    for (size_t k = 0; k < m->n_chain; k++) {
+        if (m->chain[k] >= n_workers || (k && m->chain[k] <= m->chain[k - 1]))
+            return ds_errorf(err, "frame %llu: chain[%zu] = %u: expected ascending worker ids "
+                             "below %u", (unsigned long long)m->frame_id, k, m->chain[k], n_workers);
+        in_chain[m->chain[k]] = 1;
+    }
     int32_t last_exec = 0; /* highest exec id of the jobs so far */
     for (uint32_t j = 0; j < n_workers; j++) {
         const Deltaslice__Job *job = m->jobs[j];
         if (!job)
             return ds_errorf(err, "frame %llu: job %u missing", (unsigned long long)m->frame_id,
                              j);
-        if (j < m->first_worker && (job->n_exec_ids || job->n_out_ids))
-            return ds_errorf(err, "frame %llu: job %u before the first worker %u is not empty",
-                             (unsigned long long)m->frame_id, j, m->first_worker);
+        if (m->n_chain && !in_chain[j] && (job->n_exec_ids || job->n_out_ids))
+            return ds_errorf(err, "frame %llu: job %u of a worker off the chain is not empty",
+                             (unsigned long long)m->frame_id, j);
         if (check_ids(job->exec_ids, job->n_exec_ids, 1, max_layer_id, "exec_ids", j, err) ||
             check_ids(job->out_ids, job->n_out_ids, 0, max_layer_id, "out_ids", j, err))
             return ds_error_prefix(err, "frame %llu", (unsigned long long)m->frame_id);

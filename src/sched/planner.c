@@ -121,11 +121,16 @@ static void log_plan(const ds_planner *p, const char *why)
 {
     if (p->quiet)
         return;
-    /* Workers by their ids in the whole chain: the ones before the planned
-     * run have nothing to do. */
-    ds_plan named = {p->first_worker + p->current.n_workers, {0}};
-    for (int i = 0; i < p->current.n_workers && p->first_worker + i < DS_MAX_WORKERS; i++)
-        named.cut[p->first_worker + i] = p->current.cut[i];
+    /* Workers by their ids in the whole chain; the ones off the planned
+     * chain have nothing to do. */
+    int n = p->current.n_workers;
+    ds_plan named = {p->ids ? p->ids[n - 1] + 1 : n, {0}};
+    for (int i = 0, k = 0; i < named.n_workers; i++) {
+        if (k < n && (p->ids ? p->ids[k] : k) == i)
+            named.cut[i] = p->current.cut[k++];
+        else
+            named.cut[i] = i ? named.cut[i - 1] : 0;
+    }
     char text[256];
     ds_log_info("plan %u (%s): %s, predicted %.3f s per frame, latency %.3f s", p->plan_id, why,
             ds_plan_str(&named, text, sizeof text), p->predicted.per_frame, p->predicted.mean_latency);

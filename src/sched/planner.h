@@ -83,7 +83,8 @@ typedef struct ds_planner {
     double predicted_run;          /* seconds of the closed segments */
     /* Set by the caller after ds_planner_init: */
     int quiet;                     /* no log lines (a candidate only compared) */
-    int first_worker;              /* the chain's id of the planned run's first worker */
+    const int *ids;                /* the planned workers' ids in the whole chain
+                                      (ascending; NULL: 0..n-1), for log lines */
 } ds_planner;
 
 /* Takes ownership of costs[i] (malloc'd, n_layers each); pred may be NULL

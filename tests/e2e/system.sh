@@ -4,6 +4,8 @@
 #     itg then dif, check on: every frame
 #     finishes exactly once, the check passes, bytes add up, dif sends less.
 #  2. a master started before its workers waits for them and succeeds.
+#  3. `run` restarts a worker killed (-9) mid-run; the master takes it back
+#     and every frame finishes once, with zero error.
 set -u
 bin=${DS_BIN:?DS_BIN not set}
 src=${DS_SOURCE_DIR:?DS_SOURCE_DIR not set}
@@ -17,7 +19,7 @@ base=$((36000 + ($$ % 500) * 4))
 n_frames=20 limit=120
 [ "${DS_EMULATED:-0}" != 0 ] && n_frames=10 limit=900
 
-write_config() { # write_config FILE MODE
+write_config() { # write_config FILE MODE [FRAMES [SECONDS BETWEEN SENDS]]
   cat >"$1" <<YML
 port: {master: $base, worker: [$((base+1)), $((base+2))]}
 net: {m->w0: 'localhost:$((base+1))', m->w1: 'localhost:$((base+2))', w0->w1: 'localhost:$((base+2))'}
@@ -26,7 +28,7 @@ video_path: $src/data/sample.mp4
 frame_size: [72, 96]
 mode: $2
 check: true
-master: {ifr_num: $n_frames, pd_num: 2}
+master: {ifr_num: ${3:-$n_frames}, pd_num: 2, itv_time: ${4:-0}}
 worker: {prof_niter: 1}
 cache_dir: $tmp/cache
 trace_dir: $tmp/trace-$2
@@ -82,6 +84,42 @@ grep -q "^frames: $n_frames finished" "$tmp/late.out" || fail "late workers: fra
 for p in "${pids[@]:1}"; do kill -TERM "$p"; done
 for p in "${pids[@]:1}"; do wait "$p" || fail "a worker did not exit 0 on SIGTERM"; done
 pids=()
+
+# 3. `run` restarts a worker killed mid-run (200 frames, 0.02 s apart: long
+#    enough for the restart and the master taking the worker back).
+wait_log() { # wait_log FILE REGEX SECONDS PID: until FILE matches, while PID lives
+  local end=$((SECONDS + $3))
+  until grep -qE "$2" "$1"; do
+    kill -0 "$4" 2>/dev/null && [ $SECONDS -lt $end ] || return 1
+    sleep 0.1
+  done
+}
+write_config "$tmp/restart.yml" dif 200 0.02
+"$bin" run -c "$tmp/restart.yml" >"$tmp/restart.out" 2>"$tmp/restart.err" & run=$!
+pids+=($run)
+if wait_log "$tmp/restart.err" "master INFO .*epoch 1: plan" $limit $run; then
+  sleep 1 # mid-run: past the first frames, which pay the workers' warm-up
+  w1=$(ps -o pid=,args= --ppid $run | awk '/ worker -i 1( |$)/ {print $1; exit}')
+  [ -n "$w1" ] && kill -KILL "$w1" || fail "restart: no worker1 child of run"
+  wait_log "$tmp/restart.err" "master INFO +w1 is back" $limit $run ||
+    fail "restart: the run ended before w1 was back: make it longer"
+else
+  fail "restart: the master did not start sending"
+fi
+wait $run || fail "restart: run exited non-zero"
+pids=()
+grep -q "run WARN  worker1 was killed by signal 9 (Killed); restarting it in 1.0 s$" "$tmp/restart.err" ||
+  fail "restart: run did not log worker1's restart"
+grep -q "run INFO  restarted worker1 " "$tmp/restart.err" || fail "restart: worker1 not restarted"
+grep -qE "^frames: 200 finished, 0 failed, 0 not sent \(of 200\), [0-9]+ re-sent$" "$tmp/restart.out" ||
+  fail "restart: not every frame finished"
+grep -qE "^faults: 1 worker losses, 1 taken back, " "$tmp/restart.out" || fail "restart: w1 not lost and taken back once"
+grep -qE "^check: 200 frames, max abs error 0, max relative error 0 " "$tmp/restart.out" ||
+  fail "restart: results differ from full inference"
+n=$(grep -c " finish finish$" "$tmp/trace-dif/master.tc")
+m=$(awk '$3=="finish" && $4=="finish" {print $2}' "$tmp/trace-dif/master.tc" | sort -u | wc -l)
+[ "$n" = 200 ] && [ "$m" = 200 ] || fail "restart: master finished $n frames ($m distinct), expected 200 once each"
+[ $fails -ne 0 ] && { cat "$tmp/restart.out"; grep -E "run |master (WARN|ERROR)" "$tmp/restart.err"; }
 
 [ $fails -eq 0 ] && echo "system: all checks passed"
 exit $((fails > 0))

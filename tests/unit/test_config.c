@@ -28,7 +28,7 @@ static void test_repo_config(void **state)
     assert_int_equal(cfg.n_workers, 2);
     assert_int_equal(cfg.port_worker[1], 33331);
     assert_string_equal(cfg.route_master_worker[0], "localhost:33330");
-    assert_string_equal(cfg.route_worker_next[0], "localhost:33331");
+    assert_string_equal(cfg.route_worker[0][1], "localhost:33331");
     assert_string_equal(cfg.route_master_trainer, "localhost:22220");
     assert_string_equal(cfg.dnn, "zoo:alexnet");
     assert_string_equal(cfg.video_path, DS_SOURCE_DIR "/data/sample.mp4");
@@ -183,14 +183,29 @@ static void test_routes(void **state)
                  "config.yml:2:6: net: missing route m->t (scheduler nsc needs the trainer)");
     expect_error("port: {worker: [1]}\nnet: {m->w0: 'a:1', m->w2: 'c:3'}\nvideo_path: v\n",
                  "config.yml:2:21: net: worker w2 is not configured: worker ids are 0..0 (port.worker has 1 entries)");
-    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2', w0->w2: 'b:2'}\nvideo_path: v\n",
-                 "config.yml:2:35: net.w0->w2: a worker only reaches the next one (w0->w1)");
+    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2', w1->w0: 'b:2'}\nvideo_path: v\n",
+                 "config.yml:2:35: net.w1->w0: a worker only reaches later workers (w1->w2, ...)");
+    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2', w0->w1: 'b:2', w0->w2: 'c:3'}\nvideo_path: v\n",
+                 "config.yml:2:50: net: worker w2 is not configured: worker ids are 0..1 (port.worker has 2 entries)");
     expect_error("port: {worker: [1]}\nnet: {m->w0: 'nowhere'}\nvideo_path: v\n",
                  "config.yml:2:14: net.m->w0: expected \"host:port\", got \"nowhere\"");
     expect_error("port: {worker: [1]}\nnet: {m->x: 'a:1'}\nvideo_path: v\n",
                  "config.yml:2:7: net.m->x: expected a route like m->t, m->w0 or w0->w1");
     expect_error("port: {worker: [1]}\nvideo_path: v\n",
                  "config.yml:1:1: net: missing (expected routes m->w0, ..., w0->w1, ...)");
+
+    /* An extra route past a worker (the master may route around it). */
+    static const char extra[] =
+        "port: {worker: [1, 2, 3]}\n"
+        "net: {m->w0: 'a:1', m->w1: 'b:2', m->w2: 'c:3', w0->w1: 'b:2', w1->w2: 'c:3', w0->w2: 'c:4'}\n"
+        "video_path: v\n";
+    ds_config cfg;
+    ds_error err;
+    assert_int_equal(ds_config_parse(extra, strlen(extra), "config.yml", ".", &cfg, &err), 0);
+    assert_string_equal(cfg.route_worker[0][2], "c:4");
+    assert_string_equal(cfg.route_worker[1][2], "c:3");
+    assert_null(cfg.route_worker[0][0]);
+    ds_config_free(&cfg);
 }
 
 static void test_bandwidth_count(void **state)

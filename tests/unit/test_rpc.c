@@ -724,6 +724,46 @@ static void test_threads_joined(void **state)
     assert_int_equal(n, baseline_threads);
 }
 
+static void *interrupt_soon(void *p)
+{
+    (void)p;
+    sleep_s(0.1);
+    ds_rpc_interrupt();
+    return NULL;
+}
+
+/* Last: ds_rpc_interrupt is for good.  A call in progress ends at once
+ * (CANCELLED, not after the handler's 0.4 s), and so does waiting for an
+ * unreachable peer. */
+static void test_interrupt(void **state)
+{
+    (void)state;
+    ds_rpc_server *srv = start_server("127.0.0.1:0", 0);
+    ds_rpc_channel *ch = connect_to(srv, 0);
+    ds_error err = {{0}};
+    ds_buf resp = {0};
+    int code = -1;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, interrupt_soon, NULL), 0);
+    double t0 = ds_now();
+    assert_int_equal(ds_rpc_call_unary(ch, SLOW, "z", 1, 5, &resp, &code, &err), -1);
+    assert_true(ds_now() - t0 < 0.35);
+    assert_int_equal(code, DS_RPC_CANCELLED);
+    pthread_join(th, NULL);
+    assert_true(ds_rpc_interrupted());
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", free_port());
+    ds_rpc_channel *gone = ds_rpc_channel_new("w1", target, 0, &err);
+    t0 = ds_now();
+    assert_int_equal(ds_rpc_wait_ready(gone, 30, &err), -1);
+    assert_true(ds_now() - t0 < 0.5);
+    assert_non_null(strstr(err.msg, "interrupted while connecting"));
+    ds_rpc_channel_free(gone);
+    ds_buf_free(&resp);
+    ds_rpc_channel_free(ch);
+    ds_rpc_server_free(srv);
+}
+
 int main(void)
 {
     ds_log_init("test", DS_LOG_WARN);
@@ -745,6 +785,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_callers),
         cmocka_unit_test(test_bad_setup),
         cmocka_unit_test(test_threads_joined),
+        cmocka_unit_test(test_interrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
