@@ -494,9 +494,10 @@ static int use_chain(master *ms, const int *ids, int n, int from, ds_error *err)
     ms->planner_ready = 1;
     ms->plan_base = from;
     int changed;
-    if (ds_planner_plan(&ms->planner, 0, NULL, &changed, err))
-        return -1;
-    return use_plan(ms, err);
+    ms->planner.quiet = 1; /* the epoch's log line names its first plan */
+    int rc = ds_planner_plan(&ms->planner, 0, NULL, &changed, err);
+    ms->planner.quiet = 0;
+    return rc ? -1 : use_plan(ms, err);
 }
 
 /* -------------------------------------------------------------- sending */
@@ -632,6 +633,21 @@ static const char *chain_str(const master *ms, char *buf, size_t len)
     return buf;
 }
 
+/* "epoch 3: plan w0:1..4 w1:- w2:5..13 on w0,w2, predicted ..." */
+static void log_epoch(const master *ms)
+{
+    char seg[256], plan[256];
+    if (!ms->chain_len && !ms->cfg->master.no_workers_wait)
+        ds_log_warn("no worker left: computing on the master");
+    else if (!ms->chain_len)
+        ds_log_warn("no worker left: waiting for one to come back");
+    else
+        ds_log_info("epoch %u: plan %s on %s, predicted %.4f s per frame, latency %.4f s",
+                    ms->epoch, ds_plan_str(&ms->full_plan, plan, sizeof plan),
+                    chain_str(ms, seg, sizeof seg), ms->planner.predicted.per_frame,
+                    ms->planner.predicted.mean_latency);
+}
+
 /* After a loss, a return, a failed frame or a late one: re-plans on the
  * workers up now, and when that or the caches' state asks for it, starts a
  * new epoch and re-sends every frame in flight, oldest first. */
@@ -656,14 +672,7 @@ static int recover(master *ms, ds_error *err)
     pthread_mutex_unlock(&ms->lock);
     if (use_chain(ms, ids, n, ms->next_frame, err))
         return -1;
-    char seg[256], plan[256];
-    if (!n && !ms->cfg->master.no_workers_wait)
-        ds_log_warn("no worker left: computing on the master");
-    else if (!n)
-        ds_log_warn("no worker left: waiting for one to come back");
-    else
-        ds_log_info("epoch %u: plan %s on %s", ms->epoch,
-                    ds_plan_str(&ms->full_plan, plan, sizeof plan), chain_str(ms, seg, sizeof seg));
+    log_epoch(ms);
     pthread_mutex_lock(&ms->lock);
     int from = oldest(ms);
     pthread_mutex_unlock(&ms->lock);
@@ -948,15 +957,13 @@ static int master_open(master *ms)
     int up[DS_MAX_WORKERS], ids[DS_MAX_WORKERS], n;
     for (int i = 0; i < ms->n_workers; i++)
         up[i] = ms->link[i].up;
-    char seg[256], plan[256];
     if (best_chain(ms, up, ids, &n, &err) || use_chain(ms, ids, n, 0, &err) ||
         ds_master_watch_start(ms, &err)) {
         ds_log_error("%s", err.msg);
         return -1;
     }
-    ds_log_info("session %016llx, epoch 1: plan %s on %s", (unsigned long long)ms->session_id,
-                ms->planner_ready ? ds_plan_str(&ms->full_plan, plan, sizeof plan) : "none",
-                chain_str(ms, seg, sizeof seg));
+    ds_log_info("session %016llx", (unsigned long long)ms->session_id);
+    log_epoch(ms);
     return 0;
 }
 
