@@ -682,7 +682,10 @@ static void *sender_thread(void *arg)
         } else if (forward(w, s, &resp, &err)) {
             char why[DS_ERROR_MAX + 32];
             snprintf(why, sizeof why, "forwarding to w%d: %s", s->to, err.msg);
-            report_failure(w, r, why, 1);
+            if (standing(w, r) == FRAME_STALE) /* abandoned: a new epoch began */
+                ds_log_debug("frame %" PRIu64 ": %s", s->frame_id, why);
+            else
+                report_failure(w, r, why, 1);
             recycle_send(w, s);
             continue;
         }
