@@ -34,9 +34,15 @@
 
 #define CHECK_TOLERANCE 1e-5
 #define MAX_SENDS 4         /* a frame that failed this often fails for good */
-#define MIN_DEADLINE_S 1.0  /* for a frame's result, and a heartbeat */
-#define DEADLINE_FACTOR 5.0 /* times the predicted latency or stage time */
-#define COLD_FACTOR 3.0     /* more for an epoch's first result: kernels warm up */
+#define MIN_DEADLINE_S 1.0  /* for a heartbeat */
+#define DEADLINE_FACTOR 5.0 /* times the predicted (or seen) latency or stage time */
+/* A frame's result is a backstop for what heartbeats cannot see (a lost
+ * report, a frozen link between workers): a false alarm costs a re-send,
+ * so it waits longer, and longer still for an epoch's first result
+ * (kernels warm up, tensors travel in full). */
+#define MIN_FRAME_DEADLINE_S 2.0
+#define COLD_FACTOR 3.0
+#define LATENCY_EWMA 0.2 /* weight of the newest latency in the running mean */
 
 /* ---------------------------------------------------------- statistics */
 
@@ -205,6 +211,7 @@ static void finish_frame(master *ms, frame_rec *fr, double now)
     fr->latency = now - fr->first_sent;
     ms->finished++;
     ms->epoch_warm = 1;
+    ms->latency_seen += LATENCY_EWMA * (now - fr->sent - ms->latency_seen);
     ms->in_flight--;
     ds_tensor_free(&fr->frame);
     free(fr->error);
@@ -487,9 +494,10 @@ static int use_chain(master *ms, const int *ids, int n, int from, ds_error *err)
     ms->planner_ready = 1;
     ms->plan_base = from;
     int changed;
-    if (ds_planner_plan(&ms->planner, 0, NULL, &changed, err))
-        return -1;
-    return use_plan(ms, err);
+    ms->planner.quiet = 1; /* the epoch's log line names its first plan */
+    int rc = ds_planner_plan(&ms->planner, 0, NULL, &changed, err);
+    ms->planner.quiet = 0;
+    return rc ? -1 : use_plan(ms, err);
 }
 
 /* -------------------------------------------------------------- sending */
@@ -625,6 +633,21 @@ static const char *chain_str(const master *ms, char *buf, size_t len)
     return buf;
 }
 
+/* "epoch 3: plan w0:1..4 w1:- w2:5..13 on w0,w2, predicted ..." */
+static void log_epoch(const master *ms)
+{
+    char seg[256], plan[256];
+    if (!ms->chain_len && !ms->cfg->master.no_workers_wait)
+        ds_log_warn("no worker left: computing on the master");
+    else if (!ms->chain_len)
+        ds_log_warn("no worker left: waiting for one to come back");
+    else
+        ds_log_info("epoch %u: plan %s on %s, predicted %.4f s per frame, latency %.4f s",
+                    ms->epoch, ds_plan_str(&ms->full_plan, plan, sizeof plan),
+                    chain_str(ms, seg, sizeof seg), ms->planner.predicted.per_frame,
+                    ms->planner.predicted.mean_latency);
+}
+
 /* After a loss, a return, a failed frame or a late one: re-plans on the
  * workers up now, and when that or the caches' state asks for it, starts a
  * new epoch and re-sends every frame in flight, oldest first. */
@@ -649,14 +672,7 @@ static int recover(master *ms, ds_error *err)
     pthread_mutex_unlock(&ms->lock);
     if (use_chain(ms, ids, n, ms->next_frame, err))
         return -1;
-    char seg[256], plan[256];
-    if (!n && !ms->cfg->master.no_workers_wait)
-        ds_log_warn("no worker left: computing on the master");
-    else if (!n)
-        ds_log_warn("no worker left: waiting for one to come back");
-    else
-        ds_log_info("epoch %u: plan %s on %s", ms->epoch,
-                    ds_plan_str(&ms->full_plan, plan, sizeof plan), chain_str(ms, seg, sizeof seg));
+    log_epoch(ms);
     pthread_mutex_lock(&ms->lock);
     int from = oldest(ms);
     pthread_mutex_unlock(&ms->lock);
@@ -673,20 +689,22 @@ static int recover(master *ms, ds_error *err)
     return 0;
 }
 
-/* The deadline of a frame's result: max(1 s, 5x the predicted latency) plus
- * a full input's transfer (an epoch's first frame travels in full). */
+/* The deadline of a frame's result: max(2 s, 5x the predicted or the
+ * recently seen latency, whichever is longer: a loaded machine is slow, not
+ * broken) plus a full input's transfer (lock held). */
 static double frame_deadline(const master *ms)
 {
     if (!ms->chain_len)
         return INFINITY;
     double full = 3.0 * ms->rows * ms->cols / (ms->cfg->master.bandwidth[0] * 1e6);
-    return fmax(MIN_DEADLINE_S, DEADLINE_FACTOR * ms->planner.predicted.mean_latency) + full;
+    double latency = fmax(ms->planner.predicted.mean_latency, ms->latency_seen);
+    return fmax(MIN_FRAME_DEADLINE_S, DEADLINE_FACTOR * latency) + full;
 }
 
 /* Asks for a recovery when a frame in flight is overdue (lock held). */
-static void check_overdue(master *ms, double deadline)
+static void check_overdue(master *ms)
 {
-    double now = ds_now();
+    double now = ds_now(), deadline = frame_deadline(ms);
     if (!ms->epoch_warm)
         deadline *= COLD_FACTOR;
     for (int f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
@@ -709,12 +727,11 @@ enum wait_end { WAIT_DONE, WAIT_INTERRUPTED, WAIT_FAILED };
  * 0.1 s. */
 static enum wait_end wait_slot(master *ms, int limit, int to_send)
 {
-    double deadline = frame_deadline(ms);
     pthread_mutex_lock(&ms->lock);
     for (;;) {
         if (ms->interrupted)
             break;
-        check_overdue(ms, deadline);
+        check_overdue(ms);
         if (ms->recover) {
             pthread_mutex_unlock(&ms->lock);
             ds_error err;
@@ -722,7 +739,6 @@ static enum wait_end wait_slot(master *ms, int limit, int to_send)
                 ds_log_error("recovery: %s", err.msg);
                 return WAIT_FAILED;
             }
-            deadline = frame_deadline(ms);
             pthread_mutex_lock(&ms->lock);
             continue;
         }
@@ -941,15 +957,13 @@ static int master_open(master *ms)
     int up[DS_MAX_WORKERS], ids[DS_MAX_WORKERS], n;
     for (int i = 0; i < ms->n_workers; i++)
         up[i] = ms->link[i].up;
-    char seg[256], plan[256];
     if (best_chain(ms, up, ids, &n, &err) || use_chain(ms, ids, n, 0, &err) ||
         ds_master_watch_start(ms, &err)) {
         ds_log_error("%s", err.msg);
         return -1;
     }
-    ds_log_info("session %016llx, epoch 1: plan %s on %s", (unsigned long long)ms->session_id,
-                ms->planner_ready ? ds_plan_str(&ms->full_plan, plan, sizeof plan) : "none",
-                chain_str(ms, seg, sizeof seg));
+    ds_log_info("session %016llx", (unsigned long long)ms->session_id);
+    log_epoch(ms);
     return 0;
 }
 

@@ -78,6 +78,7 @@ typedef struct master {
     int losses, taken_back, epochs;
     uint32_t epoch;
     int epoch_warm;         /* a frame finished in this epoch */
+    double latency_seen;    /* running mean of the results' time from their last send */
     int recover;            /* the main thread should recover ... */
     int recover_broken;     /* ... and the current epoch's caches are out of step */
     int interrupted;

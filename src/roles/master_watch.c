@@ -108,8 +108,10 @@ void ds_master_lose(master *ms, int w, const char *why)
         pthread_cond_broadcast(&ms->changed);
     }
     pthread_mutex_unlock(&ms->lock);
-    if (was_up)
-        ds_log_warn("w%d lost: %s", w, why);
+    if (!was_up)
+        return;
+    ds_log_warn("w%d lost: %s", w, why);
+    ds_rpc_channel_cancel(l->ch); /* a Submit stuck on a hung worker ends now */
 }
 
 /* ------------------------------------------------------------- joining in */

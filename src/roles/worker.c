@@ -91,7 +91,7 @@ typedef struct worker {
      * back.  Their buffers (a frame's tensors) are reused. */
     ds_queue *send_free, *send_ready;
 
-    ds_rpc_channel *next[DS_MAX_WORKERS]; /* later workers, dialled on first use */
+    ds_rpc_channel *next[DS_MAX_WORKERS]; /* later workers it has routes to */
     ds_payloads outputs;
 
     ds_rpc_server *srv;
@@ -161,6 +161,15 @@ static int on_chain(const Deltaslice__FrameRequest *m, int id)
     return !m->n_chain; /* empty: every worker */
 }
 
+/* A new epoch or session: a forward in progress (to a next worker that may
+ * hang) is of no use any more and would hold up the new epoch's frames. */
+static void abandon_forwards(worker *w)
+{
+    for (int j = w->id + 1; j < w->cfg->n_workers; j++)
+        if (w->next[j])
+            ds_rpc_channel_cancel(w->next[j]);
+}
+
 /* Whether frame m may be queued after the frames accepted so far (order_lock
  * held): DS_RPC_OK, or the status to refuse it with: FAILED_PRECONDITION
  * when it is not of the open session (this worker restarted, or another
@@ -194,6 +203,7 @@ static int admit(worker *w, const Deltaslice__FrameRequest *m, ds_error *err)
         s->epoch = m->epoch;
         s->last_frame = -1;
         s->broken = 0;
+        abandon_forwards(w);
     }
     if (s->broken) {
         ds_errorf(err, "%s: epoch %u broke at frame %llu; frame %llu waits for the next epoch",
@@ -268,6 +278,7 @@ static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *s
      * for results_lock. */
     pthread_mutex_lock(&w->order_lock);
     w->session = (session){session_id, epoch, -1, 0, 0};
+    abandon_forwards(w);
     pthread_mutex_unlock(&w->order_lock);
     ds_log_info("master session %016llx (epoch %u) connected from %s",
                 (unsigned long long)session_id, epoch, ds_rpc_stream_peer(stream));
@@ -630,30 +641,23 @@ static void *executor_thread(void *arg)
     return NULL;
 }
 
-/* Submits a packed request to the next worker on the chain (dialled on
- * first use, over the config's route to it). */
+/* Submits a packed request to the next worker on the chain, over the
+ * config's route to it. */
 static int forward(worker *w, const send_msg *s, ds_buf *resp, ds_error *err)
 {
-    ds_rpc_channel **ch = &w->next[s->to];
-    if (!*ch) {
-        const char *route = w->cfg->route_worker[w->id][s->to];
-        char peer[16];
-        snprintf(peer, sizeof peer, "w%d", s->to);
-        if (!route)
-            return ds_errorf(err, "no route w%d->w%d in %s", w->id, s->to, w->cfg->path);
-        if (!(*ch = ds_rpc_channel_new(peer, route, w->cfg->max_message_bytes, err)))
-            return -1;
-    }
+    ds_rpc_channel *ch = w->next[s->to];
+    if (!ch)
+        return ds_errorf(err, "no route w%d->w%d in %s", w->id, s->to, w->cfg->path);
     /* The master plans only on workers it reached: one that is not up
      * soon (it may just have come back: retry now) has failed. */
-    if (ds_rpc_wait_ready(*ch, 0, err)) {
-        ds_rpc_channel_reset_backoff(*ch);
-        if (ds_rpc_wait_ready(*ch, CONNECT_NEXT_S, err))
+    if (ds_rpc_wait_ready(ch, 0, err)) {
+        ds_rpc_channel_reset_backoff(ch);
+        if (ds_rpc_wait_ready(ch, CONNECT_NEXT_S, err))
             return -1;
     }
     double mbps = w->cfg->master.bandwidth[s->to];
     double deadline = FORWARD_DEADLINE_S + 3.0 * (double)s->buf.len / (mbps * 1e6);
-    return ds_rpc_call_submit(*ch, &s->buf, deadline, resp, err);
+    return ds_rpc_call_submit(ch, &s->buf, deadline, resp, err);
 }
 
 static void *sender_thread(void *arg)
@@ -678,7 +682,10 @@ static void *sender_thread(void *arg)
         } else if (forward(w, s, &resp, &err)) {
             char why[DS_ERROR_MAX + 32];
             snprintf(why, sizeof why, "forwarding to w%d: %s", s->to, err.msg);
-            report_failure(w, r, why, 1);
+            if (standing(w, r) == FRAME_STALE) /* abandoned: a new epoch began */
+                ds_log_debug("frame %" PRIu64 ": %s", s->frame_id, why);
+            else
+                report_failure(w, r, why, 1);
             recycle_send(w, s);
             continue;
         }
@@ -704,6 +711,17 @@ static int worker_open(worker *w)
         return -1;
     }
     ds_log_info("loaded %s (%d layers, hash %s)", w->model.name, w->model.n_layers, w->model.hash);
+    /* Channels connect on first use; made now, the array never changes. */
+    for (int j = w->id + 1; j < cfg->n_workers; j++) {
+        char peer[16];
+        snprintf(peer, sizeof peer, "w%d", j);
+        if (cfg->route_worker[w->id][j] &&
+            !(w->next[j] = ds_rpc_channel_new(peer, cfg->route_worker[w->id][j],
+                                              cfg->max_message_bytes, &err))) {
+            ds_log_error("%s", err.msg);
+            return -1;
+        }
+    }
     /* Profile now (progress bar on a TTY) rather than on the master's first
      * request. */
     if (cfg->frame_rows && setup_size(w, cfg->frame_rows, cfg->frame_cols, &err)) {

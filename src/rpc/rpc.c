@@ -994,6 +994,7 @@ struct ds_rpc_channel {
     char *peer;
     char *target;
     size_t max_msg;
+    atomic_uint cancels; /* ds_rpc_channel_cancel calls: a call started before one ends */
 };
 
 ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
@@ -1038,6 +1039,11 @@ void ds_rpc_channel_free(ds_rpc_channel *ch)
     free(ch->target);
     free(ch);
     grpc_shutdown();
+}
+
+void ds_rpc_channel_cancel(ds_rpc_channel *ch)
+{
+    atomic_fetch_add(&ch->cancels, 1);
 }
 
 void ds_rpc_channel_reset_backoff(ds_rpc_channel *ch)
@@ -1137,6 +1143,7 @@ int ds_rpc_call_unary(ds_rpc_channel *ch, const char *method_path, const void *r
                          "limit of %zu", ch->peer, ch->target, short_method(method_path), len,
                          ch->max_msg);
     }
+    unsigned cancels = atomic_load(&ch->cancels);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_slice mslice = grpc_slice_from_copied_string(method_path);
     grpc_call *call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice,
@@ -1172,12 +1179,15 @@ int ds_rpc_call_unary(ds_rpc_channel *ch, const char *method_path, const void *r
         rc = ds_errorf(err, "%s (%s) %s: cannot start the call: %s", ch->peer, ch->target,
                        short_method(method_path), grpc_call_error_to_string(e));
     } else {
-        /* Waits in short steps so that ds_rpc_interrupt cancels the call. */
+        /* Waits in short steps so that ds_rpc_interrupt and
+         * ds_rpc_channel_cancel end the call. */
         int cancelled = 0;
         while (grpc_completion_queue_pluck(cq, &call_tag, deadline_after(INTERRUPT_POLL_S), NULL)
                    .type != GRPC_OP_COMPLETE)
-            if (!cancelled && ds_rpc_interrupted()) {
-                grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, "interrupted", NULL);
+            if (!cancelled && (ds_rpc_interrupted() || atomic_load(&ch->cancels) != cancels)) {
+                grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED,
+                                             ds_rpc_interrupted() ? "interrupted" : "cancelled",
+                                             NULL);
                 cancelled = 1;
             }
         if (st != GRPC_STATUS_OK) {

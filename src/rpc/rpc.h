@@ -157,6 +157,10 @@ typedef struct ds_rpc_reader ds_rpc_reader;
 ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
                                    size_t max_msg_bytes, ds_error *err);
 void ds_rpc_channel_free(ds_rpc_channel *ch);
+/* Ends the unary calls in progress on ch (from any thread): they fail
+ * within 0.1 s with CANCELLED; later calls are not affected.  For a peer
+ * known to be gone or a request no longer wanted. */
+void ds_rpc_channel_cancel(ds_rpc_channel *ch);
 /* Tries to connect again now rather than at the end of the backoff (for a
  * peer known to be back). */
 void ds_rpc_channel_reset_backoff(ds_rpc_channel *ch);
