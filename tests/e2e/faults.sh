@@ -4,8 +4,9 @@
 # succeed must exit 0 with every frame finished, none failed, none unsent,
 # a zero check error, each frame finished once in its trace and the re-sends
 # in its trace matching the summary; each scenario adds its own facts.
-#  a. kill -9 of w0, then w1, then w2 mid-run, each restarted 0.5 s later:
-#     each loss seen within 1 s, each worker taken back.
+#  a. kill -9 of w0, then w1, then w2 mid-run (each stopped 0.2 s before, so
+#     frames are in flight on it), each restarted 0.5 s later: each loss
+#     seen within 1 s, each worker taken back, frames re-sent.
 #  b. SIGSTOP of w1 for 2.5 s, then SIGCONT: lost within 2 s, taken back.
 #  c. restart w1 (then w0, then w2) between two masters: the next master
 #     succeeds without re-sending anything.
@@ -16,7 +17,8 @@
 #  g. scheduler nsc: the trainer killed (-9) once the master has its
 #     predictors, with separate processes and under `deltaslice run`.
 #  h. an extra route w0->w2: w1 killed, the chain goes w0,w2; w0 killed,
-#     w2 alone; w2 killed, the master computes the frames itself.
+#     w2 alone; w2 killed, the master computes the frames itself (each
+#     stopped 0.2 s before, so frames in flight are re-sent every time).
 # Scenarios run one after another, each on its own ports; DS_FAULTS="a c"
 # runs only those, DS_FAULTS_KEEP=1 keeps the logs (the folder is printed).
 # Under emulation (DS_EMULATED=1, ~10x slower) timings are stretched by
@@ -130,6 +132,7 @@ expect_success() {
   grep -qE "^check: $n frames, max abs error 0, max relative error 0 " "$out" ||
     fail "$c: results differ from full inference: $(grep '^check:' "$out")"
   grep -q "^failed frame" "$out" && fail "$c: failed frames listed"
+  echo "$c: $(grep -h '^frames:' "$out"); $(grep -h '^faults:' "$out" | sed 's/^faults: //')"
   resent=$(sed -nE 's/^frames: .*, ([0-9]+) re-sent$/\1/p' "$out")
   read -r losses back epochs local < <(sed -nE \
     's/^faults: ([0-9]+) worker losses?, ([0-9]+) taken back, ([0-9]+) epochs?, ([0-9]+) frames? computed on the master$/\1 \2 \3 \4/p' "$out")
@@ -156,7 +159,9 @@ scenario_a() {
     for w in 0 1 2; do
       alive "$mpid" || { fail "a: the master ended before w$w was killed"; break; }
       old=${wpid[$w]}
-      kill -KILL "$old"; wait "$old" 2>/dev/null
+      # Stopped first for 0.2 s (well inside the heartbeat deadline), so
+      # frames are surely in flight on it when it dies.
+      kill -STOP "$old"; sleep 0.2; kill -KILL "$old"; wait "$old" 2>/dev/null
       if wait_log "$tmp/a.err" "master WARN +w$w lost: " "$(sec 3)" "$mpid"; then
         [ $waited -le $((1000 + slack_ms)) ] || fail "a: kill -9 of w$w seen after $waited ms (> 1 s)"
       else
@@ -181,7 +186,7 @@ scenario_a() {
   at_least "a: worker losses" "${losses:-}" 3
   at_least "a: taken back" "${back:-}" 3
   at_least "a: epochs" "${epochs:-}" 4 # 1 + one per loss (a return adds one only when it pays)
-  at_least "a: re-sent" "${resent:-}" 1
+  at_least "a: re-sent" "${resent:-}" 1 # at least those stuck on w0 (every plan at the start uses it)
   stop_workers
 }
 
@@ -211,6 +216,7 @@ scenario_b() {
     expect_success b 130
     at_least "b: worker losses" "${losses:-}" 1
     at_least "b: taken back" "${back:-}" 1
+    at_least "b: re-sent" "${resent:-}" 1 # the frames stuck on w1
     stop_workers
   fi
 }
@@ -344,7 +350,9 @@ scenario_h() {
         2) want='master WARN +no worker left: computing on the master' ;;
       esac
       alive "$mpid" || { fail "h: the master ended before w$w was killed"; break; }
-      kill -KILL "${wpid[$w]}"; wait "${wpid[$w]}" 2>/dev/null; unset "wpid[$w]"
+      # Stopped 0.2 s first: frames are in flight on it when it dies.
+      kill -STOP "${wpid[$w]}"; sleep 0.2; kill -KILL "${wpid[$w]}"; wait "${wpid[$w]}" 2>/dev/null
+      unset "wpid[$w]"
       wait_log "$tmp/h.err" "master WARN +w$w lost: " "$(sec 2)" "$mpid" || fail "h: no 'w$w lost' after kill -9"
       wait_log "$tmp/h.err" "$want" "$(sec 2)" "$mpid" || fail "h: after w$w: no line like '$want'"
       sleep "$(sec 0.6)"
@@ -355,6 +363,7 @@ scenario_h() {
   expect_success h 100
   at_least "h: worker losses" "${losses:-}" 3
   at_least "h: frames computed on the master" "${local:-}" 1
+  at_least "h: re-sent" "${resent:-}" 3 # each killed worker was in the chain with frames on it
   stop_workers
 }
 
