@@ -102,7 +102,8 @@ static double quantile(const double *v, int n, double q)
 /* --------------------------------------------------- the local executor */
 
 /* The full model on the master: for the check and for computing frames
- * when no worker is left.  Made on first use (check_lock held). */
+ * when no worker is left.  Made on first use (check_lock held, or before
+ * the other threads start). */
 static int local_ready(master *ms, ds_error *err)
 {
     if (ms->check_exec)
@@ -949,7 +950,9 @@ static int master_open(master *ms)
     }
     ms->n_frames = cfg->master.ifr_num;
     ms->codec = ds_link_codec(cfg, cfg->master.bandwidth[0]);
-    if (open_input(ms, &err) || ds_master_signals_start(ms, &err) || ds_master_connect(ms, &err) ||
+    /* The check's executor now, not on the first result (its deadline runs). */
+    if (open_input(ms, &err) || (cfg->check && local_ready(ms, &err)) ||
+        ds_master_signals_start(ms, &err) || ds_master_connect(ms, &err) ||
         (ds_config_needs_trainer(cfg) && fetch_predictors(ms, &err))) {
         ds_log_error("%s", err.msg);
         return -1;
@@ -1024,6 +1027,8 @@ int ds_master_main(const ds_config *cfg)
     int status = 1;
     if (master_open(ms) == 0)
         status = master_drain(ms, master_send(ms));
+    else if (ms->interrupted && ms->video) /* e.g. while waiting for workers */
+        print_summary(ms);
     master_close(ms);
     return status;
 }

@@ -211,7 +211,7 @@ static void watch_one(master *ms, int w, int probe)
     if (up) {
         if (ds_rpc_call_ping(l->ch, DS_RPC_WORKER_CLOCK, deadline, &err)) {
             char why[DS_ERROR_MAX + 64];
-            snprintf(why, sizeof why, "no heartbeat within %.1f s: %s", deadline, err.msg);
+            snprintf(why, sizeof why, "heartbeat failed (limit %.1f s): %s", deadline, err.msg);
             ds_master_lose(ms, w, why);
         }
         return;

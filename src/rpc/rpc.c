@@ -1096,8 +1096,8 @@ int ds_rpc_wait_ready(ds_rpc_channel *ch, double total_timeout_s, ds_error *err)
             logged = 1;
         }
         double step = total_timeout_s - elapsed;
-        if (step > 0.25)
-            step = 0.25;
+        if (step > INTERRUPT_POLL_S)
+            step = INTERRUPT_POLL_S;
         static int watch_tag;
         grpc_channel_watch_connectivity_state(ch->ch, st, deadline_after(step), cq, &watch_tag);
         grpc_completion_queue_pluck(cq, &watch_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
