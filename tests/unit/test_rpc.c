@@ -724,6 +724,38 @@ static void test_threads_joined(void **state)
     assert_int_equal(n, baseline_threads);
 }
 
+static void *cancel_soon(void *ch)
+{
+    sleep_s(0.1);
+    ds_rpc_channel_cancel(ch);
+    return NULL;
+}
+
+/* ds_rpc_channel_cancel ends the call in progress on that channel at once;
+ * the channel's next call works. */
+static void test_channel_cancel(void **state)
+{
+    (void)state;
+    ds_rpc_server *srv = start_server("127.0.0.1:0", 0);
+    ds_rpc_channel *ch = connect_to(srv, 0);
+    ds_error err = {{0}};
+    ds_buf resp = {0};
+    int code = -1;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_soon, ch), 0);
+    double t0 = ds_now();
+    assert_int_equal(ds_rpc_call_unary(ch, SLOW, "z", 1, 5, &resp, &code, &err), -1);
+    assert_true(ds_now() - t0 < 0.35);
+    assert_int_equal(code, DS_RPC_CANCELLED);
+    assert_non_null(strstr(err.msg, "Slow: CANCELLED"));
+    pthread_join(th, NULL);
+    assert_int_equal(ds_rpc_call_unary(ch, SLOW, "y", 1, 5, &resp, &code, &err), 0);
+    assert_int_equal(resp.len, 1);
+    ds_buf_free(&resp);
+    ds_rpc_channel_free(ch);
+    ds_rpc_server_free(srv);
+}
+
 static void *interrupt_soon(void *p)
 {
     (void)p;
@@ -784,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_malformed_request),
         cmocka_unit_test(test_concurrent_callers),
         cmocka_unit_test(test_bad_setup),
+        cmocka_unit_test(test_channel_cancel),
         cmocka_unit_test(test_threads_joined),
         cmocka_unit_test(test_interrupt),
     };
