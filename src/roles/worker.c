@@ -153,12 +153,21 @@ static int setup_size(worker *w, int rows, int cols, ds_error *err)
 
 /* ------------------------------------------------------------- handlers */
 
-static int on_chain(const Deltaslice__FrameRequest *m, int id)
+/* The worker step places after worker id on the frame's chain (-1 before
+ * it: the previous one; 0: id itself), or -1 when there is none (the master,
+ * the chain's end, or id not on the chain). */
+static int chain_neighbour(const Deltaslice__FrameRequest *m, int id, int step)
 {
-    for (size_t k = 0; k < m->n_chain; k++)
-        if ((int)m->chain[k] == id)
-            return 1;
-    return !m->n_chain; /* empty: every worker */
+    if (!m->n_chain) { /* every worker */
+        int n = id + step;
+        return n >= 0 && n < (int)m->n_jobs ? n : -1;
+    }
+    for (int k = 0; k < (int)m->n_chain; k++)
+        if ((int)m->chain[k] == id) {
+            int n = k + step;
+            return n >= 0 && n < (int)m->n_chain ? (int)m->chain[n] : -1;
+        }
+    return -1;
 }
 
 /* A new epoch or session: a forward in progress (to a next worker that may
@@ -179,7 +188,7 @@ static int admit(worker *w, const Deltaslice__FrameRequest *m, ds_error *err)
 {
     session *s = &w->session;
     unsigned long long f = (unsigned long long)m->frame_id;
-    if (!on_chain(m, w->id)) {
+    if (chain_neighbour(m, w->id, 0) < 0) {
         ds_errorf(err, "%s: frame %llu is not for this worker (not on its chain)", w->name, f);
         return DS_RPC_INVALID_ARGUMENT;
     }
@@ -441,21 +450,6 @@ static int last_active(const Deltaslice__FrameRequest *m)
     return last;
 }
 
-/* The worker before (-1: the master) or after (-1: none) worker id on the
- * frame's chain. */
-static int chain_neighbour(const Deltaslice__FrameRequest *m, int id, int step)
-{
-    if (!m->n_chain) { /* every worker */
-        int n = id + step;
-        return n < (int)m->n_jobs ? n : -1;
-    }
-    for (size_t k = 0; k < m->n_chain; k++)
-        if ((int)m->chain[k] == id) {
-            size_t n = k + (size_t)step;
-            return n < m->n_chain ? (int)m->chain[n] : -1; /* k = 0, step -1: wraps, -1 */
-        }
-    return -1;
-}
 
 /* Runs this worker's job of frame m (decode, execute, encode); the
  * encoded outputs go to w->outputs unless nobody needs them. */
