@@ -403,29 +403,39 @@ static int reachable(const master *ms, const int *up, int a)
     return 0;
 }
 
-/* The best chain of up workers (by the planner's prediction) into ids,
- * its length into *n (0 when none is up).  up[] is a snapshot. */
+/* The planner's predicted seconds per frame on the chain ids[0..n). */
+static int predict_chain(master *ms, const int *ids, int n, double *per_frame, ds_error *err)
+{
+    ds_config seg;
+    ds_planner p;
+    int changed;
+    if (chain_planner(ms, ids, n, ms->n_frames - ms->next_frame, &seg, &p, err))
+        return -1;
+    p.quiet = 1;
+    int rc = ds_planner_plan(&p, 0, NULL, &changed, err);
+    *per_frame = p.predicted.per_frame;
+    ds_planner_free(&p);
+    return rc;
+}
+
+/* The best chain of up workers (by the planner's prediction, when there is
+ * a choice) into ids, its length into *n (0 when none is up).  up[] is a
+ * snapshot. */
 static int best_chain(master *ms, const int *up, int *ids, int *n, ds_error *err)
 {
+    int starts[DS_MAX_WORKERS], n_starts = 0;
+    for (int a = 0; a < ms->n_workers; a++)
+        if (up[a] && !reachable(ms, up, a))
+            starts[n_starts++] = a;
+    *n = n_starts == 1 ? chain_from(ms, up, starts[0], ids) : 0;
     double best = INFINITY;
-    *n = 0;
-    for (int a = 0; a < ms->n_workers; a++) {
-        int cand[DS_MAX_WORKERS];
-        if (!up[a] || reachable(ms, up, a))
-            continue;
-        int len = chain_from(ms, up, a, cand);
-        ds_config seg;
-        ds_planner p;
-        int changed;
-        if (chain_planner(ms, cand, len, ms->n_frames - ms->next_frame, &seg, &p, err))
+    for (int k = 0; n_starts > 1 && k < n_starts; k++) {
+        int cand[DS_MAX_WORKERS], len = chain_from(ms, up, starts[k], cand);
+        double per_frame;
+        if (predict_chain(ms, cand, len, &per_frame, err))
             return -1;
-        p.quiet = 1;
-        int rc = ds_planner_plan(&p, 0, NULL, &changed, err);
-        double per_frame = p.predicted.per_frame;
-        ds_planner_free(&p);
-        if (rc)
-            return -1;
-        ds_log_debug("chain from w%d (%d workers): %.4f s per frame predicted", a, len, per_frame);
+        ds_log_debug("chain from w%d (%d workers): %.4f s per frame predicted", starts[k], len,
+                     per_frame);
         if (per_frame < best) {
             best = per_frame;
             memcpy(ids, cand, sizeof *ids * (size_t)len);
@@ -674,10 +684,12 @@ static int recover(master *ms, ds_error *err)
     if (use_chain(ms, ids, n, ms->next_frame, err))
         return -1;
     log_epoch(ms);
+    if (!n && ms->cfg->master.no_workers_wait)
+        return 0; /* the frames in flight wait for a worker */
     pthread_mutex_lock(&ms->lock);
     int from = oldest(ms);
     pthread_mutex_unlock(&ms->lock);
-    for (int f = from; f < ms->next_frame && !(!n && ms->cfg->master.no_workers_wait); f++) {
+    for (int f = from; f < ms->next_frame; f++) {
         pthread_mutex_lock(&ms->lock);
         int again = ms->frames[f].state == FRAME_IN_FLIGHT && !ms->recover;
         pthread_mutex_unlock(&ms->lock);
