@@ -724,11 +724,35 @@ static void test_threads_joined(void **state)
     assert_int_equal(n, baseline_threads);
 }
 
-static void *cancel_soon(void *ch)
+typedef struct cancel_arg {
+    ds_rpc_channel *ch; /* NULL: ds_rpc_interrupt */
+} cancel_arg;
+
+static void *cancel_soon(void *p)
 {
+    cancel_arg *a = p;
     sleep_s(0.1);
-    ds_rpc_channel_cancel(ch);
+    if (a->ch)
+        ds_rpc_channel_cancel(a->ch);
+    else
+        ds_rpc_interrupt();
     return NULL;
+}
+
+/* A Slow call on ch (its handler takes 0.4 s) that `a` cancels after 0.1 s
+ * ends at once with CANCELLED; err holds its message. */
+static void expect_cancelled_call(ds_rpc_channel *ch, cancel_arg *a, ds_error *err)
+{
+    ds_buf resp = {0};
+    int code = -1;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_soon, a), 0);
+    double t0 = ds_now();
+    assert_int_equal(ds_rpc_call_unary(ch, SLOW, "z", 1, 5, &resp, &code, err), -1);
+    assert_true(ds_now() - t0 < 0.35);
+    assert_int_equal(code, DS_RPC_CANCELLED);
+    pthread_join(th, NULL);
+    ds_buf_free(&resp);
 }
 
 /* ds_rpc_channel_cancel ends the call in progress on that channel at once;
@@ -739,29 +763,16 @@ static void test_channel_cancel(void **state)
     ds_rpc_server *srv = start_server("127.0.0.1:0", 0);
     ds_rpc_channel *ch = connect_to(srv, 0);
     ds_error err = {{0}};
+    cancel_arg a = {ch};
+    expect_cancelled_call(ch, &a, &err);
+    assert_non_null(strstr(err.msg, "Slow: CANCELLED"));
     ds_buf resp = {0};
     int code = -1;
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, cancel_soon, ch), 0);
-    double t0 = ds_now();
-    assert_int_equal(ds_rpc_call_unary(ch, SLOW, "z", 1, 5, &resp, &code, &err), -1);
-    assert_true(ds_now() - t0 < 0.35);
-    assert_int_equal(code, DS_RPC_CANCELLED);
-    assert_non_null(strstr(err.msg, "Slow: CANCELLED"));
-    pthread_join(th, NULL);
     assert_int_equal(ds_rpc_call_unary(ch, SLOW, "y", 1, 5, &resp, &code, &err), 0);
     assert_int_equal(resp.len, 1);
     ds_buf_free(&resp);
     ds_rpc_channel_free(ch);
     ds_rpc_server_free(srv);
-}
-
-static void *interrupt_soon(void *p)
-{
-    (void)p;
-    sleep_s(0.1);
-    ds_rpc_interrupt();
-    return NULL;
 }
 
 /* Last: ds_rpc_interrupt is for good.  A call in progress ends at once
@@ -773,25 +784,17 @@ static void test_interrupt(void **state)
     ds_rpc_server *srv = start_server("127.0.0.1:0", 0);
     ds_rpc_channel *ch = connect_to(srv, 0);
     ds_error err = {{0}};
-    ds_buf resp = {0};
-    int code = -1;
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, interrupt_soon, NULL), 0);
-    double t0 = ds_now();
-    assert_int_equal(ds_rpc_call_unary(ch, SLOW, "z", 1, 5, &resp, &code, &err), -1);
-    assert_true(ds_now() - t0 < 0.35);
-    assert_int_equal(code, DS_RPC_CANCELLED);
-    pthread_join(th, NULL);
+    cancel_arg a = {NULL};
+    expect_cancelled_call(ch, &a, &err);
     assert_true(ds_rpc_interrupted());
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", free_port());
     ds_rpc_channel *gone = ds_rpc_channel_new("w1", target, 0, &err);
-    t0 = ds_now();
+    double t0 = ds_now();
     assert_int_equal(ds_rpc_wait_ready(gone, 30, &err), -1);
     assert_true(ds_now() - t0 < 0.5);
     assert_non_null(strstr(err.msg, "interrupted while connecting"));
     ds_rpc_channel_free(gone);
-    ds_buf_free(&resp);
     ds_rpc_channel_free(ch);
     ds_rpc_server_free(srv);
 }
