@@ -213,6 +213,7 @@ static void finish_frame(master *ms, frame_rec *fr, double now)
     ms->finished++;
     ms->epoch_warm = 1;
     ms->latency_seen += LATENCY_EWMA * (now - fr->sent - ms->latency_seen);
+    ms->last_result = now;
     ms->in_flight--;
     ds_tensor_free(&fr->frame);
     free(fr->error);
@@ -714,7 +715,10 @@ static double frame_deadline(const master *ms)
     return fmax(MIN_FRAME_DEADLINE_S, DEADLINE_FACTOR * latency) + full;
 }
 
-/* Asks for a recovery when a frame in flight is overdue (lock held). */
+/* Asks for a recovery when a frame in flight is overdue (lock held): no
+ * result for it, nor for any other frame, within the deadline.  A chain
+ * that still delivers is slow, not stuck (frames queue behind each other);
+ * a report lost while others finish is caught once they stop. */
 static void check_overdue(master *ms)
 {
     double now = ds_now(), deadline = frame_deadline(ms);
@@ -722,10 +726,10 @@ static void check_overdue(master *ms)
         deadline *= COLD_FACTOR;
     for (int f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
         frame_rec *fr = &ms->frames[f];
-        if (fr->state != FRAME_IN_FLIGHT || now - fr->sent <= deadline)
+        double waiting = now - fmax(fr->sent, ms->last_result);
+        if (fr->state != FRAME_IN_FLIGHT || waiting <= deadline)
             continue;
-        ds_log_warn("frame %d: no result %.1f s after it was sent (deadline %.1f s)", f,
-                    now - fr->sent, deadline);
+        ds_log_warn("frame %d: no result for %.1f s (deadline %.1f s)", f, waiting, deadline);
         free(fr->error);
         fr->error = strdup("no result by its deadline");
         ms->recover = ms->recover_broken = 1;

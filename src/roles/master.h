@@ -79,6 +79,7 @@ typedef struct master {
     uint32_t epoch;
     int epoch_warm;         /* a frame finished in this epoch */
     double latency_seen;    /* running mean of the results' time from their last send */
+    double last_result;     /* ds_now() when the last frame finished */
     int recover;            /* the main thread should recover ... */
     int recover_broken;     /* ... and the current epoch's caches are out of step */
     int interrupted;
