@@ -314,12 +314,13 @@ int ds_rpc_write_ack(ds_buf *resp, ds_error *err)
 
 /* ---------------------------------------------------------------- Results */
 
-ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, uint64_t session_id, uint32_t epoch,
+ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, const ds_rpc_results_request *q,
                                    ds_error *err)
 {
     Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
-    rs.session_id = session_id;
-    rs.epoch = epoch;
+    rs.session_id = q->session_id;
+    rs.epoch = q->epoch;
+    rs.takeover = q->takeover != 0;
     ds_buf req = {0};
     ds_rpc_reader *r = NULL;
     if (ds_rpc_pack(&rs.base, &req, err) == 0)
@@ -328,17 +329,16 @@ ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, uint64_t session_id, uint
     return r;
 }
 
-int ds_rpc_read_results_request(const uint8_t *req, size_t len, uint64_t *session_id,
-                                uint32_t *epoch, ds_error *err)
+int ds_rpc_read_results_request(const uint8_t *req, size_t len, ds_rpc_results_request *q,
+                                ds_error *err)
 {
     Deltaslice__ResultStreamRequest *m = (Deltaslice__ResultStreamRequest *)receive(
         &deltaslice__result_stream_request__descriptor, req, len, NULL, NULL, err);
     if (!m)
         return -1;
-    *session_id = m->session_id;
-    *epoch = m->epoch;
+    *q = (ds_rpc_results_request){m->session_id, m->epoch, m->takeover};
     protobuf_c_message_free_unpacked(&m->base, NULL);
-    if (*session_id == 0)
+    if (q->session_id == 0)
         return ds_errorf(err, "result stream request without a session id");
     return 0;
 }

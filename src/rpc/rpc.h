@@ -83,6 +83,45 @@ void ds_rpc_set_keepalive(double seconds);
 void ds_rpc_interrupt(void);
 int ds_rpc_interrupted(void);
 
+/* --------------------------------------------------------------- security
+ *
+ * How a process's servers and channels authenticate (one per role):
+ *   - mutual TLS: ca + cert + key and no token.  Servers require a client
+ *     certificate signed by ca, channels present cert; a peer without one,
+ *     or with one from another CA, is refused at the handshake.
+ *   - token over TLS: ca (+ cert and key on servers) and a token.  Servers
+ *     present their certificate and do not ask for the client's; every call
+ *     carries the token and a server refuses a call without it
+ *     (UNAUTHENTICATED), comparing in constant time.
+ *   - plaintext (no TLS files), with or without a token: for loopback, or
+ *     where the configuration says insecure: true (config.c decides).
+ * Channels verify the server's certificate against ca and the target's host
+ * name (scripts/make-certs.sh puts every route's host in the certificate). */
+typedef struct ds_rpc_security ds_rpc_security;
+typedef struct ds_rpc_security_opts {
+    const char *ca_file;   /* PEM files; NULL = none */
+    const char *cert_file;
+    const char *key_file;
+    const char *token;     /* shared secret; NULL or "" = none */
+    const char *what;      /* names the source in errors ("config.yml: tls (w0)") */
+} ds_rpc_security_opts;
+/* Reads the files (errors name what, the key and the file). */
+ds_rpc_security *ds_rpc_security_new(const ds_rpc_security_opts *o, ds_error *err);
+void ds_rpc_security_free(ds_rpc_security *sec);
+/* "mutual TLS", "TLS + token", "plaintext + token" or "plaintext" (sec may
+ * be NULL: plaintext). */
+const char *ds_rpc_security_mode(const ds_rpc_security *sec);
+
+/* Who is calling, inside a handler (unary or stream) on the handler's
+ * thread; NULL elsewhere.  identity is what the credentials prove:
+ * "cn=<certificate common name>" under mutual TLS, "token" when the call
+ * carried the right token, "" in plaintext without a token. */
+typedef struct ds_rpc_caller {
+    const char *peer;     /* "ipv4:127.0.0.1:40112" */
+    const char *identity;
+} ds_rpc_caller;
+const ds_rpc_caller *ds_rpc_current_caller(void);
+
 /* ---------------------------------------------------------------- server */
 
 typedef struct ds_rpc_server ds_rpc_server;
@@ -106,8 +145,10 @@ typedef int (*ds_rpc_stream_fn)(void *ud, const uint8_t *req, size_t req_len,
                                 ds_rpc_stream *stream, ds_error *err);
 
 /* Binds listen_addr ("0.0.0.0:33330", "127.0.0.1:0" for a free port).
- * max_msg_bytes = 0 means DS_RPC_DEFAULT_MAX_MSG. */
-ds_rpc_server *ds_rpc_server_new(const char *listen_addr, size_t max_msg_bytes, ds_error *err);
+ * max_msg_bytes = 0 means DS_RPC_DEFAULT_MAX_MSG.  sec: NULL = plaintext,
+ * no token; else it must outlive the server. */
+ds_rpc_server *ds_rpc_server_new(const char *listen_addr, size_t max_msg_bytes,
+                                 const ds_rpc_security *sec, ds_error *err);
 /* The bound port (useful with port 0). */
 int ds_rpc_server_port(const ds_rpc_server *srv);
 /* Register before ds_rpc_server_start; method is a full path
@@ -153,9 +194,10 @@ typedef struct ds_rpc_reader ds_rpc_reader;
 
 /* peer_name names the peer in messages ("w0", "trainer"); target is
  * "host:port".  Connects lazily.  max_msg_bytes = 0: the 1 GiB default.
- * Reconnect backoff is 0.1 s doubling to 2 s. */
+ * Reconnect backoff is 0.1 s doubling to 2 s.  sec: as for servers. */
 ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
-                                   size_t max_msg_bytes, ds_error *err);
+                                   size_t max_msg_bytes, const ds_rpc_security *sec,
+                                   ds_error *err);
 void ds_rpc_channel_free(ds_rpc_channel *ch);
 /* Ends the unary calls in progress on ch (from any thread): they fail
  * within 0.1 s with CANCELLED; later calls are not affected.  For a peer
@@ -331,14 +373,19 @@ Deltaslice__FrameRequest *ds_rpc_read_frame_request(const uint8_t *req, size_t l
 void ds_rpc_free_frame_request(Deltaslice__FrameRequest *m);
 int ds_rpc_write_ack(ds_buf *resp, ds_error *err);
 
-/* Results, client half: opens the worker's result stream for the master
- * session session_id (non-zero) at epoch (see ds_rpc_reader_open); its
+/* Results: what a master asks for when it opens a worker's result stream. */
+typedef struct ds_rpc_results_request {
+    uint64_t session_id; /* the master session (non-zero) */
+    uint32_t epoch;      /* its current epoch */
+    int takeover;        /* replace another session of the same identity */
+} ds_rpc_results_request;
+/* Results, client half: opens the stream (see ds_rpc_reader_open); its
  * messages are FinishReports. */
-ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, uint64_t session_id, uint32_t epoch,
+ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, const ds_rpc_results_request *q,
                                    ds_error *err);
-/* Results, server half: the session and epoch the stream is opened for. */
-int ds_rpc_read_results_request(const uint8_t *req, size_t len, uint64_t *session_id,
-                                uint32_t *epoch, ds_error *err);
+/* Results, server half. */
+int ds_rpc_read_results_request(const uint8_t *req, size_t len, ds_rpc_results_request *q,
+                                ds_error *err);
 /* A FinishReport from the stream, as ds_rpc_validate_finish_report checks
  * it; free it with ds_rpc_free_finish_report. */
 Deltaslice__FinishReport *ds_rpc_read_finish_report(const uint8_t *msg, size_t len,
