@@ -57,6 +57,7 @@ static int make_config(const opts *o, const char *model, int sched, ds_config *c
     snprintf(text, sizeof text,
              "port: {worker: [1, 2]}\n"
              "net: {m->t: 'h:3', m->w0: 'h:1', m->w1: 'h:2', w0->w1: 'h:2'}\n"
+             "insecure: true\n"
              "dnn: zoo:%s\nvideo_path: data/sample.mp4\nframe_size: [%d, %d]\nmode: dif\n"
              "master: {ifr_num: %d, pd_num: 2, scheduler: %s, bandwidth: [%s]}\n"
              "worker: {prof_niter: 5, threads: 1}\ntrainer: {frame_num: %d, threads: 2}\n"

@@ -190,6 +190,7 @@ if [ $need_trainer -eq 1 ]; then add_ns "$ns_t"; link "$ns_m" "$ns_t" 200 ""; fi
       $((i - 1)) $i $i $((port + 2 + i))
   done
   echo "}"
+  echo "insecure: true  # plaintext inside the testbed's private namespaces"
   echo "dnn: $model"
   echo "video_path: $video"
   echo "frame_size: [$rows, $cols]"

@@ -51,7 +51,7 @@ static const char *describe(const yaml_node_t *n, char *buf, size_t len)
     switch (n->type) {
     case YAML_SCALAR_NODE:
         snprintf(buf, len, "\"%.*s\"", (int)(n->data.scalar.length > 60 ? 60 : n->data.scalar.length),
-                 (const char *)n->data.scalar.value);
+                 n->data.scalar.value ? (const char *)n->data.scalar.value : "");
         return buf;
     case YAML_SEQUENCE_NODE:
         return "a list";
@@ -237,7 +237,7 @@ static int get_list(parse_ctx *c, const yaml_node_t *n, const char *key, int min
 /* ---- sections ---------------------------------------------------------- */
 
 typedef struct seen {
-    const yaml_node_t *port, *net, *bandwidth, *master;
+    const yaml_node_t *port, *net, *bandwidth, *master, *worker_listen, *trainer_listen;
     const yaml_node_t *route_mw[DS_MAX_WORKERS];
     const yaml_node_t *route_bad_worker; /* an m->wI or wI->wJ with I out of range */
     int route_bad_id;
@@ -248,6 +248,94 @@ typedef struct walk {
     ds_config *cfg;
     seen *seen;
 } walk;
+
+/* ---- security */
+
+typedef struct tls_walk {
+    ds_tls_files *t;
+    const char *where; /* "tls", "master.tls", ... */
+} tls_walk;
+
+static int tls_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v,
+                    void *user)
+{
+    tls_walk *w = user;
+    char full[64];
+    snprintf(full, sizeof full, "%s.%s", w->where, key);
+    char **slot = !strcmp(key, "ca") ? &w->t->ca : !strcmp(key, "cert") ? &w->t->cert
+                : !strcmp(key, "key") ? &w->t->key : NULL;
+    if (!slot)
+        return unknown_key(c, k, w->where, key, "ca, cert, key");
+    return get_string(c, v, full, 0, slot) || resolve_path(c, slot);
+}
+
+static int get_tls(parse_ctx *c, const yaml_node_t *v, const char *where, ds_tls_files *t)
+{
+    tls_walk w = {t, where};
+    snprintf(t->where, sizeof t->where, "%s:%zu:%zu", c->label, v->start_mark.line + 1,
+             v->start_mark.column + 1);
+    if (each_pair(c, v, where, tls_pair, &w))
+        return -1;
+    if (!t->ca)
+        return fail(c, v, where, "missing ca (the CA certificate that signed every role's; "
+                    "scripts/make-certs.sh makes one)");
+    if (!t->cert != !t->key)
+        return fail(c, v, where, "cert and key go together (got only %s)", t->cert ? "cert" : "key");
+    return 0;
+}
+
+static int auth_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v,
+                     void *user)
+{
+    ds_config *cfg = ((walk *)user)->cfg;
+    if (!strcmp(key, "token"))
+        return get_string(c, v, "auth.token", 0, &cfg->auth_token);
+    return unknown_key(c, k, "auth", key, "token");
+}
+
+/* "host" of "host:port" or "[v6]:port" into out. */
+static void route_host(const char *route, char *out, size_t len)
+{
+    const char *colon = strrchr(route, ':');
+    size_t n = colon ? (size_t)(colon - route) : strlen(route);
+    if (n >= 2 && route[0] == '[' && route[n - 1] == ']') {
+        route++;
+        n -= 2;
+    }
+    snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), route);
+}
+
+int ds_config_is_loopback(const char *host)
+{
+    if (host[0] == '[') {
+        char h[64];
+        route_host(host, h, sizeof h); /* "[::1]" has no port: strip the brackets */
+        return !strcmp(h, "::1");
+    }
+    return !strcmp(host, "localhost") || !strcmp(host, "ip6-localhost") || !strcmp(host, "::1") ||
+           !strncmp(host, "127.", 4);
+}
+
+/* A role's TLS block: its own, else the shared one. */
+static const ds_tls_files *role_tls(const ds_config *cfg, const char *role)
+{
+    const ds_tls_files *own = !strcmp(role, "master")    ? &cfg->master.tls
+                              : !strcmp(role, "trainer") ? &cfg->trainer.tls
+                                                         : &cfg->worker.tls;
+    return own->ca ? own : &cfg->tls;
+}
+
+/* Plaintext is for loopback unless the file says insecure: true. */
+static int check_plaintext(parse_ctx *c, const ds_config *cfg, const yaml_node_t *node,
+                           const char *key, const char *role, const char *addr)
+{
+    char host[256];
+    route_host(addr, host, sizeof host);
+    if (cfg->insecure || role_tls(cfg, role)->ca || ds_config_is_loopback(host))
+        return 0;
+    return fail(c, node, key, "'%s' is not a loopback address and %s has no TLS: set tls: {ca, "
+                "cert, key} (scripts/make-certs.sh writes them) or insecure: true", addr, role);
+}
 
 static int port_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
 {
@@ -330,7 +418,10 @@ static int net_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
     long port = colon ? strtol(colon + 1, &end, 10) : 0;
     if (!colon || colon == *slot || !end || *end || port < 1 || port > 65535)
         return fail(c, v, full, "expected \"host:port\", got \"%s\"", *slot);
-    return 0;
+    char role[8] = "master";
+    if (from[0] == 'w')
+        snprintf(role, sizeof role, "%.*s", (int)from_len, from);
+    return check_plaintext(c, cfg, v, full, role, *slot);
 }
 
 /* The schedulers master.scheduler names, by ds_scheduler: only what checking a
@@ -359,6 +450,10 @@ static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, cons
         return get_int(c, v, "master.threads", 1, 256, &cfg->master.threads);
     if (!strcmp(key, "connect_timeout"))
         return get_number(c, v, "master.connect_timeout", 0, 0, &cfg->master.connect_timeout);
+    if (!strcmp(key, "takeover"))
+        return get_bool(c, v, "master.takeover", &cfg->master.takeover);
+    if (!strcmp(key, "tls"))
+        return get_tls(c, v, "master.tls", &cfg->master.tls);
     if (!strcmp(key, "no_workers")) {
         static const char *const names[] = {"local", "wait"};
         return get_enum(c, v, "master.no_workers", names, 2, &cfg->master.no_workers_wait);
@@ -388,27 +483,41 @@ static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, cons
     }
     return unknown_key(c, k, "master", key,
                        "ifr_num, pd_num, itv_time, scheduler, bandwidth, threads, connect_timeout, "
-                       "no_workers");
+                       "no_workers, takeover, tls");
 }
 
 static int worker_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
 {
-    ds_config *cfg = ((walk *)user)->cfg;
+    walk *w = user;
+    ds_config *cfg = w->cfg;
     if (!strcmp(key, "prof_niter"))
         return get_int(c, v, "worker.prof_niter", 1, 10000, &cfg->worker.prof_niter);
     if (!strcmp(key, "threads"))
         return get_int(c, v, "worker.threads", 1, 256, &cfg->worker.threads);
-    return unknown_key(c, k, "worker", key, "prof_niter, threads");
+    if (!strcmp(key, "tls"))
+        return get_tls(c, v, "worker.tls", &cfg->worker.tls);
+    if (!strcmp(key, "listen")) {
+        w->seen->worker_listen = v; /* read once port.worker is known */
+        return 0;
+    }
+    return unknown_key(c, k, "worker", key, "prof_niter, threads, listen, tls");
 }
 
 static int trainer_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
 {
-    ds_config *cfg = ((walk *)user)->cfg;
+    walk *w = user;
+    ds_config *cfg = w->cfg;
     if (!strcmp(key, "frame_num"))
         return get_int(c, v, "trainer.frame_num", 2, 1000000, &cfg->trainer.frame_num);
     if (!strcmp(key, "threads"))
         return get_int(c, v, "trainer.threads", 1, 256, &cfg->trainer.threads);
-    return unknown_key(c, k, "trainer", key, "frame_num, threads");
+    if (!strcmp(key, "tls"))
+        return get_tls(c, v, "trainer.tls", &cfg->trainer.tls);
+    if (!strcmp(key, "listen")) {
+        w->seen->trainer_listen = v;
+        return get_string(c, v, "trainer.listen", 0, &cfg->listen_trainer);
+    }
+    return unknown_key(c, k, "trainer", key, "frame_num, threads, listen, tls");
 }
 
 static int codec_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
@@ -429,7 +538,7 @@ static int codec_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const
 
 static const char top_keys[] =
     "port, net, dnn, video_path, frame_size, mode, check, master, worker, trainer, log_level, "
-    "trace_dir, cache_dir, codec, max_message_mb";
+    "trace_dir, cache_dir, codec, max_message_mb, tls, auth, insecure";
 
 static int top_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
 {
@@ -453,6 +562,12 @@ static int top_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
         return each_pair(c, v, "trainer", trainer_pair, user);
     if (!strcmp(key, "codec"))
         return each_pair(c, v, "codec", codec_pair, user);
+    if (!strcmp(key, "tls"))
+        return get_tls(c, v, "tls", &cfg->tls);
+    if (!strcmp(key, "auth"))
+        return each_pair(c, v, "auth", auth_pair, user);
+    if (!strcmp(key, "insecure"))
+        return get_bool(c, v, "insecure", &cfg->insecure);
     if (!strcmp(key, "dnn"))
         return get_string(c, v, "dnn", 0, &cfg->dnn) || resolve_path(c, &cfg->dnn);
     if (!strcmp(key, "video_path"))
@@ -532,6 +647,120 @@ static int check_routes(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, s
     return 0;
 }
 
+/* The host the routes to a server imply it should bind (see config.h).
+ * Returns the index of the route that made it every interface, -1 when
+ * all are loopback, -2 when out of memory. */
+static int implied_listen(char *const *routes, int n, char **out, ds_error *err)
+{
+    char first[256] = "", host[256];
+    const char *pick = NULL;
+    int any = -1;
+    for (int i = 0; i < n; i++) {
+        if (!routes[i])
+            continue;
+        route_host(routes[i], host, sizeof host);
+        if (!ds_config_is_loopback(host)) {
+            pick = "0.0.0.0";
+            any = i;
+            break;
+        }
+        if (!first[0])
+            snprintf(first, sizeof first, "%s", host);
+        else if (strcmp(first, host))
+            pick = "localhost";
+    }
+    if (!pick)
+        pick = first[0] ? first : "localhost";
+    *out = strdup(pick);
+    if (!*out)
+        ds_errorf(err, "out of memory");
+    return *out ? any : -2;
+}
+
+/* worker.listen / trainer.listen, or their defaults; plaintext servers only
+ * on loopback (unless insecure). */
+static int check_listen(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, seen *s)
+{
+    const yaml_node_t *items[DS_MAX_WORKERS];
+    int n = 0;
+    if (s->worker_listen && s->worker_listen->type == YAML_SEQUENCE_NODE) {
+        if (get_list(c, s->worker_listen, "worker.listen", cfg->n_workers, cfg->n_workers, items,
+                     &n))
+            return -1;
+    } else if (s->worker_listen) {
+        for (n = 0; n < cfg->n_workers; n++)
+            items[n] = s->worker_listen;
+    }
+    for (int i = 0; i < cfg->n_workers; i++) {
+        char role[8], key[32];
+        snprintf(role, sizeof role, "w%d", i);
+        if (n) {
+            if (items[i] == s->worker_listen)
+                snprintf(key, sizeof key, "worker.listen");
+            else
+                snprintf(key, sizeof key, "worker.listen[%d]", i);
+            if (get_string(c, items[i], key, 0, &cfg->listen_worker[i]) ||
+                check_plaintext(c, cfg, items[i], key, role, cfg->listen_worker[i]))
+                return -1;
+            continue;
+        }
+        char *to[DS_MAX_WORKERS + 1];
+        to[0] = cfg->route_master_worker[i];
+        for (int j = 0; j < i; j++)
+            to[j + 1] = cfg->route_worker[j][i];
+        int bad = implied_listen(to, i + 1, &cfg->listen_worker[i], c->err);
+        if (bad == -2)
+            return -1;
+        if (bad >= 0) {
+            const yaml_node_t *at = bad == 0 && s->route_mw[i] ? s->route_mw[i] : s->net;
+            if (bad == 0)
+                snprintf(key, sizeof key, "net.m->w%d", i);
+            else
+                snprintf(key, sizeof key, "net.w%d->w%d", bad - 1, i);
+            if (check_plaintext(c, cfg, at, key, role, to[bad]))
+                return -1;
+        }
+    }
+    if (cfg->listen_trainer)
+        return check_plaintext(c, cfg, s->trainer_listen, "trainer.listen", "trainer",
+                               cfg->listen_trainer);
+    int bad = implied_listen(&cfg->route_master_trainer, 1, &cfg->listen_trainer, c->err);
+    if (bad == -2)
+        return -1;
+    return bad == 0 ? check_plaintext(c, cfg, s->net ? s->net : root, "net.m->t", "trainer",
+                                      cfg->route_master_trainer)
+                    : 0;
+}
+
+void ds_config_listen_addr(const char *host, int port, char *out, size_t len)
+{
+    /* An IPv6 literal needs brackets before the port. */
+    int v6 = strchr(host, ':') && host[0] != '[';
+    snprintf(out, len, "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port);
+}
+
+int ds_config_role_tls(const ds_config *cfg, const char *role, ds_role_tls *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    const ds_tls_files *t = role_tls(cfg, role);
+    snprintf(out->what, sizeof out->what, "%s: %s (%s)", t->where[0] ? t->where : cfg->path,
+             t == &cfg->tls ? "tls" : t == &cfg->master.tls ? "master.tls"
+             : t == &cfg->trainer.tls ? "trainer.tls" : "worker.tls", role);
+    const char *src[3] = {t->ca, t->cert, t->key};
+    char *dst[3] = {out->ca, out->cert, out->key};
+    for (int i = 0; i < 3; i++) {
+        if (!src[i])
+            continue;
+        const char *at = strstr(src[i], "{role}");
+        int n = at ? snprintf(dst[i], sizeof out->ca, "%.*s%s%s", (int)(at - src[i]), src[i], role,
+                              at + 6)
+                   : snprintf(dst[i], sizeof out->ca, "%s", src[i]);
+        if (n < 0 || (size_t)n >= sizeof out->ca)
+            return ds_errorf(err, "%s: path too long", out->what);
+    }
+    return 0;
+}
+
 static void set_defaults(ds_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -599,8 +828,14 @@ int ds_config_parse(const char *text, size_t len, const char *label, const char 
         fail(&c, root, "(top level)", "expected a mapping of keys, got %s", describe(root, got, sizeof got));
         goto out;
     }
-    if (each_pair(&c, root, "", top_pair, &w) || check_routes(&c, root, cfg, &s))
+    if (each_pair(&c, root, "", top_pair, &w) || check_routes(&c, root, cfg, &s) ||
+        check_listen(&c, root, cfg, &s))
         goto out;
+    const char *token = getenv("DELTASLICE_TOKEN");
+    if (token && *token && (free(cfg->auth_token), !(cfg->auth_token = strdup(token)))) {
+        ds_errorf(err, "out of memory");
+        goto out;
+    }
     if (set_default_string(&cfg->dnn, "zoo:alexnet", err) ||
         (!cfg->cache_dir && (set_default_string(&cfg->cache_dir, ".cache", err) ||
                              resolve_path(&c, &cfg->cache_dir))) ||
@@ -654,9 +889,26 @@ int ds_config_needs_trainer(const ds_config *cfg)
     return ds_scheduler_needs_predictors(cfg->master.scheduler);
 }
 
+static void tls_free(ds_tls_files *t)
+{
+    free(t->ca);
+    free(t->cert);
+    free(t->key);
+}
+
 void ds_config_free(ds_config *cfg)
 {
     free(cfg->path);
+    for (int i = 0; i < DS_MAX_WORKERS; i++)
+        free(cfg->listen_worker[i]);
+    free(cfg->listen_trainer);
+    tls_free(&cfg->tls);
+    tls_free(&cfg->master.tls);
+    tls_free(&cfg->worker.tls);
+    tls_free(&cfg->trainer.tls);
+    if (cfg->auth_token)
+        memset(cfg->auth_token, 0, strlen(cfg->auth_token));
+    free(cfg->auth_token);
     free(cfg->route_master_trainer);
     for (int i = 0; i < DS_MAX_WORKERS; i++) {
         free(cfg->route_master_worker[i]);

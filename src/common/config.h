@@ -27,6 +27,14 @@ typedef enum ds_compress_choice {
     DS_COMPRESS_CHOICE_ZSTD,
 } ds_compress_choice;
 
+/* A `tls: {ca, cert, key}` block (paths resolved against the config file's
+ * folder; NULL when absent).  "{role}" in a path stands for the name of the
+ * role using it: master, trainer, w0, w1, ... */
+typedef struct ds_tls_files {
+    char *ca, *cert, *key;
+    char where[48]; /* "config.yml:12:6" of the block, for errors */
+} ds_tls_files;
+
 typedef struct ds_config {
     char *path;          /* the file read, or "<embedded config.yml>" */
     int n_workers;       /* = length of port.worker */
@@ -42,6 +50,20 @@ typedef struct ds_config {
      * and extra routes past a worker, which let the master route around
      * it while it is lost (NULL where the config lists none). */
     char *route_worker[DS_MAX_WORKERS][DS_MAX_WORKERS];
+
+    /* Where the servers bind (host; the port is port.*): worker.listen and
+     * trainer.listen, else what the routes to them imply: their host when
+     * every route names the same loopback host, "localhost" for mixed
+     * loopback names, else every interface ("0.0.0.0"). */
+    char *listen_worker[DS_MAX_WORKERS];
+    char *listen_trainer;
+
+    /* Security (rpc.h explains the modes).  A role's own block (master.tls,
+     * worker.tls, trainer.tls) replaces the shared one.  Without TLS, every
+     * address a role listens on or dials must be loopback unless insecure. */
+    ds_tls_files tls;
+    char *auth_token; /* DELTASLICE_TOKEN from the environment, else auth.token */
+    int insecure;
 
     char *dnn;           /* "zoo:NAME" or an .onnx path (resolved) */
     char *video_path;    /* resolved against the config file's folder */
@@ -59,14 +81,18 @@ typedef struct ds_config {
         int threads;
         double connect_timeout; /* s to wait for every worker at start */
         int no_workers_wait;    /* none usable: wait (1) or compute locally (0) */
+        int takeover;           /* replace an active session of the same identity */
+        ds_tls_files tls;
     } master;
     struct {
         int prof_niter;
         int threads;
+        ds_tls_files tls;
     } worker;
     struct {
         int frame_num;
         int threads;
+        ds_tls_files tls;
     } trainer;
 
     ds_log_level log_level;
@@ -87,6 +113,19 @@ int ds_config_load(const char *path, ds_config *cfg, ds_error *err);
  * relative paths. */
 int ds_config_parse(const char *text, size_t len, const char *label, const char *base_dir,
                     ds_config *cfg, ds_error *err);
+/* The TLS files of a role ("master", "trainer", "w0", ...) with "{role}"
+ * replaced, in the caller's buffers (empty string = absent), and where they
+ * were configured ("config.yml:12:6: tls", for errors). */
+typedef struct ds_role_tls {
+    char ca[4096], cert[4096], key[4096];
+    char what[96];
+} ds_role_tls;
+int ds_config_role_tls(const ds_config *cfg, const char *role, ds_role_tls *out, ds_error *err);
+/* "host:port" to bind, into out ("[::1]:5000" for an IPv6 host). */
+void ds_config_listen_addr(const char *host, int port, char *out, size_t len);
+/* Is host ("localhost", "127.0.0.1", "::1", "[::1]") a loopback address? */
+int ds_config_is_loopback(const char *host);
+
 /* Does the configured scheduler need the trainer's predictors? */
 int ds_config_needs_trainer(const ds_config *cfg);
 void ds_config_free(ds_config *cfg);

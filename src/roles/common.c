@@ -1,10 +1,20 @@
-/* common.c - what every role shares: link codec choice, signals. */
+/* common.c - what every role shares: credentials, link codec choice, signals. */
 #include <errno.h>
 #include <signal.h>
 #include <time.h>
 
 #include "dif/dif.h"
 #include "roles.h"
+
+ds_rpc_security *ds_role_security(const ds_config *cfg, const char *role, ds_error *err)
+{
+    ds_role_tls t;
+    if (ds_config_role_tls(cfg, role, &t, err))
+        return NULL;
+    ds_rpc_security_opts o = {t.ca[0] ? t.ca : NULL, t.cert[0] ? t.cert : NULL,
+                              t.key[0] ? t.key : NULL, cfg->auth_token, t.what};
+    return ds_rpc_security_new(&o, err);
+}
 
 ds_codec_opts ds_link_codec(const ds_config *cfg, double mbps)
 {

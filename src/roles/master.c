@@ -924,7 +924,8 @@ static int open_input(master *ms, ds_error *err)
 static int fetch_predictors(master *ms, ds_error *err)
 {
     const ds_config *cfg = ms->cfg;
-    ds_rpc_channel *ch = ds_rpc_channel_new("trainer", cfg->route_master_trainer, cfg->max_message_bytes, err);
+    ds_rpc_channel *ch = ds_rpc_channel_new("trainer", cfg->route_master_trainer,
+                                            cfg->max_message_bytes, ms->sec, err);
     int rc = -1;
     ds_predictors *pred = NULL;
     if (ch && ds_rpc_wait_ready(ch, cfg->master.connect_timeout, err) == 0 &&
@@ -966,6 +967,11 @@ static int master_open(master *ms)
     }
     ms->n_frames = cfg->master.ifr_num;
     ms->codec = ds_link_codec(cfg, cfg->master.bandwidth[0]);
+    if (!(ms->sec = ds_role_security(cfg, "master", &err))) {
+        ds_log_error("%s", err.msg);
+        return -1;
+    }
+    ds_log_info("connecting with %s", ds_rpc_security_mode(ms->sec));
     /* The check's executor now, not on the first result (its deadline runs). */
     if (open_input(ms, &err) || (cfg->check && local_ready(ms, &err)) ||
         ds_master_signals_start(ms, &err) || ds_master_connect(ms, &err) ||
@@ -1021,6 +1027,7 @@ static void master_close(master *ms)
     ds_video_close(ms->video);
     ds_model_free(&ms->model);
     ds_trace_close(ms->trace);
+    ds_rpc_security_free(ms->sec);
     pthread_mutex_destroy(&ms->lock);
     pthread_cond_destroy(&ms->changed);
     pthread_mutex_destroy(&ms->check_lock);

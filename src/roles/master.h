@@ -41,6 +41,7 @@ typedef struct frame_rec {
 typedef struct worker_link {
     ds_rpc_channel *ch;
     ds_rpc_reader *reader; /* its result stream, while open */
+    int refusal;           /* status of the last failed take-back (logged once) */
     pthread_t reader_th;
     int reader_started;
     int up;           /* stream open and costs known: may be planned on */
@@ -67,6 +68,7 @@ typedef struct master {
     int n_workers;
     uint64_t session_id;
     worker_link link[DS_MAX_WORKERS];
+    ds_rpc_security *sec; /* for every channel */
 
     pthread_mutex_t lock;
     pthread_cond_t changed;

@@ -58,14 +58,16 @@ static void *reader_thread(void *arg)
     return NULL;
 }
 
-/* Opens worker w's result stream for the current epoch and its reader. */
-static int open_stream(master *ms, int w, ds_error *err)
+/* Opens worker w's result stream for the current epoch and its reader;
+ * takeover only at start (taking a worker back must not take it from a
+ * master that took over from us).  *code: the refusal's status. */
+static int open_stream(master *ms, int w, int takeover, int *code, ds_error *err)
 {
     worker_link *l = &ms->link[w];
     pthread_mutex_lock(&ms->lock);
-    uint32_t epoch = ms->epoch;
+    ds_rpc_results_request q = {ms->session_id, ms->epoch, takeover};
     pthread_mutex_unlock(&ms->lock);
-    if (!(l->reader = ds_rpc_open_results(l->ch, ms->session_id, epoch, err)))
+    if (!(l->reader = ds_rpc_open_results(l->ch, &q, code, err)))
         return -1;
     reader_arg *ra = malloc(sizeof *ra);
     if (!ra)
@@ -135,10 +137,12 @@ static int fetch_costs(master *ms, int w, ds_error *err)
     return 0;
 }
 
-/* Costs and a result stream, then up: the main thread plans it in. */
-static int join(master *ms, int w, ds_error *err)
+/* Costs and a result stream, then up: the main thread plans it in.
+ * *code: the status of a refusal (DS_RPC_ALREADY_EXISTS: another master's). */
+static int join(master *ms, int w, int takeover, int *code, ds_error *err)
 {
-    if (fetch_costs(ms, w, err) || open_stream(ms, w, err)) {
+    *code = DS_RPC_OK;
+    if (fetch_costs(ms, w, err) || open_stream(ms, w, takeover, code, err)) {
         close_stream(ms, w);
         return -1;
     }
@@ -171,7 +175,8 @@ int ds_master_connect(master *ms, ds_error *err)
     for (int i = 0; i < ms->n_workers; i++) {
         char peer[16];
         snprintf(peer, sizeof peer, "w%d", i);
-        ms->link[i].ch = ds_rpc_channel_new(peer, cfg->route_master_worker[i], cfg->max_message_bytes, err);
+        ms->link[i].ch = ds_rpc_channel_new(peer, cfg->route_master_worker[i],
+                                            cfg->max_message_bytes, ms->sec, err);
         if (!ms->link[i].ch)
             return -1;
         ms->link[i].lost = 1;
@@ -181,12 +186,16 @@ int ds_master_connect(master *ms, ds_error *err)
     for (int i = 0; i < ms->n_workers; i++) {
         ds_error why;
         double left = until - ds_now();
+        int code = DS_RPC_OK;
         if (ds_rpc_wait_ready(ms->link[i].ch, left > 0 ? left : 0, &why) == 0) {
             align_clock(ms, i);
-            if (join(ms, i, &why) == 0)
+            if (join(ms, i, cfg->master.takeover, &code, &why) == 0)
                 continue;
         }
-        if (ds_rpc_interrupted())
+        /* Another master's worker, or credentials it refuses: not a fault
+         * to wait out. */
+        if (ds_rpc_interrupted() || code == DS_RPC_ALREADY_EXISTS ||
+            code == DS_RPC_UNAUTHENTICATED)
             return ds_errorf(err, "%s", why.msg);
         ds_log_warn("w%d not usable at start (%s); it is probed and taken in when it answers", i,
                     why.msg);
@@ -221,12 +230,20 @@ static void watch_one(master *ms, int w, int probe)
     close_stream(ms, w); /* the old one, if any, is over */
     if (ds_rpc_call_ping(l->ch, DS_RPC_WORKER_CLOCK, PROBE_DEADLINE_S, &err))
         return;
-    if (join(ms, w, &err)) {
-        ds_log_warn("w%d answers but cannot be taken back: %s", w, err.msg);
+    int code;
+    if (join(ms, w, 0, &code, &err)) {
+        /* Said once per refusal, not at every probe. */
+        pthread_mutex_lock(&ms->lock);
+        int said = l->refusal == code;
+        l->refusal = code;
+        pthread_mutex_unlock(&ms->lock);
+        if (!said)
+            ds_log_warn("w%d answers but cannot be taken back: %s", w, err.msg);
         return;
     }
     pthread_mutex_lock(&ms->lock);
     ms->taken_back++;
+    l->refusal = DS_RPC_OK;
     pthread_mutex_unlock(&ms->lock);
     ds_log_info("w%d is back", w);
 }

@@ -6,6 +6,7 @@
 
 #include "codec/codec.h"
 #include "common/config.h"
+#include "rpc/rpc.h"
 
 int ds_worker_main(const ds_config *cfg, int id);
 int ds_master_main(const ds_config *cfg);
@@ -22,6 +23,11 @@ ds_codec_opts ds_link_codec(const ds_config *cfg, double mbps);
 /* The slowest link's compression: what the planner prices every payload
  * with (its size model takes one). */
 ds_compress ds_slowest_link_compress(const ds_config *cfg);
+
+/* The credentials of a role ("master", "trainer", "w0", ...) from the
+ * configuration: its TLS files, the token; errors name the config key and
+ * file.  Free with ds_rpc_security_free. */
+ds_rpc_security *ds_role_security(const ds_config *cfg, const char *role, ds_error *err);
 
 /* Blocks SIGINT and SIGTERM in the calling thread (call before starting
  * threads, so they inherit the mask) and waits for one of them for up to

@@ -249,9 +249,15 @@ int ds_trainer_main(const ds_config *cfg)
         snprintf(tr->model_name, sizeof tr->model_name, "%s", m.name);
         ds_model_free(&m);
     }
-    char addr[64];
-    snprintf(addr, sizeof addr, "0.0.0.0:%d", cfg->port_trainer);
-    ds_rpc_server *srv = ds_rpc_server_new(addr, cfg->max_message_bytes, &err);
+    ds_rpc_security *sec = ds_role_security(cfg, "trainer", &err);
+    if (!sec) {
+        ds_log_error("%s", err.msg);
+        free(tr);
+        return 2;
+    }
+    char addr[300];
+    ds_config_listen_addr(cfg->listen_trainer, cfg->port_trainer, addr, sizeof addr);
+    ds_rpc_server *srv = ds_rpc_server_new(addr, cfg->max_message_bytes, sec, &err);
     /* 3 handler threads: a request waiting for a training must not hold up
      * clock probes. */
     if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_CLOCK, ds_rpc_clock_handler, NULL, &err) ||
@@ -259,11 +265,13 @@ int ds_trainer_main(const ds_config *cfg)
         ds_rpc_server_start(srv, 3, &err)) {
         ds_log_error("%s", err.msg);
         ds_rpc_server_free(srv);
+        ds_rpc_security_free(sec);
         free(tr);
         return 1;
     }
-    ds_log_info("serving on port %d (model %s, %d frames of %s)", cfg->port_trainer, tr->model_name,
-            cfg->trainer.frame_num, cfg->video_path);
+    ds_log_info("serving on %s (%s); model %s, %d frames of %s", addr,
+                ds_rpc_security_mode(sec), tr->model_name, cfg->trainer.frame_num,
+                cfg->video_path);
     pthread_t th;
     int started = pthread_create(&th, NULL, startup_thread, tr) == 0;
     if (!started)
@@ -275,6 +283,7 @@ int ds_trainer_main(const ds_config *cfg)
     if (started)
         pthread_join(th, NULL);
     ds_rpc_server_free(srv);
+    ds_rpc_security_free(sec);
     for (int i = 0; i < tr->n_sizes; i++)
         ds_buf_free(&tr->sizes[i].blob);
     pthread_mutex_destroy(&tr->lock);

@@ -36,6 +36,11 @@
 #define CONNECT_NEXT_S 1.0 /* a next worker that is not up by then has failed */
 #define REPORT_WAIT_S 2.0  /* for room on the master's result stream */
 #define TO_MASTER (-1)
+/* How far ahead of the session's latest frame (and epoch) a request may
+ * be: beyond, it is refused without touching the order, so that one
+ * bogus id cannot make every later real frame "out of order". */
+#define FRAME_WINDOW ((int64_t)1 << 20)
+#define EPOCH_WINDOW 1024u
 
 typedef struct frame_msg {
     Deltaslice__FrameRequest *req;
@@ -61,6 +66,7 @@ typedef struct session {
     uint64_t id;        /* 0: no result stream open (e.g. just restarted) */
     uint32_t epoch;
     int64_t last_frame; /* last frame id accepted in this epoch, -1 = none */
+    int64_t max_frame;  /* highest frame id accepted in the session, -1 = none */
     int broken;         /* a frame of this epoch failed ... */
     uint64_t broken_frame; /* ... this one */
 } session;
@@ -78,10 +84,13 @@ typedef struct worker {
     ds_dif_node *node;
     ds_layer_costs costs;
 
-    /* The master's result stream (under results_lock); the session and
-     * frame order (under order_lock). */
+    /* The master's result stream, whose session it is and who opened it
+     * (under results_lock); the session and frame order (under order_lock). */
     pthread_mutex_t results_lock;
     ds_rpc_stream *results;
+    uint64_t results_session;
+    char results_identity[256];
+    char results_peer[128];
     pthread_mutex_t order_lock;
     session session;
 
@@ -91,6 +100,7 @@ typedef struct worker {
      * back.  Their buffers (a frame's tensors) are reused. */
     ds_queue *send_free, *send_ready;
 
+    ds_rpc_security *sec;
     ds_rpc_channel *next[DS_MAX_WORKERS]; /* later workers it has routes to */
     ds_payloads outputs;
 
@@ -197,11 +207,15 @@ static int admit(worker *w, const Deltaslice__FrameRequest *m, ds_error *err)
                   "restarted?)", w->name, f);
         return DS_RPC_FAILED_PRECONDITION;
     }
-    if (m->session_id != s->id) {
-        ds_errorf(err, "%s: frame %llu belongs to master session %016llx, not to the open one "
-                  "(%016llx)", w->name, f, (unsigned long long)m->session_id,
-                  (unsigned long long)s->id);
+    if (m->session_id != s->id) { /* (the open session's id is a secret) */
+        ds_errorf(err, "%s: frame %llu belongs to master session %016llx, not to the open one",
+                  w->name, f, (unsigned long long)m->session_id);
         return DS_RPC_FAILED_PRECONDITION;
+    }
+    if ((int64_t)m->frame_id > s->max_frame + FRAME_WINDOW || m->epoch > s->epoch + EPOCH_WINDOW) {
+        ds_errorf(err, "%s: frame %llu of epoch %u is too far ahead of the session (frame %lld, "
+                  "epoch %u)", w->name, f, m->epoch, (long long)s->max_frame, s->epoch);
+        return DS_RPC_OUT_OF_RANGE;
     }
     if (m->epoch < s->epoch) {
         ds_errorf(err, "%s: frame %llu of epoch %u, but epoch %u has begun", w->name, f, m->epoch,
@@ -259,6 +273,8 @@ static int on_submit(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_
         goto fail;
     }
     w->session.last_frame = (int64_t)frame_id;
+    if ((int64_t)frame_id > w->session.max_frame)
+        w->session.max_frame = (int64_t)frame_id;
     pthread_mutex_unlock(&w->order_lock);
     ds_trace_event_at(w->trace, recv_us, frame_id, "receive", DS_TRACE_START);
     ds_trace_event(w->trace, frame_id, "receive", DS_TRACE_FINISH);
@@ -268,30 +284,77 @@ fail:
     return code;
 }
 
+/* Whether the caller may open a result stream for session q (results_lock
+ * held): always when no other session's stream is alive; otherwise only
+ * when it asks to take over with the identity that opened that one. */
+static int may_open_results(worker *w, const ds_rpc_results_request *q, const char *identity,
+                            ds_error *err)
+{
+    if (!w->results || !ds_rpc_stream_alive(w->results) || w->results_session == q->session_id)
+        return DS_RPC_OK;
+    if (q->takeover && !strcmp(identity, w->results_identity))
+        return DS_RPC_OK;
+    ds_errorf(err, "%s serves another master session (opened by %s%s%s from %s); %s", w->name,
+              w->results_identity[0] ? "\"" : "", w->results_identity[0] ? w->results_identity
+                                                                        : "an anonymous client",
+              w->results_identity[0] ? "\"" : "", w->results_peer,
+              q->takeover ? "only the same identity may take over"
+                          : "set master.takeover: true to replace it (same credentials only)");
+    return DS_RPC_ALREADY_EXISTS;
+}
+
 static int on_results(void *ud, const uint8_t *req, size_t len, ds_rpc_stream *stream, ds_error *err)
 {
     worker *w = ud;
-    uint64_t session_id;
-    uint32_t epoch;
-    if (ds_rpc_read_results_request(req, len, &session_id, &epoch, err))
+    ds_rpc_results_request q;
+    if (ds_rpc_read_results_request(req, len, &q, err))
         return DS_RPC_INVALID_ARGUMENT;
+    const ds_rpc_caller *who = ds_rpc_current_caller();
+    const char *identity = who ? who->identity : "";
     /* The master (a new one, or the same one taking this worker back) starts
      * afresh: frames and caches of before are forgotten. */
     pthread_mutex_lock(&w->results_lock);
+    int code = may_open_results(w, &q, identity, err);
+    if (code != DS_RPC_OK) {
+        pthread_mutex_unlock(&w->results_lock);
+        ds_log_warn("refused a result stream from %s: %s", ds_rpc_stream_peer(stream), err->msg);
+        return code;
+    }
     if (w->results)
-        ds_rpc_stream_close(w->results, DS_RPC_ABORTED, "replaced by a new result stream");
+        ds_rpc_stream_close(w->results, DS_RPC_ABORTED,
+                            w->results_session == q.session_id ? "replaced by a new result stream"
+                                                               : "taken over by another master session");
     w->results = stream;
+    w->results_session = q.session_id;
+    snprintf(w->results_identity, sizeof w->results_identity, "%s", identity);
+    snprintf(w->results_peer, sizeof w->results_peer, "%s", ds_rpc_stream_peer(stream));
     pthread_mutex_unlock(&w->results_lock);
     /* Taken after results_lock is released: a Submit holding order_lock may
      * wait for the executor, which may wait for the sender, which may wait
      * for results_lock. */
     pthread_mutex_lock(&w->order_lock);
-    w->session = (session){session_id, epoch, -1, 0, 0};
+    int64_t max_frame = w->session.id == q.session_id ? w->session.max_frame : -1;
+    w->session = (session){q.session_id, q.epoch, -1, max_frame, 0, 0};
     abandon_forwards(w);
     pthread_mutex_unlock(&w->order_lock);
-    ds_log_info("master session %016llx (epoch %u) connected from %s",
-                (unsigned long long)session_id, epoch, ds_rpc_stream_peer(stream));
+    ds_log_info("master session %016llx (epoch %u) connected from %s%s%s", (unsigned long long)q.session_id,
+                q.epoch, ds_rpc_stream_peer(stream), identity[0] ? " as " : "", identity);
     return DS_RPC_OK;
+}
+
+/* Costs change nothing a session relies on: while another master session's
+ * stream is open, only its frame size is answered (from the profile in
+ * place); a new size is set up only when no session is open, or for the
+ * open session itself. */
+static int costs_may_set_up(worker *w, int rows, int cols, ds_error *err)
+{
+    pthread_mutex_lock(&w->results_lock);
+    int busy = w->results && ds_rpc_stream_alive(w->results);
+    pthread_mutex_unlock(&w->results_lock);
+    if (!busy || (w->node && w->rows == rows && w->cols == cols))
+        return 0;
+    return ds_errorf(err, "%s serves a master session at %dx%d; costs for %dx%d only once it ends",
+                     w->name, w->rows, w->cols, rows, cols);
 }
 
 static int on_costs(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err)
@@ -307,7 +370,9 @@ static int on_costs(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_e
     }
     int code = DS_RPC_OK;
     pthread_mutex_lock(&w->setup_lock);
-    if (setup_size(w, q.rows, q.cols, err))
+    if (costs_may_set_up(w, q.rows, q.cols, err))
+        code = DS_RPC_FAILED_PRECONDITION;
+    else if (setup_size(w, q.rows, q.cols, err))
         code = DS_RPC_INVALID_ARGUMENT;
     else if (ds_rpc_write_costs(w->costs.seconds, w->costs.flops, (size_t)w->model.n_layers,
                                 (uint32_t)w->cfg->worker.threads, w->costs.host, resp, err))
@@ -699,7 +764,10 @@ static int worker_open(worker *w)
 {
     const ds_config *cfg = w->cfg;
     ds_error err;
-    if (make_queues(w, &err) || ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
+    char role[8];
+    snprintf(role, sizeof role, "w%d", w->id);
+    if (!(w->sec = ds_role_security(cfg, role, &err)) || make_queues(w, &err) ||
+        ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
         ds_model_load(cfg->dnn, &w->model, &err)) {
         ds_log_error("%s", err.msg);
         return -1;
@@ -711,7 +779,7 @@ static int worker_open(worker *w)
         snprintf(peer, sizeof peer, "w%d", j);
         if (cfg->route_worker[w->id][j] &&
             !(w->next[j] = ds_rpc_channel_new(peer, cfg->route_worker[w->id][j],
-                                              cfg->max_message_bytes, &err))) {
+                                              cfg->max_message_bytes, w->sec, &err))) {
             ds_log_error("%s", err.msg);
             return -1;
         }
@@ -730,9 +798,9 @@ static int worker_serve(worker *w)
 {
     const ds_config *cfg = w->cfg;
     ds_error err;
-    char addr[64];
-    snprintf(addr, sizeof addr, "0.0.0.0:%d", cfg->port_worker[w->id]);
-    w->srv = ds_rpc_server_new(addr, cfg->max_message_bytes, &err);
+    char addr[300];
+    ds_config_listen_addr(cfg->listen_worker[w->id], cfg->port_worker[w->id], addr, sizeof addr);
+    w->srv = ds_rpc_server_new(addr, cfg->max_message_bytes, w->sec, &err);
     if (!w->srv || ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_SUBMIT, on_submit, w, &err) ||
         ds_rpc_server_add_stream(w->srv, DS_RPC_WORKER_RESULTS, on_results, w, 64, &err) ||
         ds_rpc_server_add_unary(w->srv, DS_RPC_WORKER_COSTS, on_costs, w, &err) ||
@@ -748,7 +816,7 @@ static int worker_serve(worker *w)
         ds_log_error("%s", w->threads != 3 ? "cannot start threads" : err.msg);
         return -1;
     }
-    ds_log_info("serving on port %d", cfg->port_worker[w->id]);
+    ds_log_info("serving on %s (%s)", addr, ds_rpc_security_mode(w->sec));
     return 0;
 }
 
@@ -784,6 +852,7 @@ static void worker_close(worker *w)
     ds_layer_costs_free(&w->costs);
     ds_model_free(&w->model);
     ds_trace_close(w->trace);
+    ds_rpc_security_free(w->sec);
     pthread_mutex_destroy(&w->setup_lock);
     pthread_mutex_destroy(&w->results_lock);
     pthread_mutex_destroy(&w->order_lock);
@@ -797,7 +866,7 @@ int ds_worker_main(const ds_config *cfg, int id)
         return 1;
     w->cfg = cfg;
     w->id = id;
-    w->session.last_frame = -1;
+    w->session.last_frame = w->session.max_frame = -1;
     snprintf(w->name, sizeof w->name, "worker%d", id);
     pthread_mutex_init(&w->setup_lock, NULL);
     pthread_mutex_init(&w->results_lock, NULL);

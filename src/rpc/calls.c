@@ -315,7 +315,7 @@ int ds_rpc_write_ack(ds_buf *resp, ds_error *err)
 /* ---------------------------------------------------------------- Results */
 
 ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, const ds_rpc_results_request *q,
-                                   ds_error *err)
+                                   int *code, ds_error *err)
 {
     Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
     rs.session_id = q->session_id;
@@ -324,7 +324,7 @@ ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, const ds_rpc_results_requ
     ds_buf req = {0};
     ds_rpc_reader *r = NULL;
     if (ds_rpc_pack(&rs.base, &req, err) == 0)
-        r = ds_rpc_reader_open(ch, DS_RPC_WORKER_RESULTS, req.data, req.len, err);
+        r = ds_rpc_reader_open(ch, DS_RPC_WORKER_RESULTS, req.data, req.len, code, err);
     ds_buf_free(&req);
     return r;
 }

@@ -11,6 +11,7 @@
  * Client: each call gets its own completion queue, so any thread may call
  * on a channel without coordination. */
 #include "rpc/rpc.h"
+#include "rpc/security.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -260,6 +261,7 @@ typedef struct worker_thread {
 
 struct ds_rpc_server {
     grpc_server *server;
+    const ds_rpc_security *sec;
     grpc_completion_queue *cq;
     int port;
     size_t max_msg;
@@ -290,6 +292,7 @@ struct ds_rpc_stream {
     ds_queue *q; /* messages not yet sent; closed once no more may come */
     grpc_byte_buffer *in_flight;
     int md_sent, sending, status_started, close_requested, gone, cancelled;
+    int rejected; /* the handler refused the stream: no "accepted" mark */
     int close_code;
     char *close_msg;
     grpc_slice close_details;
@@ -299,6 +302,22 @@ struct ds_rpc_stream {
     char peer[128];
     char method[64];
 };
+
+/* A stream's initial metadata says whether its handler accepted it, so that
+ * ds_rpc_reader_open can tell a refusal from a stream that is open. */
+#define STREAM_MARK_KEY "ds-stream"
+static grpc_metadata accepted_mark;
+
+static void set_initial_metadata(grpc_op *op, int accepted)
+{
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (accepted) {
+        accepted_mark.key = grpc_slice_from_static_string(STREAM_MARK_KEY);
+        accepted_mark.value = grpc_slice_from_static_string("accepted");
+        op->data.send_initial_metadata.count = 1;
+        op->data.send_initial_metadata.metadata = &accepted_mark;
+    }
+}
 
 static void slot_arm(ds_rpc_server *srv, slot *s)
 {
@@ -444,7 +463,7 @@ static void stream_pump(ds_rpc_stream *s)
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     if (!s->md_sent) {
-        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        set_initial_metadata(&ops[n++], !s->rejected);
         s->md_sent = 1;
     }
     tag *t;
@@ -544,7 +563,7 @@ static void stream_accepted(ds_rpc_stream *s)
     if (!s->md_sent && !s->gone && s->call) {
         grpc_op op;
         memset(&op, 0, sizeof op);
-        op.op = GRPC_OP_SEND_INITIAL_METADATA;
+        set_initial_metadata(&op, 1);
         s->md_sent = 1;
         s->grpc_refs++;
         grpc_call_error e = grpc_call_start_batch(s->call, &op, 1, &s->md_tag, NULL);
@@ -634,6 +653,7 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
         /* Rejected: end the call, unless the handler already closed it. */
         pthread_mutex_lock(&s->mu);
         int closed = s->close_requested;
+        s->rejected = 1;
         pthread_mutex_unlock(&s->mu);
         if (!closed)
             ds_rpc_stream_close(s, code, err.msg);
@@ -697,6 +717,33 @@ void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
 
 /* ---- server threads */
 
+/* The caller of the handler running on this thread (ds_rpc_current_caller). */
+static _Thread_local const ds_rpc_caller *current_caller;
+
+const ds_rpc_caller *ds_rpc_current_caller(void)
+{
+    return current_caller;
+}
+
+/* One line per second at most: a stranger's flood must not fill the disk. */
+static void log_refusal(grpc_call *call, const char *why)
+{
+    static atomic_llong last_us, quiet;
+    long long now = (long long)ds_wall_us(), last = atomic_load(&last_us);
+    if (now - last < 1000000 || !atomic_compare_exchange_strong(&last_us, &last, now)) {
+        atomic_fetch_add(&quiet, 1);
+        return;
+    }
+    char *peer = grpc_call_get_peer(call);
+    long long more = atomic_exchange(&quiet, 0);
+    if (more)
+        ds_log_warn("refused a call from %s: %s (and %lld more in the last seconds)",
+                    peer ? peer : "?", why, more);
+    else
+        ds_log_warn("refused a call from %s: %s", peer ? peer : "?", why);
+    gpr_free(peer);
+}
+
 static void handle_new_call(worker_thread *w, slot *sl, int success)
 {
     ds_rpc_server *srv = w->srv;
@@ -709,7 +756,11 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
     grpc_call *call = sl->call;
     grpc_byte_buffer *payload = sl->payload;
     method *m = sl->m;
-    char unknown[160] = "";
+    char unknown[160] = "", identity[256], why[128];
+    /* Before anything else: nothing unauthenticated reaches a handler, nor
+     * learns which methods exist. */
+    int authentic = ds_rpc_authenticate(srv->sec, call, &sl->md, identity, sizeof identity, why,
+                                        sizeof why) == 0;
     if (!m) {
         grpc_slice p = sl->details.method;
         int n = (int)GRPC_SLICE_LENGTH(p);
@@ -725,18 +776,28 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
     pthread_mutex_unlock(&srv->mu);
     slot_arm(srv, sl);
 
-    if (!m) {
-        ds_buf none = {0};
+    ds_buf none = {0};
+    if (!authentic) {
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
+        log_refusal(call, why);
+        finish_call(call, DS_RPC_UNAUTHENTICATED, &none, why);
+    } else if (!m) {
         finish_call(call, DS_RPC_UNIMPLEMENTED, &none, unknown);
     } else if (atomic_load(&srv->shutting_down)) {
         if (payload)
             grpc_byte_buffer_destroy(payload);
-        ds_buf none = {0};
         finish_call(call, DS_RPC_UNAVAILABLE, &none, "server shutting down");
-    } else if (m->unary) {
-        handle_unary(w, m, call, payload);
     } else {
-        handle_stream(w, m, call, payload);
+        char *peer = grpc_call_get_peer(call);
+        ds_rpc_caller caller = {peer ? peer : "?", identity};
+        current_caller = &caller;
+        if (m->unary)
+            handle_unary(w, m, call, payload);
+        else
+            handle_stream(w, m, call, payload);
+        current_caller = NULL;
+        gpr_free(peer);
     }
     pthread_mutex_lock(&srv->mu);
     if (--srv->busy == 0 && srv->shutdown_seen)
@@ -786,7 +847,8 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
-ds_rpc_server *ds_rpc_server_new(const char *listen_addr, size_t max_msg_bytes, ds_error *err)
+ds_rpc_server *ds_rpc_server_new(const char *listen_addr, size_t max_msg_bytes,
+                                 const ds_rpc_security *sec, ds_error *err)
 {
     if (!listen_addr || !*listen_addr) {
         ds_errorf(err, "rpc server: empty listen address");
@@ -802,17 +864,19 @@ ds_rpc_server *ds_rpc_server_new(const char *listen_addr, size_t max_msg_bytes, 
     rpc_init();
     pthread_mutex_init(&srv->mu, NULL);
     srv->max_msg = max_msg_bytes;
+    srv->sec = sec;
     srv->shutdown_tag = (tag){TAG_SHUTDOWN, srv};
     arg_set a;
     make_args(&a, max_msg_bytes, 0);
     srv->server = grpc_server_create(&a.args, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = ds_rpc_server_creds(sec);
     srv->port = grpc_server_add_http2_port(srv->server, listen_addr, creds);
     grpc_server_credentials_release(creds);
     if (srv->port <= 0) {
-        ds_errorf(err, "rpc server: cannot listen on %s (address in use, or not a local address)", listen_addr);
+        ds_errorf(err, "rpc server: cannot listen on %s (address in use, not a local address, "
+                  "or TLS files gRPC cannot use)", listen_addr);
         ds_rpc_server_free(srv);
         return NULL;
     }
@@ -991,6 +1055,7 @@ void ds_rpc_server_free(ds_rpc_server *srv)
 
 struct ds_rpc_channel {
     grpc_channel *ch;
+    const ds_rpc_security *sec; /* for the token */
     char *peer;
     char *target;
     size_t max_msg;
@@ -998,7 +1063,8 @@ struct ds_rpc_channel {
 };
 
 ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
-                                   size_t max_msg_bytes, ds_error *err)
+                                   size_t max_msg_bytes, const ds_rpc_security *sec,
+                                   ds_error *err)
 {
     if (!peer_name || !*peer_name || !target || !*target) {
         ds_errorf(err, "rpc channel: empty peer name or target");
@@ -1021,10 +1087,11 @@ ds_rpc_channel *ds_rpc_channel_new(const char *peer_name, const char *target,
         return NULL;
     }
     c->max_msg = max_msg_bytes;
+    c->sec = sec;
     rpc_init();
     arg_set a;
     make_args(&a, max_msg_bytes, 1);
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = ds_rpc_channel_creds(sec);
     c->ch = grpc_channel_create(target, creds, &a.args);
     grpc_channel_credentials_release(creds);
     return c;
@@ -1160,6 +1227,8 @@ int ds_rpc_call_unary(ds_rpc_channel *ch, const char *method_path, const void *r
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.metadata =
+        ds_rpc_call_metadata(ch->sec, &ops[0].data.send_initial_metadata.count);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -1236,10 +1305,12 @@ struct ds_rpc_reader {
 };
 
 static int reader_event(ds_rpc_reader *r, grpc_event ev);
+static int reader_finish(ds_rpc_reader *r, int *code, ds_error *err);
 
 ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method_path, const void *req,
-                                  size_t len, ds_error *err)
+                                  size_t len, int *code, ds_error *err)
 {
+    set_code(code, DS_RPC_INTERNAL);
     if (!method_path || method_path[0] != '/') {
         ds_errorf(err, "%s (%s): bad method path", ch->peer, ch->target);
         return NULL;
@@ -1272,6 +1343,8 @@ ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method_path, c
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.metadata =
+        ds_rpc_call_metadata(ch->sec, &ops[0].data.send_initial_metadata.count);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = r->send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -1314,6 +1387,17 @@ ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method_path, c
         if (ev.type == GRPC_OP_COMPLETE)
             reader_event(r, ev);
     }
+    int accepted = 0;
+    for (size_t i = 0; i < r->init_md.count; i++)
+        accepted |= grpc_slice_str_cmp(r->init_md.metadata[i].key, STREAM_MARK_KEY) == 0;
+    /* Not accepted: refused or failed, and the status is on its way. */
+    int c = DS_RPC_OK;
+    if (!accepted && reader_finish(r, &c, err)) {
+        set_code(code, c);
+        ds_rpc_reader_free(r);
+        return NULL;
+    }
+    set_code(code, DS_RPC_OK);
     return r;
 }
 

@@ -227,12 +227,12 @@ int ds_rpc_call_unary(ds_rpc_channel *ch, const char *method, const void *req, s
 /* Opens a server-streaming call (no deadline; ended by the server, by
  * ds_rpc_reader_cancel or by ds_rpc_reader_free).  Returns once the server's
  * handler accepted the stream, so requests sent afterwards (on any channel)
- * find it in place; or once the call failed (ds_rpc_reader_next then reports
- * the status).  Fails when the server does not answer within
- * DS_RPC_OPEN_TIMEOUT_S. */
+ * find it in place; fails (NULL, *code = the status like ds_rpc_call_unary)
+ * when the handler refused it, the call failed, or the server does not
+ * answer within DS_RPC_OPEN_TIMEOUT_S. */
 #define DS_RPC_OPEN_TIMEOUT_S 30.0
 ds_rpc_reader *ds_rpc_reader_open(ds_rpc_channel *ch, const char *method, const void *req,
-                                  size_t len, ds_error *err);
+                                  size_t len, int *code, ds_error *err);
 #define DS_RPC_TIMEOUT (-2)
 /* Waits up to timeout_s (< 0: forever) for the next message.  Returns 1 with
  * the message in msg, 0 when the server ended the stream with OK, -1 on error
@@ -382,7 +382,7 @@ typedef struct ds_rpc_results_request {
 /* Results, client half: opens the stream (see ds_rpc_reader_open); its
  * messages are FinishReports. */
 ds_rpc_reader *ds_rpc_open_results(ds_rpc_channel *ch, const ds_rpc_results_request *q,
-                                   ds_error *err);
+                                   int *code, ds_error *err);
 /* Results, server half. */
 int ds_rpc_read_results_request(const uint8_t *req, size_t len, ds_rpc_results_request *q,
                                 ds_error *err);

@@ -170,7 +170,7 @@ scenario_a() {
       sleep "$(sec 0.5)"
       start_worker a $w
       # Probed every 0.5 s behind gRPC's reconnect backoff (at most 2 s).
-      if wait_log "${wlog[$w]}" "worker$w INFO +serving on port" $limit "${wpid[$w]}"; then
+      if wait_log "${wlog[$w]}" "worker$w INFO +serving on " $limit "${wpid[$w]}"; then
         wait_log "$tmp/a.err" "master INFO +w$w is back" "$(sec 3)" "$mpid" ||
           fail "a: w$w not taken back within $(sec 3) s of serving again"
       else

@@ -73,6 +73,7 @@ static void test_defaults_and_extras(void **state)
     const char text[] =
         "port: {worker: [1000]}\n"
         "net: {m->w0: 'pi.local:1000'}\n"
+        "insecure: true\n"
         "video_path: /v.mp4\n"
         "frame_size: null\n"
         "mode: itg\n"
@@ -166,39 +167,39 @@ static void test_unknown_keys(void **state)
     expect_error_after_base("colour: red\n",
                             "config.yml:5:1: colour: unknown key (expected one of: port, net, dnn, "
                             "video_path, frame_size, mode, check, master, worker, trainer, log_level, "
-                            "trace_dir, cache_dir, codec, max_message_mb)");
+                            "trace_dir, cache_dir, codec, max_message_mb, tls, auth, insecure)");
     expect_error_after_base("worker: {prof_iter: 5}\n",
-                            "config.yml:5:10: worker.prof_iter: unknown key (expected one of: prof_niter, threads)");
+                            "config.yml:5:10: worker.prof_iter: unknown key (expected one of: prof_niter, threads, listen, tls)");
     expect_error_after_base("master: {ifr_num: 5, ifr_num: 6}\n", "config.yml:5:22: master.ifr_num: duplicate key");
 }
 
 static void test_routes(void **state)
 {
     (void)state;
-    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', w0->w1: 'b:2'}\nvideo_path: v\n",
+    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', w0->w1: 'b:2'}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:2:6: net: missing route m->w1 for worker 1");
-    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2'}\nvideo_path: v\n",
+    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2'}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:2:6: net: missing route w0->w1");
-    expect_error("port: {worker: [1]}\nnet: {m->w0: 'a:1'}\nvideo_path: v\nmaster: {scheduler: nsc}\n",
+    expect_error("port: {worker: [1]}\nnet: {m->w0: 'a:1'}\nvideo_path: v\nmaster: {scheduler: nsc}\ninsecure: true\n",
                  "config.yml:2:6: net: missing route m->t (scheduler nsc needs the trainer)");
-    expect_error("port: {worker: [1]}\nnet: {m->w0: 'a:1', m->w2: 'c:3'}\nvideo_path: v\n",
+    expect_error("port: {worker: [1]}\nnet: {m->w0: 'a:1', m->w2: 'c:3'}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:2:21: net: worker w2 is not configured: worker ids are 0..0 (port.worker has 1 entries)");
-    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2', w1->w0: 'b:2'}\nvideo_path: v\n",
+    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2', w1->w0: 'b:2'}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:2:35: net.w1->w0: a worker only reaches later workers (w1->w2, ...)");
-    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2', w0->w1: 'b:2', w0->w2: 'c:3'}\nvideo_path: v\n",
+    expect_error("port: {worker: [1, 2]}\nnet: {m->w0: 'a:1', m->w1: 'b:2', w0->w1: 'b:2', w0->w2: 'c:3'}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:2:50: net: worker w2 is not configured: worker ids are 0..1 (port.worker has 2 entries)");
-    expect_error("port: {worker: [1]}\nnet: {m->w0: 'nowhere'}\nvideo_path: v\n",
+    expect_error("port: {worker: [1]}\nnet: {m->w0: 'nowhere'}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:2:14: net.m->w0: expected \"host:port\", got \"nowhere\"");
-    expect_error("port: {worker: [1]}\nnet: {m->x: 'a:1'}\nvideo_path: v\n",
+    expect_error("port: {worker: [1]}\nnet: {m->x: 'a:1'}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:2:7: net.m->x: expected a route like m->t, m->w0 or w0->w1");
-    expect_error("port: {worker: [1]}\nvideo_path: v\n",
+    expect_error("port: {worker: [1]}\nvideo_path: v\ninsecure: true\n",
                  "config.yml:1:1: net: missing (expected routes m->w0, ..., w0->w1, ...)");
 
     /* An extra route past a worker (the master may route around it). */
     static const char extra[] =
         "port: {worker: [1, 2, 3]}\n"
         "net: {m->w0: 'a:1', m->w1: 'b:2', m->w2: 'c:3', w0->w1: 'b:2', w1->w2: 'c:3', w0->w2: 'c:4'}\n"
-        "video_path: v\n";
+        "video_path: v\ninsecure: true\n";
     ds_config cfg;
     ds_error err;
     assert_int_equal(ds_config_parse(extra, strlen(extra), "config.yml", ".", &cfg, &err), 0);

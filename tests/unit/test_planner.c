@@ -85,7 +85,7 @@ static void setup_run(fixture *f, const scenario *s, const char *sched, const ch
     char text[512];
     snprintf(text, sizeof text,
              "port: {worker: [1, 2]}\nnet: {m->w0: 'h:1', w0->w1: 'h:2', m->w1: 'h:2', m->t: 'h:3'}\n"
-             "video_path: v.mp4\nmode: %s\nmaster: {ifr_num: %d, pd_num: 2, scheduler: %s, bandwidth: [%s]}\n",
+             "video_path: v.mp4\ninsecure: true\nmode: %s\nmaster: {ifr_num: %d, pd_num: 2, scheduler: %s, bandwidth: [%s]}\n",
              mode, frames, sched, s->bandwidth);
     ds_error err;
     if (ds_config_parse(text, strlen(text), "test.yml", ".", &f->cfg, &err))
@@ -413,7 +413,7 @@ static void test_init_failure_releases(void **state)
     make_chain(&m);
     ds_config cfg;
     ds_error err;
-    const char *text = "port: {worker: [1]}\nnet: {m->w0: 'h:1'}\nvideo_path: v.mp4\n";
+    const char *text = "port: {worker: [1]}\nnet: {m->w0: 'h:1'}\nvideo_path: v.mp4\ninsecure: true\n";
     assert_int_equal(ds_config_parse(text, strlen(text), "t.yml", ".", &cfg, &err), 0);
     cfg.master.scheduler = DS_SCHED_COUNT;
     double *costs[DS_MAX_WORKERS] = {calloc(N_LAYERS, sizeof(double))};

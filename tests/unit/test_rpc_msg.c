@@ -310,18 +310,19 @@ static void test_typed_messages(void **state)
     protobuf_c_message_free_unpacked(&pr->base, NULL);
 
     /* Results: the stream request, and the reports on the stream. */
-    uint64_t session;
-    uint32_t epoch;
-    assert_int_equal(ds_rpc_read_results_request(NULL, 0, &session, &epoch, &err), -1);
+    ds_rpc_results_request rq;
+    assert_int_equal(ds_rpc_read_results_request(NULL, 0, &rq, &err), -1);
     assert_non_null(strstr(err.msg, "without a session id"));
-    assert_int_equal(ds_rpc_read_results_request(junk, sizeof junk, &session, &epoch, &err), -1);
+    assert_int_equal(ds_rpc_read_results_request(junk, sizeof junk, &rq, &err), -1);
     Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
     rs.session_id = 0x1234567890ULL;
     rs.epoch = 3;
+    rs.takeover = 1;
     assert_int_equal(ds_rpc_pack(&rs.base, &b, &err), 0);
-    assert_int_equal(ds_rpc_read_results_request(b.data, b.len, &session, &epoch, &err), 0);
-    assert_true(session == 0x1234567890ULL);
-    assert_int_equal(epoch, 3);
+    assert_int_equal(ds_rpc_read_results_request(b.data, b.len, &rq, &err), 0);
+    assert_true(rq.session_id == 0x1234567890ULL);
+    assert_int_equal(rq.epoch, 3);
+    assert_int_equal(rq.takeover, 1);
     Deltaslice__FinishReport r = DELTASLICE__FINISH_REPORT__INIT;
     r.frame_id = 5;
     r.worker = 1;

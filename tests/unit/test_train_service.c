@@ -61,7 +61,7 @@ static int start(void **state)
         return -1;
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", port); /* no resolver: c-ares leaks */
-    ch = ds_rpc_channel_new("trainer", target, 0, &err);
+    ch = ds_rpc_channel_new("trainer", target, 0, NULL, &err);
     return ch && ds_rpc_wait_ready(ch, 60, &err) == 0 ? 0 : -1;
 }
 

@@ -56,7 +56,7 @@ static int start_worker(void **state)
         return -1;
     char target[64];
     snprintf(target, sizeof target, "localhost:%d", port);
-    ch = ds_rpc_channel_new("w0", target, 0, &err);
+    ch = ds_rpc_channel_new("w0", target, 0, NULL, &err);
     return ch && ds_rpc_wait_ready(ch, 60, &err) == 0 ? 0 : -1;
 }
 
@@ -177,11 +177,12 @@ static void test_hostile_requests(void **state)
      * 1), ask for costs of the wrong model, then the right one. */
     Deltaslice__ResultStreamRequest rs = DELTASLICE__RESULT_STREAM_REQUEST__INIT;
     assert_int_equal(ds_rpc_pack(&rs.base, &req, &err), 0);
-    ds_rpc_reader *bad = ds_rpc_reader_open(ch, DS_RPC_WORKER_RESULTS, req.data, req.len, &err);
+    ds_rpc_reader *bad = ds_rpc_reader_open(ch, DS_RPC_WORKER_RESULTS, req.data, req.len, NULL, &err);
     ds_buf msg = {0};
     assert_true(!bad || ds_rpc_reader_next(bad, &msg, 30, &code0, &err) == -1);
     ds_rpc_reader_free(bad);
-    results = ds_rpc_open_results(ch, SESSION, 1, &err);
+    ds_rpc_results_request open = {SESSION, 1, 0};
+    results = ds_rpc_open_results(ch, &open, NULL, &err);
     assert_non_null(results);
     Deltaslice__LayerCostsRequest cq = DELTASLICE__LAYER_COSTS_REQUEST__INIT;
     cq.model_hash = "0123456789abcdef";
