@@ -647,6 +647,26 @@ static int check_routes(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, s
     return 0;
 }
 
+/* A TLS block without a certificate serves nobody: servers (workers, the
+ * trainer) always present one, and under mutual TLS (no token) so does the
+ * master. */
+static int check_tls_roles(const ds_config *cfg, ds_error *err)
+{
+    for (int i = -2; i < cfg->n_workers; i++) {
+        char role[16];
+        snprintf(role, sizeof role, "w%d", i);
+        const char *name = i == -2 ? "master" : i == -1 ? "trainer" : role;
+        const ds_tls_files *t = role_tls(cfg, name);
+        if (!t->ca || t->cert || (i == -2 && cfg->auth_token) || (i == -1 && !cfg->route_master_trainer))
+            continue;
+        return ds_errorf(err, "%s: tls: %s has no cert and key: %s", t->where, name,
+                         i == -2 ? "mutual TLS needs the master's certificate too (or set auth.token "
+                                   "for token mode, where the master needs only ca)"
+                                 : "a server presents its certificate in every TLS mode");
+    }
+    return 0;
+}
+
 /* The host the routes to a server imply it should bind (see config.h).
  * Returns the index of the route that made it every interface, -1 when
  * all are loopback, -2 when out of memory. */
@@ -836,6 +856,8 @@ int ds_config_parse(const char *text, size_t len, const char *label, const char 
         ds_errorf(err, "out of memory");
         goto out;
     }
+    if (check_tls_roles(cfg, err))
+        goto out;
     if (set_default_string(&cfg->dnn, "zoo:alexnet", err) ||
         (!cfg->cache_dir && (set_default_string(&cfg->cache_dir, ".cache", err) ||
                              resolve_path(&c, &cfg->cache_dir))) ||

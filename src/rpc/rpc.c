@@ -872,6 +872,12 @@ ds_rpc_server *ds_rpc_server_new(const char *listen_addr, size_t max_msg_bytes,
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
     grpc_server_credentials *creds = ds_rpc_server_creds(sec);
+    if (!creds) {
+        ds_errorf(err, "rpc server on %s: TLS without a certificate (tls.cert, tls.key)",
+                  listen_addr);
+        ds_rpc_server_free(srv);
+        return NULL;
+    }
     srv->port = grpc_server_add_http2_port(srv->server, listen_addr, creds);
     grpc_server_credentials_release(creds);
     if (srv->port <= 0) {

@@ -112,6 +112,8 @@ const char *ds_rpc_security_mode(const ds_rpc_security *s)
 
 grpc_server_credentials *ds_rpc_server_creds(const ds_rpc_security *s)
 {
+    if (s && s->ca && !s->cert)
+        return NULL; /* TLS without a certificate to serve with */
     if (!s || !s->cert)
         return grpc_insecure_server_credentials_create();
     grpc_ssl_pem_key_cert_pair pair = {s->key, s->cert};

@@ -9,7 +9,8 @@
 #include "rpc/rpc.h"
 
 /* Credentials for a server or a channel (NULL sec: plaintext); the caller
- * releases them once the server port or channel is made. */
+ * releases them once the server port or channel is made.  NULL for a
+ * server whose TLS has no certificate. */
 grpc_server_credentials *ds_rpc_server_creds(const ds_rpc_security *sec);
 grpc_channel_credentials *ds_rpc_channel_creds(const ds_rpc_security *sec);
 
