@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/queue.h"
 #include "common/timing.h"
+#include "rpc/accept.h"
 
 _Static_assert(DS_RPC_OK == (int)GRPC_STATUS_OK, "status codes");
 _Static_assert(DS_RPC_INVALID_ARGUMENT == (int)GRPC_STATUS_INVALID_ARGUMENT, "status codes");
@@ -87,6 +88,7 @@ static void set_grpc_log(void)
 static void rpc_init(void)
 {
     pthread_once(&log_once, set_grpc_log);
+    ds_rpc_accept_guard_install();
     grpc_init();
 }
 
@@ -209,6 +211,7 @@ static void make_args(arg_set *s, size_t max_msg, int client)
          * started twice) share the port silently. */
         arg_int(s, GRPC_ARG_ALLOW_REUSEPORT, 0);
         arg_int(s, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, ka / 3);
+        arg_int(s, GRPC_ARG_MAX_CONCURRENT_STREAMS, DS_RPC_MAX_STREAMS_PER_CONN);
     }
 }
 

@@ -37,6 +37,17 @@
 /* Largest limit gRPC can express (its channel args are ints). */
 #define DS_RPC_MAX_MAX_MSG ((size_t)0x7fffffff)
 
+/* Connection limits of the process's servers (a master holds a few
+ * connections to a worker; these bound what one host can take): a new
+ * connection from an address with DS_RPC_MAX_CONN_PER_PEER open, or with
+ * DS_RPC_MAX_CONN open in all, is closed at once; one connection carries
+ * at most DS_RPC_MAX_STREAMS_PER_CONN calls at a time (gRPC clients queue
+ * the rest).  Running out of file descriptors closes new connections until
+ * some are freed; the servers keep listening. */
+#define DS_RPC_MAX_CONN_PER_PEER 32
+#define DS_RPC_MAX_CONN 512
+#define DS_RPC_MAX_STREAMS_PER_CONN 64
+
 /* gRPC status codes (same values as grpc_status_code). */
 typedef enum ds_rpc_code {
     DS_RPC_OK = 0,
