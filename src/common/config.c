@@ -712,7 +712,7 @@ static int check_listen(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, s
             items[n] = s->worker_listen;
     }
     for (int i = 0; i < cfg->n_workers; i++) {
-        char role[8], key[32];
+        char role[16], key[32];
         snprintf(role, sizeof role, "w%d", i);
         if (n) {
             if (items[i] == s->worker_listen)

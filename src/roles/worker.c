@@ -764,7 +764,7 @@ static int worker_open(worker *w)
 {
     const ds_config *cfg = w->cfg;
     ds_error err;
-    char role[8];
+    char role[16];
     snprintf(role, sizeof role, "w%d", w->id);
     if (!(w->sec = ds_role_security(cfg, role, &err)) || make_queues(w, &err) ||
         ds_trace_open(cfg->trace_dir, w->name, &w->trace, &err) ||
