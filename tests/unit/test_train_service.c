@@ -56,10 +56,13 @@ static int start(void **state)
     FILE *f = fopen(cfg, "w");
     if (!f)
         return -1;
+    /* Listening on every interface (plaintext, hence insecure) lets a
+     * non-loopback address of this machine be a third client host. */
     fprintf(f,
             "port: {trainer: %d, worker: [1]}\nnet: {m->t: 'localhost:%d', m->w0: 'localhost:1'}\ndnn: zoo:alexnet\n"
             "video_path: %s/data/sample.mp4\nframe_size: [%d, %d]\n"
-            "trainer: {frame_num: %d, threads: 1}\ncache_dir: %s/cache\nlog_level: info\n",
+            "trainer: {frame_num: %d, threads: 1, listen: 0.0.0.0}\ninsecure: true\n"
+            "cache_dir: %s/cache\nlog_level: info\n",
             port, port, DS_SOURCE_DIR, ROWS, COLS, FRAMES, tmp_dir);
     fclose(f);
     snprintf(log_path, sizeof log_path, "%s/log", tmp_dir);
