@@ -5,11 +5,15 @@
  * when frame_size is absent) in the background, or loads the result from
  * cache_dir, so that the master's request finds it ready.  A request for
  * another frame size trains for that size (one training at a time; requests
- * for a size in training wait for it).  Requests must name the trainer's
- * model (by hash), its video (by file name: the master's copy may live in
- * another folder) and its frame count; anything else is FAILED_PRECONDITION
- * with the mismatch spelled out.  SIGINT/SIGTERM cancel a running training
- * and stop the server. */
+ * for a size in training wait for it).  It holds MAX_SIZES sizes and evicts
+ * the least recently used one for a new size, never the master's.  A client
+ * (a peer host) may have one request waiting for a training at a time, and
+ * all clients together one fewer than the handler threads, so that clock
+ * probes and requests for trained sizes are always answered.  Requests must
+ * name the trainer's model (by hash), its video (by file name: the master's
+ * copy may live in another folder) and its frame count; anything else is
+ * FAILED_PRECONDITION with the mismatch spelled out.  SIGINT/SIGTERM cancel
+ * a running training and stop the server. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,7 +28,13 @@
 #include "train/train.h"
 #include "video/video.h"
 
-#define MAX_SIZES 8 /* frame sizes trained per run; more is a misuse */
+#define MAX_SIZES 8 /* frame sizes held at once; a new one evicts the least recently used */
+#define N_THREADS 3 /* handler threads */
+/* Requests that run or wait for a training hold a handler thread for
+ * minutes: at most this many at once, so one thread is left for clock
+ * probes and requests for trained sizes. */
+#define MAX_WAITING (N_THREADS - 1)
+#define HOST_MAX 96
 /* Largest frame a request may ask to train for (a little over 1080p): all
  * layer outputs of threads+1 frames are held while collecting, so a hostile
  * 16384x16384 request must not make the trainer run out of memory. */
@@ -34,6 +44,8 @@ typedef struct sized {
     int rows, cols;
     int state; /* 0 training, 1 ready, -1 failed */
     int code;  /* rpc status for a failure */
+    int users; /* requests that wait on it (they read it after the training): not evicted */
+    unsigned long used; /* trainer clock when last served from or trained */
     ds_buf blob;
     char error[DS_ERROR_MAX];
 } sized;
@@ -47,6 +59,17 @@ typedef struct trainer {
     pthread_mutex_t train_lock; /* one training at a time: they share the cores */
     sized sizes[MAX_SIZES];
     int n_sizes;
+    unsigned long clock; /* ticks at each use of an entry: orders them for eviction */
+    /* The master's frame size (the configured one, or the video's own when
+     * frame_size is absent: what the master reads frames at): never evicted,
+     * so requests for other sizes cannot take the real master's predictors
+     * away.  0x0 until known. */
+    int pin_rows, pin_cols;
+    struct {
+        char host[HOST_MAX];
+        int rows, cols;
+    } waiting[MAX_WAITING]; /* requests running or waiting for a training */
+    int n_waiting;
     atomic_int cancel;
 } trainer;
 
@@ -92,35 +115,63 @@ static void train_size(trainer *tr, sized *s, int rows, int cols)
     s->blob = blob;
     s->code = code;
     s->state = code == DS_RPC_OK ? 1 : -1;
+    s->used = ++tr->clock;
     snprintf(s->error, sizeof s->error, "%s", err.msg);
     pthread_cond_broadcast(&tr->changed);
     pthread_mutex_unlock(&tr->lock);
 }
 
+static sized *find(trainer *tr, int rows, int cols)
+{
+    for (int i = 0; i < tr->n_sizes; i++)
+        if (tr->sizes[i].rows == rows && tr->sizes[i].cols == cols)
+            return &tr->sizes[i];
+    return NULL;
+}
+
+/* Refuses a new size when no entry can be evicted (lock held). */
+static int full_error(const trainer *tr, int rows, int cols, ds_error *err)
+{
+    char training[16 * MAX_SIZES] = "";
+    size_t n = 0;
+    for (int i = 0; i < tr->n_sizes && n < sizeof training; i++)
+        if (tr->sizes[i].state == 0)
+            n += (size_t)snprintf(training + n, sizeof training - n, "%s%dx%d", n ? ", " : "",
+                                  tr->sizes[i].rows, tr->sizes[i].cols);
+    return ds_errorf(err, "cannot train for %dx%d: all %d frame-size slots are busy (in training: "
+                     "%s; the others are the master's size or about to be sent)",
+                     rows, cols, MAX_SIZES, n ? training : "none");
+}
+
 /* The entry for a size (lock held); *mine = 1 when the caller must train
- * it.  NULL when the table is full. */
-static sized *claim(trainer *tr, int rows, int cols, int *mine)
+ * it.  A new size takes a free slot or evicts the least recently used
+ * ready or failed entry that is not pinned and that no request waits on;
+ * NULL (err set) when there is none. */
+static sized *claim(trainer *tr, int rows, int cols, int *mine, ds_error *err)
 {
     *mine = 0;
-    for (int i = 0; i < tr->n_sizes; i++) {
-        sized *s = &tr->sizes[i];
-        if (s->rows != rows || s->cols != cols)
-            continue;
+    sized *s = find(tr, rows, cols);
+    if (s) {
         if (s->state == -1 && !atomic_load(&tr->cancel)) { /* retry a failure */
             s->state = 0;
             *mine = 1;
         }
         return s;
     }
-    sized *s = NULL;
     if (tr->n_sizes < MAX_SIZES) {
         s = &tr->sizes[tr->n_sizes++];
-    } else { /* reuse a failed entry: nobody waits on one (waiters need state 0) */
-        for (int i = 0; i < tr->n_sizes && !s; i++)
-            if (tr->sizes[i].state == -1)
-                s = &tr->sizes[i];
-        if (!s)
+    } else {
+        for (int i = 0; i < tr->n_sizes; i++) {
+            sized *e = &tr->sizes[i];
+            if (e->state != 0 && !e->users &&
+                (e->rows != tr->pin_rows || e->cols != tr->pin_cols) && (!s || e->used < s->used))
+                s = e;
+        }
+        if (!s) {
+            full_error(tr, rows, cols, err);
             return NULL;
+        }
+        ds_log_info("evicted predictors for %dx%d (least recently used)", s->rows, s->cols);
         ds_buf_free(&s->blob);
     }
     memset(s, 0, sizeof *s);
@@ -128,6 +179,59 @@ static sized *claim(trainer *tr, int rows, int cols, int *mine)
     s->cols = cols;
     *mine = 1;
     return s;
+}
+
+/* The caller's host: its peer address without the port ("ipv4:10.0.0.5",
+ * "ipv6:[::1]"), as one client's connections come from varying ports.
+ * gRPC writes IPv6 brackets URI-escaped ("ipv6:%5B::1%5D:40112"): decoded,
+ * for messages that read like the addresses people type. */
+static void caller_host(char *host, size_t size)
+{
+    const ds_rpc_caller *c = ds_rpc_current_caller();
+    const char *p = c && c->peer ? c->peer : "unknown peer";
+    size_t n = 0;
+    while (*p && n + 1 < size) {
+        if (!strncmp(p, "%5B", 3) || !strncmp(p, "%5D", 3)) {
+            host[n++] = p[2] == 'B' ? '[' : ']';
+            p += 3;
+        } else {
+            host[n++] = *p++;
+        }
+    }
+    host[n] = '\0';
+    /* The port follows the last colon, unless it is the scheme's or inside
+     * an IPv6 address's brackets. */
+    char *port = strrchr(host, ':'), *bracket = strrchr(host, ']');
+    if (port && port != strchr(host, ':') && (!strchr(host, '[') || (bracket && port > bracket)))
+        *port = '\0';
+}
+
+/* Takes a place among the requests waiting for trainings (lock held), or
+ * refuses: one per client, MAX_WAITING in all. */
+static int admit(trainer *tr, const char *host, int rows, int cols, ds_error *err)
+{
+    for (int i = 0; i < tr->n_waiting; i++)
+        if (strcmp(tr->waiting[i].host, host) == 0)
+            return ds_errorf(err, "one training at a time per client: %dx%d is training for %s",
+                             tr->waiting[i].rows, tr->waiting[i].cols, host);
+    if (tr->n_waiting == MAX_WAITING)
+        return ds_errorf(err, "%d requests from other clients already wait for trainings (%dx%d "
+                         "first): try %dx%d again later", MAX_WAITING, tr->waiting[0].rows,
+                         tr->waiting[0].cols, rows, cols);
+    snprintf(tr->waiting[tr->n_waiting].host, HOST_MAX, "%s", host);
+    tr->waiting[tr->n_waiting].rows = rows;
+    tr->waiting[tr->n_waiting].cols = cols;
+    tr->n_waiting++;
+    return 0;
+}
+
+static void leave(trainer *tr, const char *host)
+{
+    for (int i = 0; i < tr->n_waiting; i++)
+        if (strcmp(tr->waiting[i].host, host) == 0) {
+            tr->waiting[i] = tr->waiting[--tr->n_waiting];
+            return;
+        }
 }
 
 static void *startup_thread(void *arg)
@@ -144,15 +248,22 @@ static void *startup_thread(void *arg)
         rows = ds_video_get_info(v)->rows;
         cols = ds_video_get_info(v)->cols;
         ds_video_close(v);
+        pthread_mutex_lock(&tr->lock);
+        tr->pin_rows = rows;
+        tr->pin_cols = cols;
+        pthread_mutex_unlock(&tr->lock);
     } else if (access(tr->cfg->video_path, R_OK)) {
         ds_log_warn("not training at start-up: cannot read video %s", tr->cfg->video_path);
         return NULL;
     }
+    ds_error err;
     pthread_mutex_lock(&tr->lock);
     int mine;
-    sized *s = claim(tr, rows, cols, &mine);
+    sized *s = claim(tr, rows, cols, &mine, &err);
     pthread_mutex_unlock(&tr->lock);
-    if (s && mine)
+    if (!s)
+        ds_log_warn("not training at start-up: %s", err.msg);
+    else if (mine)
         train_size(tr, s, rows, cols);
     return NULL;
 }
@@ -189,26 +300,37 @@ static int on_predictors(void *ud, const uint8_t *req, size_t len, ds_buf *resp,
         return DS_RPC_INVALID_ARGUMENT;
     }
 
+    char host[HOST_MAX];
+    caller_host(host, sizeof host);
     pthread_mutex_lock(&tr->lock);
-    int mine;
-    sized *s = claim(tr, rows, cols, &mine);
-    if (!s) {
-        pthread_mutex_unlock(&tr->lock);
-        ds_errorf(err, "already trained for %d frame sizes; restart the trainer for %dx%d",
-                  MAX_SIZES, rows, cols);
-        return DS_RPC_RESOURCE_EXHAUSTED;
+    sized *s = find(tr, rows, cols);
+    if (!s || s->state != 1) { /* not trained yet: this request waits */
+        int mine;
+        if (admit(tr, host, rows, cols, err)) {
+            pthread_mutex_unlock(&tr->lock);
+            return DS_RPC_RESOURCE_EXHAUSTED;
+        }
+        if (!(s = claim(tr, rows, cols, &mine, err))) {
+            leave(tr, host);
+            pthread_mutex_unlock(&tr->lock);
+            return DS_RPC_RESOURCE_EXHAUSTED;
+        }
+        s->users++;
+        if (mine) {
+            ds_log_info("request for %dx%d from %s: training", rows, cols, host);
+            pthread_mutex_unlock(&tr->lock);
+            train_size(tr, s, rows, cols);
+            pthread_mutex_lock(&tr->lock);
+        }
+        while (s->state == 0)
+            pthread_cond_wait(&tr->changed, &tr->lock);
+        s->users--;
+        leave(tr, host);
     }
-    if (mine) {
-        ds_log_info("request for %dx%d: training", rows, cols);
-        pthread_mutex_unlock(&tr->lock);
-        train_size(tr, s, rows, cols);
-        pthread_mutex_lock(&tr->lock);
-    }
-    while (s->state == 0)
-        pthread_cond_wait(&tr->changed, &tr->lock);
     int code = s->code;
     int rc = 0;
     if (code == DS_RPC_OK) {
+        s->used = ++tr->clock;
         rc = ds_rpc_write_predictors(s->blob.data, s->blob.len, resp, err);
     } else {
         ds_errorf(err, "training for %dx%d failed: %s", rows, cols, s->error);
@@ -231,6 +353,8 @@ int ds_trainer_main(const ds_config *cfg)
         return 1;
     }
     tr->cfg = cfg;
+    tr->pin_rows = cfg->frame_rows > 0 ? cfg->frame_rows : 0;
+    tr->pin_cols = cfg->frame_cols > 0 ? cfg->frame_cols : 0;
     pthread_mutex_init(&tr->lock, NULL);
     pthread_cond_init(&tr->changed, NULL);
     pthread_mutex_init(&tr->train_lock, NULL);
@@ -258,11 +382,11 @@ int ds_trainer_main(const ds_config *cfg)
     char addr[300];
     ds_config_listen_addr(cfg->listen_trainer, cfg->port_trainer, addr, sizeof addr);
     ds_rpc_server *srv = ds_rpc_server_new(addr, cfg->max_message_bytes, sec, &err);
-    /* 3 handler threads: a request waiting for a training must not hold up
-     * clock probes. */
+    /* A request waiting for a training must not hold up clock probes: see
+     * MAX_WAITING. */
     if (!srv || ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_CLOCK, ds_rpc_clock_handler, NULL, &err) ||
         ds_rpc_server_add_unary(srv, DS_RPC_TRAINER_PREDICTORS, on_predictors, tr, &err) ||
-        ds_rpc_server_start(srv, 3, &err)) {
+        ds_rpc_server_start(srv, N_THREADS, &err)) {
         ds_log_error("%s", err.msg);
         ds_rpc_server_free(srv);
         ds_rpc_security_free(sec);
