@@ -181,29 +181,11 @@ static sized *claim(trainer *tr, int rows, int cols, int *mine, ds_error *err)
     return s;
 }
 
-/* The caller's host: its peer address without the port ("ipv4:10.0.0.5",
- * "ipv6:[::1]"), as one client's connections come from varying ports.
- * gRPC writes IPv6 brackets URI-escaped ("ipv6:%5B::1%5D:40112"): decoded,
- * for messages that read like the addresses people type. */
+/* The caller's host (its connections come from varying ports). */
 static void caller_host(char *host, size_t size)
 {
     const ds_rpc_caller *c = ds_rpc_current_caller();
-    const char *p = c && c->peer ? c->peer : "unknown peer";
-    size_t n = 0;
-    while (*p && n + 1 < size) {
-        if (!strncmp(p, "%5B", 3) || !strncmp(p, "%5D", 3)) {
-            host[n++] = p[2] == 'B' ? '[' : ']';
-            p += 3;
-        } else {
-            host[n++] = *p++;
-        }
-    }
-    host[n] = '\0';
-    /* The port follows the last colon, unless it is the scheme's or inside
-     * an IPv6 address's brackets. */
-    char *port = strrchr(host, ':'), *bracket = strrchr(host, ']');
-    if (port && port != strchr(host, ':') && (!strchr(host, '[') || (bracket && port > bracket)))
-        *port = '\0';
+    snprintf(host, size, "%s", c ? c->host : "unknown peer");
 }
 
 /* Takes a place among the requests waiting for trainings (lock held), or

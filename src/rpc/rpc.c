@@ -306,6 +306,36 @@ struct ds_rpc_stream {
     char method[64];
 };
 
+/* gRPC's peer text ("ipv6:%5B::1%5D:40112": brackets URI-escaped) as people
+ * write addresses, and the same without the port. */
+static void peer_text(const char *raw, char *peer, size_t peer_len, char *host, size_t host_len)
+{
+    size_t n = 0;
+    while (*raw && n + 1 < peer_len) {
+        if (!strncmp(raw, "%5B", 3) || !strncmp(raw, "%5D", 3)) {
+            peer[n++] = raw[2] == 'B' ? '[' : ']';
+            raw += 3;
+        } else {
+            peer[n++] = *raw++;
+        }
+    }
+    peer[n] = '\0';
+    snprintf(host, host_len, "%s", peer);
+    /* The port follows the last colon, unless that is the scheme's or one
+     * inside an IPv6 address's brackets. */
+    char *port = strrchr(host, ':'), *bracket = strrchr(host, ']');
+    if (port && port != strchr(host, ':') && (!strchr(host, '[') || (bracket && port > bracket)))
+        *port = '\0';
+}
+
+/* The caller of the handler running on this thread (ds_rpc_current_caller). */
+static _Thread_local const ds_rpc_caller *current_caller;
+
+const ds_rpc_caller *ds_rpc_current_caller(void)
+{
+    return current_caller;
+}
+
 /* A stream's initial metadata says whether its handler accepted it, so that
  * ds_rpc_reader_open can tell a refusal from a stream that is open. */
 #define STREAM_MARK_KEY "ds-stream"
@@ -614,9 +644,7 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
     s->app_refs = 2;
     s->grpc_refs = 1;
     snprintf(s->method, sizeof s->method, "%s", short_method(m->path));
-    char *peer = grpc_call_get_peer(call);
-    snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
-    gpr_free(peer);
+    snprintf(s->peer, sizeof s->peer, "%s", current_caller ? current_caller->peer : "?");
 
     grpc_op op;
     memset(&op, 0, sizeof op);
@@ -720,13 +748,6 @@ void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
 
 /* ---- server threads */
 
-/* The caller of the handler running on this thread (ds_rpc_current_caller). */
-static _Thread_local const ds_rpc_caller *current_caller;
-
-const ds_rpc_caller *ds_rpc_current_caller(void)
-{
-    return current_caller;
-}
 
 /* One line per second at most: a stranger's flood must not fill the disk. */
 static void log_refusal(grpc_call *call, const char *why)
@@ -792,15 +813,16 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
             grpc_byte_buffer_destroy(payload);
         finish_call(call, DS_RPC_UNAVAILABLE, &none, "server shutting down");
     } else {
-        char *peer = grpc_call_get_peer(call);
-        ds_rpc_caller caller = {peer ? peer : "?", identity};
+        char *raw = grpc_call_get_peer(call), peer[160], host[160];
+        peer_text(raw ? raw : "?", peer, sizeof peer, host, sizeof host);
+        gpr_free(raw);
+        ds_rpc_caller caller = {peer, host, identity};
         current_caller = &caller;
         if (m->unary)
             handle_unary(w, m, call, payload);
         else
             handle_stream(w, m, call, payload);
         current_caller = NULL;
-        gpr_free(peer);
     }
     pthread_mutex_lock(&srv->mu);
     if (--srv->busy == 0 && srv->shutdown_seen)

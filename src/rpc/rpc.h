@@ -128,7 +128,8 @@ const char *ds_rpc_security_mode(const ds_rpc_security *sec);
  * "cn=<certificate common name>" under mutual TLS, "token" when the call
  * carried the right token, "" in plaintext without a token. */
 typedef struct ds_rpc_caller {
-    const char *peer;     /* "ipv4:127.0.0.1:40112" */
+    const char *peer;     /* "ipv4:127.0.0.1:40112", "ipv6:[::1]:40112" */
+    const char *host;     /* the peer without its port: "ipv4:127.0.0.1" */
     const char *identity;
 } ds_rpc_caller;
 const ds_rpc_caller *ds_rpc_current_caller(void);
