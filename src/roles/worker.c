@@ -212,7 +212,10 @@ static int admit(worker *w, const Deltaslice__FrameRequest *m, ds_error *err)
                   w->name, f, (unsigned long long)m->session_id);
         return DS_RPC_FAILED_PRECONDITION;
     }
-    if ((int64_t)m->frame_id > s->max_frame + FRAME_WINDOW || m->epoch > s->epoch + EPOCH_WINDOW) {
+    /* Unsigned, in 64 bits: an id of 2^63 or more is not "negative", and an
+     * epoch near 2^32 does not wrap its window. */
+    if (m->frame_id > (uint64_t)(s->max_frame + FRAME_WINDOW) ||
+        (uint64_t)m->epoch > (uint64_t)s->epoch + EPOCH_WINDOW) {
         ds_errorf(err, "%s: frame %llu of epoch %u is too far ahead of the session (frame %lld, "
                   "epoch %u)", w->name, f, m->epoch, (long long)s->max_frame, s->epoch);
         return DS_RPC_OUT_OF_RANGE;
