@@ -2,6 +2,7 @@
  * line:column for every node), then check every key against a schema. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -307,13 +308,20 @@ static void route_host(const char *route, char *out, size_t len)
 
 int ds_config_is_loopback(const char *host)
 {
-    if (host[0] == '[') {
-        char h[64];
-        route_host(host, h, sizeof h); /* "[::1]" has no port: strip the brackets */
-        return !strcmp(h, "::1");
+    char h[64];
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') { /* "[::1]" */
+        snprintf(h, sizeof h, "%.*s", (int)(n - 2), host + 1);
+        host = h;
     }
-    return !strcmp(host, "localhost") || !strcmp(host, "ip6-localhost") || !strcmp(host, "::1") ||
-           !strncmp(host, "127.", 4);
+    /* Addresses by value, so that a name like "127.example.com" is not one. */
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return ntohl(v4.s_addr) >> 24 == 127;
+    if (inet_pton(AF_INET6, host, &v6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&v6);
+    return !strcmp(host, "localhost") || !strcmp(host, "ip6-localhost");
 }
 
 /* A role's TLS block: its own, else the shared one. */
@@ -325,12 +333,16 @@ static const ds_tls_files *role_tls(const ds_config *cfg, const char *role)
     return own->ca ? own : &cfg->tls;
 }
 
-/* Plaintext is for loopback unless the file says insecure: true. */
+/* Plaintext is for loopback unless the file says insecure: true.  addr is
+ * a route ("host:port") when route, else a host to listen on ("::1"). */
 static int check_plaintext(parse_ctx *c, const ds_config *cfg, const yaml_node_t *node,
-                           const char *key, const char *role, const char *addr)
+                           const char *key, const char *role, const char *addr, int route)
 {
     char host[256];
-    route_host(addr, host, sizeof host);
+    if (route)
+        route_host(addr, host, sizeof host);
+    else
+        snprintf(host, sizeof host, "%s", addr);
     if (cfg->insecure || role_tls(cfg, role)->ca || ds_config_is_loopback(host))
         return 0;
     return fail(c, node, key, "'%s' is not a loopback address and %s has no TLS: set tls: {ca, "
@@ -421,7 +433,7 @@ static int net_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
     char role[8] = "master";
     if (from[0] == 'w')
         snprintf(role, sizeof role, "%.*s", (int)from_len, from);
-    return check_plaintext(c, cfg, v, full, role, *slot);
+    return check_plaintext(c, cfg, v, full, role, *slot, 1);
 }
 
 /* The schedulers master.scheduler names, by ds_scheduler: only what checking a
@@ -720,7 +732,7 @@ static int check_listen(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, s
             else
                 snprintf(key, sizeof key, "worker.listen[%d]", i);
             if (get_string(c, items[i], key, 0, &cfg->listen_worker[i]) ||
-                check_plaintext(c, cfg, items[i], key, role, cfg->listen_worker[i]))
+                check_plaintext(c, cfg, items[i], key, role, cfg->listen_worker[i], 0))
                 return -1;
             continue;
         }
@@ -737,18 +749,18 @@ static int check_listen(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, s
                 snprintf(key, sizeof key, "net.m->w%d", i);
             else
                 snprintf(key, sizeof key, "net.w%d->w%d", bad - 1, i);
-            if (check_plaintext(c, cfg, at, key, role, to[bad]))
+            if (check_plaintext(c, cfg, at, key, role, to[bad], 1))
                 return -1;
         }
     }
     if (cfg->listen_trainer)
         return check_plaintext(c, cfg, s->trainer_listen, "trainer.listen", "trainer",
-                               cfg->listen_trainer);
+                               cfg->listen_trainer, 0);
     int bad = implied_listen(&cfg->route_master_trainer, 1, &cfg->listen_trainer, c->err);
     if (bad == -2)
         return -1;
     return bad == 0 ? check_plaintext(c, cfg, s->net ? s->net : root, "net.m->t", "trainer",
-                                      cfg->route_master_trainer)
+                                      cfg->route_master_trainer, 1)
                     : 0;
 }
 
