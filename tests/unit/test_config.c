@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
 
@@ -228,8 +229,354 @@ static void test_syntax_and_files(void **state)
     assert_string_equal(err.msg, "/nonexistent/x.yml: cannot open: No such file or directory");
 }
 
+/* Parses text (base_dir /etc/ds) into cfg; fails the test on an error. */
+static void parse_ok(const char *text, ds_config *cfg)
+{
+    ds_error err = {{0}};
+    if (ds_config_parse(text, strlen(text), "config.yml", "/etc/ds", cfg, &err))
+        fail_msg("rejected: %s", err.msg);
+}
+
+static void parse_ok_after_base(const char *extra, ds_config *cfg)
+{
+    char text[2048];
+    snprintf(text, sizeof text, "%s%s", base, extra);
+    parse_ok(text, cfg);
+}
+
+#define NO_TLS "is not a loopback address and %s has no TLS: set tls: {ca, cert, key} " \
+               "(scripts/make-certs.sh writes them) or insecure: true"
+
+static void test_tls_blocks(void **state)
+{
+    (void)state;
+    static const char missing_ca[] = "missing ca (the CA certificate that signed every role's; "
+                                     "scripts/make-certs.sh makes one)";
+    char want[512];
+    snprintf(want, sizeof want, "config.yml:5:6: tls: %s", missing_ca);
+    expect_error_after_base("tls: {cert: c.pem, key: k.pem}\n", want);
+    snprintf(want, sizeof want, "config.yml:5:15: master.tls: %s", missing_ca);
+    expect_error_after_base("master: {tls: {cert: c.pem, key: k.pem}}\n", want);
+    expect_error_after_base("tls: {ca: a.pem, cert: c.pem}\n",
+                            "config.yml:5:6: tls: cert and key go together (got only cert)");
+    expect_error_after_base("worker: {tls: {ca: a.pem, key: k.pem}}\n",
+                            "config.yml:5:15: worker.tls: cert and key go together (got only key)");
+    expect_error_after_base("tls: {ca: a.pem, pass: x}\n",
+                            "config.yml:5:18: tls.pass: unknown key (expected one of: ca, cert, key)");
+    expect_error_after_base("trainer: {tls: {ca: a.pem, crt: x}}\n",
+                            "config.yml:5:28: trainer.tls.crt: unknown key (expected one of: ca, cert, key)");
+    expect_error_after_base("tls: {ca: ''}\n",
+                            "config.yml:5:11: tls.ca: expected a non-empty string, got an empty value");
+    expect_error_after_base("tls: a.pem\n", "config.yml:5:6: tls: expected a mapping, got \"a.pem\"");
+    expect_error_after_base("worker: {tls: [a]}\n",
+                            "config.yml:5:15: worker.tls: expected a mapping, got a list");
+    expect_error_after_base("tls: {ca: a.pem, ca: b.pem}\n", "config.yml:5:18: tls.ca: duplicate key");
+
+    /* Paths are relative to the config file's folder; a CA alone is a block
+     * (the master of a token over TLS needs no certificate). */
+    ds_config cfg;
+    parse_ok_after_base("tls: {ca: a.pem, cert: /abs/c.pem, key: k/k.pem}\n"
+                        "master: {tls: {ca: m.pem}}\nauth: {token: t}\n",
+                        &cfg);
+    assert_string_equal(cfg.tls.ca, "/etc/ds/a.pem");
+    assert_string_equal(cfg.tls.cert, "/abs/c.pem");
+    assert_string_equal(cfg.tls.key, "/etc/ds/k/k.pem");
+    assert_string_equal(cfg.master.tls.ca, "/etc/ds/m.pem");
+    assert_null(cfg.master.tls.cert);
+    assert_null(cfg.trainer.tls.ca);
+    ds_config_free(&cfg);
+
+    /* Who needs a certificate: servers always, the master unless a token
+     * authenticates it. */
+    expect_error_after_base("tls: {ca: a.pem}\n",
+                            "config.yml:5:6: tls: master has no cert and key: mutual TLS needs the "
+                            "master's certificate too (or set auth.token for token mode, where the "
+                            "master needs only ca)");
+    expect_error_after_base("tls: {ca: a.pem}\nauth: {token: t}\n",
+                            "config.yml:5:6: tls: trainer has no cert and key: a server presents "
+                            "its certificate in every TLS mode");
+    expect_error("port: {worker: [1]}\nnet: {m->w0: 'localhost:1'}\nvideo_path: v\n"
+                 "tls: {ca: a.pem, cert: c, key: k}\nworker: {tls: {ca: a.pem}}\n",
+                 "config.yml:5:15: tls: w0 has no cert and key: a server presents its "
+                 "certificate in every TLS mode");
+}
+
+/* {role} and a role's own block replacing the shared one (never mixing
+ * with it). */
+static void test_role_tls(void **state)
+{
+    (void)state;
+    ds_config cfg;
+    ds_role_tls t;
+    ds_error err = {{0}};
+    parse_ok_after_base("tls: {ca: ca.pem, cert: 'certs/{role}.pem', key: 'certs/{role}.key'}\n"
+                        "master: {tls: {ca: '/m/ca.pem', cert: m.pem, key: m.key}}\n"
+                        "trainer: {tls: {ca: 't-{role}.pem', cert: t.pem, key: t.key}}\n",
+                        &cfg);
+    assert_int_equal(ds_config_role_tls(&cfg, "w1", &t, &err), 0);
+    assert_string_equal(t.ca, "/etc/ds/ca.pem");
+    assert_string_equal(t.cert, "/etc/ds/certs/w1.pem");
+    assert_string_equal(t.key, "/etc/ds/certs/w1.key");
+    assert_string_equal(t.what, "config.yml:5:6: tls (w1)");
+    assert_int_equal(ds_config_role_tls(&cfg, "master", &t, &err), 0);
+    assert_string_equal(t.ca, "/m/ca.pem");
+    assert_string_equal(t.cert, "/etc/ds/m.pem");
+    assert_string_equal(t.key, "/etc/ds/m.key");
+    assert_string_equal(t.what, "config.yml:6:15: master.tls (master)");
+    assert_int_equal(ds_config_role_tls(&cfg, "trainer", &t, &err), 0);
+    assert_string_equal(t.ca, "/etc/ds/t-trainer.pem");
+    assert_string_equal(t.cert, "/etc/ds/t.pem"); /* not the shared block's */
+    assert_string_equal(t.key, "/etc/ds/t.key");
+    assert_string_equal(t.what, "config.yml:7:16: trainer.tls (trainer)");
+    ds_config_free(&cfg);
+
+    parse_ok_after_base("tls: {ca: ca.pem, cert: c.pem, key: c.key}\n"
+                        "worker: {tls: {ca: w.pem, cert: '{role}.pem', key: '{role}.key'}}\n",
+                        &cfg);
+    assert_int_equal(ds_config_role_tls(&cfg, "w0", &t, &err), 0);
+    assert_string_equal(t.ca, "/etc/ds/w.pem");
+    assert_string_equal(t.cert, "/etc/ds/w0.pem");
+    assert_string_equal(t.what, "config.yml:6:15: worker.tls (w0)");
+    assert_int_equal(ds_config_role_tls(&cfg, "master", &t, &err), 0);
+    assert_string_equal(t.ca, "/etc/ds/ca.pem");
+    assert_string_equal(t.cert, "/etc/ds/c.pem");
+    ds_config_free(&cfg);
+
+    /* No TLS at all: nothing, and errors still name the file. */
+    parse_ok(base, &cfg);
+    assert_int_equal(ds_config_role_tls(&cfg, "w0", &t, &err), 0);
+    assert_string_equal(t.ca, "");
+    assert_string_equal(t.cert, "");
+    assert_string_equal(t.what, "config.yml: tls (w0)");
+    ds_config_free(&cfg);
+}
+
+static void test_auth_token(void **state)
+{
+    (void)state;
+    ds_config cfg;
+    parse_ok(base, &cfg);
+    assert_null(cfg.auth_token);
+    ds_config_free(&cfg);
+    parse_ok_after_base("auth: {token: 'from file'}\n", &cfg);
+    assert_string_equal(cfg.auth_token, "from file");
+    ds_config_free(&cfg);
+    expect_error_after_base("auth: {token: ''}\n",
+                            "config.yml:5:15: auth.token: expected a non-empty string, got an empty value");
+    expect_error_after_base("auth: {secret: x}\n",
+                            "config.yml:5:8: auth.secret: unknown key (expected one of: token)");
+    expect_error_after_base("auth: x\n", "config.yml:5:7: auth: expected a mapping, got \"x\"");
+
+    /* The environment wins over the file; an empty variable is none. */
+    assert_int_equal(setenv("DELTASLICE_TOKEN", "from env", 1), 0);
+    parse_ok_after_base("auth: {token: 'from file'}\n", &cfg);
+    assert_string_equal(cfg.auth_token, "from env");
+    ds_config_free(&cfg);
+    parse_ok(base, &cfg);
+    assert_string_equal(cfg.auth_token, "from env");
+    ds_config_free(&cfg);
+    assert_int_equal(setenv("DELTASLICE_TOKEN", "", 1), 0);
+    parse_ok_after_base("auth: {token: 'from file'}\n", &cfg);
+    assert_string_equal(cfg.auth_token, "from file");
+    ds_config_free(&cfg);
+    assert_int_equal(unsetenv("DELTASLICE_TOKEN"), 0);
+}
+
+static void test_takeover_key(void **state)
+{
+    (void)state;
+    ds_config cfg;
+    parse_ok(base, &cfg);
+    assert_int_equal(cfg.master.takeover, 0);
+    assert_int_equal(cfg.insecure, 0);
+    ds_config_free(&cfg);
+    parse_ok_after_base("master: {takeover: true}\ninsecure: yes\n", &cfg);
+    assert_int_equal(cfg.master.takeover, 1);
+    assert_int_equal(cfg.insecure, 1);
+    ds_config_free(&cfg);
+    expect_error_after_base("master: {takeover: perhaps}\n",
+                            "config.yml:5:20: master.takeover: expected true or false, got \"perhaps\"");
+    expect_error_after_base("insecure: 1\n", "config.yml:5:11: insecure: expected true or false, got \"1\"");
+    expect_error_after_base("master: {take_over: true}\n",
+                            "config.yml:5:10: master.take_over: unknown key (expected one of: ifr_num, "
+                            "pd_num, itv_time, scheduler, bandwidth, threads, connect_timeout, "
+                            "no_workers, takeover, tls)");
+    expect_error_after_base("trainer: {port: 1}\n",
+                            "config.yml:5:11: trainer.port: unknown key (expected one of: frame_num, "
+                            "threads, listen, tls)");
+}
+
+/* Without TLS, what a role dials must be loopback, unless insecure: true. */
+static void test_loopback_routes(void **state)
+{
+    (void)state;
+    char want[512];
+    snprintf(want, sizeof want, "config.yml:2:14: net.m->w0: 'a:1' " NO_TLS, "master");
+    expect_error("port: {worker: [1]}\nnet: {m->w0: 'a:1'}\nvideo_path: v\n", want);
+    /* The master's TLS covers its own routes, not a worker's. */
+    snprintf(want, sizeof want, "config.yml:3:59: net.w0->w1: 'pi2.lan:2' " NO_TLS, "w0");
+    expect_error("port: {worker: [1, 2]}\nmaster: {tls: {ca: ca.pem}}\n"
+                 "net: {m->w0: 'localhost:1', m->w1: 'localhost:2', w0->w1: 'pi2.lan:2'}\nvideo_path: v\n"
+                 "auth: {token: t}\n",
+                 want);
+    snprintf(want, sizeof want, "config.yml:2:13: net.m->t: '10.0.0.9:22220' " NO_TLS, "master");
+    expect_error("port: {worker: [1]}\nnet: {m->t: '10.0.0.9:22220', m->w0: 'localhost:1'}\nvideo_path: v\n",
+                 want);
+
+    /* Loopback in its spellings needs nothing. */
+    ds_config cfg;
+    parse_ok("port: {worker: [1, 2, 3, 4]}\n"
+             "net: {m->w0: '127.0.0.1:1', m->w1: '[::1]:2', m->w2: 'ip6-localhost:3', "
+             "m->w3: '127.1.2.3:4', w0->w1: 'localhost:2', w1->w2: '127.0.0.1:3', "
+             "w2->w3: '127.1.2.3:4'}\nvideo_path: v\n",
+             &cfg);
+    ds_config_free(&cfg);
+    /* Names that merely start like loopback are not. */
+    snprintf(want, sizeof want, "config.yml:2:14: net.m->w0: 'localhost.example.com:1' " NO_TLS,
+             "master");
+    expect_error("port: {worker: [1]}\nnet: {m->w0: 'localhost.example.com:1'}\nvideo_path: v\n", want);
+    snprintf(want, sizeof want, "config.yml:2:14: net.m->w0: '127.example.com:1' " NO_TLS, "master");
+    expect_error("port: {worker: [1]}\nnet: {m->w0: '127.example.com:1'}\nvideo_path: v\n", want);
+
+    /* insecure, or TLS for every role concerned, allows any host. */
+    parse_ok("port: {worker: [1]}\nnet: {m->w0: 'a:1'}\nvideo_path: v\ninsecure: true\n", &cfg);
+    ds_config_free(&cfg);
+    parse_ok("port: {worker: [1]}\nnet: {m->w0: 'a:1'}\nvideo_path: v\ntls: {ca: c, cert: c, key: k}\n",
+             &cfg);
+    ds_config_free(&cfg);
+    parse_ok("port: {worker: [1]}\nnet: {m->w0: 'a:1'}\nvideo_path: v\nmaster: {tls: {ca: c}}\n"
+             "worker: {tls: {ca: c, cert: c, key: k}}\nauth: {token: t}\n",
+             &cfg);
+    ds_config_free(&cfg);
+    /* The master may dial, but the worker would listen in plaintext on
+     * every interface. */
+    snprintf(want, sizeof want, "config.yml:2:7: net.m->w0: 'a:1' " NO_TLS, "w0");
+    expect_error("port: {worker: [1]}\nnet: {m->w0: 'a:1'}\nvideo_path: v\nmaster: {tls: {ca: c}}\n"
+                 "auth: {token: t}\n",
+                 want);
+    snprintf(want, sizeof want, "config.yml:2:6: net.m->t: 'gpu:9' " NO_TLS, "trainer");
+    expect_error("port: {worker: [1]}\nnet: {m->t: 'gpu:9', m->w0: 'localhost:1'}\nvideo_path: v\n"
+                 "master: {tls: {ca: c}}\nauth: {token: t}\n",
+                 want);
+}
+
+/* worker.listen and trainer.listen: hosts to bind, loopback unless TLS or
+ * insecure. */
+static void test_listen(void **state)
+{
+    (void)state;
+    char want[512];
+    snprintf(want, sizeof want, "config.yml:5:18: worker.listen: '0.0.0.0' " NO_TLS, "w0");
+    expect_error_after_base("worker: {listen: 0.0.0.0}\n", want);
+    snprintf(want, sizeof want, "config.yml:5:30: worker.listen[1]: '10.0.0.5' " NO_TLS, "w1");
+    expect_error_after_base("worker: {listen: [127.0.0.1, 10.0.0.5]}\n", want);
+    expect_error_after_base("worker: {listen: [127.0.0.1]}\n",
+                            "config.yml:5:18: worker.listen: expected a list of 2..2 items, got 1");
+    expect_error_after_base("worker: {listen: [127.0.0.1, 127.0.0.1, 127.0.0.1]}\n",
+                            "config.yml:5:18: worker.listen: expected a list of 2..2 items, got 3");
+    expect_error_after_base("worker: {listen: ''}\n",
+                            "config.yml:5:18: worker.listen: expected a non-empty string, got an empty value");
+    expect_error_after_base("worker: {listen: [127.0.0.1, {a: b}]}\n",
+                            "config.yml:5:30: worker.listen[1]: expected a non-empty string, got a mapping");
+    snprintf(want, sizeof want, "config.yml:5:19: trainer.listen: '0.0.0.0' " NO_TLS, "trainer");
+    expect_error_after_base("trainer: {listen: 0.0.0.0}\n", want);
+
+    ds_config cfg;
+    parse_ok_after_base("worker: {listen: [127.0.0.1, '::1']}\ntrainer: {listen: localhost}\n", &cfg);
+    assert_string_equal(cfg.listen_worker[0], "127.0.0.1");
+    assert_string_equal(cfg.listen_worker[1], "::1");
+    assert_string_equal(cfg.listen_trainer, "localhost");
+    ds_config_free(&cfg);
+    parse_ok_after_base("worker: {listen: '[::1]'}\n", &cfg);
+    assert_string_equal(cfg.listen_worker[0], "[::1]");
+    assert_string_equal(cfg.listen_worker[1], "[::1]");
+    ds_config_free(&cfg);
+    parse_ok_after_base("worker: {listen: 0.0.0.0}\ntrainer: {listen: 10.1.1.1}\ninsecure: true\n", &cfg);
+    assert_string_equal(cfg.listen_worker[0], "0.0.0.0");
+    assert_string_equal(cfg.listen_worker[1], "0.0.0.0");
+    assert_string_equal(cfg.listen_trainer, "10.1.1.1");
+    ds_config_free(&cfg);
+    parse_ok_after_base("worker: {listen: [0.0.0.0, localhost], tls: {ca: c, cert: c, key: k}}\n"
+                        "trainer: {listen: '::', tls: {ca: c, cert: c, key: k}}\n",
+                        &cfg);
+    assert_string_equal(cfg.listen_worker[0], "0.0.0.0");
+    assert_string_equal(cfg.listen_worker[1], "localhost");
+    assert_string_equal(cfg.listen_trainer, "::");
+    ds_config_free(&cfg);
+}
+
+/* Where servers bind when the file does not say: what the routes to them
+ * imply. */
+static void test_listen_defaults(void **state)
+{
+    (void)state;
+    ds_config cfg;
+    parse_ok(base, &cfg); /* every route names localhost */
+    assert_string_equal(cfg.listen_worker[0], "localhost");
+    assert_string_equal(cfg.listen_worker[1], "localhost");
+    assert_string_equal(cfg.listen_trainer, "localhost");
+    ds_config_free(&cfg);
+
+    /* One loopback host: that one; mixed loopback names: localhost. */
+    parse_ok("port: {worker: [1, 2]}\nnet: {m->t: '127.0.0.1:9', m->w0: '127.0.0.1:1', "
+             "m->w1: '127.0.0.2:2', w0->w1: '127.0.0.2:2'}\nvideo_path: v\n",
+             &cfg);
+    assert_string_equal(cfg.listen_worker[0], "127.0.0.1");
+    assert_string_equal(cfg.listen_worker[1], "127.0.0.2");
+    assert_string_equal(cfg.listen_trainer, "127.0.0.1");
+    ds_config_free(&cfg);
+    parse_ok("port: {worker: [1, 2]}\nnet: {m->w0: '[::1]:1', m->w1: 'localhost:2', "
+             "w0->w1: '127.0.0.1:2'}\nvideo_path: v\n",
+             &cfg);
+    assert_string_equal(cfg.listen_worker[0], "::1");
+    assert_string_equal(cfg.listen_worker[1], "localhost");
+    assert_string_equal(cfg.listen_trainer, "localhost"); /* no m->t */
+    ds_config_free(&cfg);
+
+    /* A route from elsewhere: every interface (with insecure or TLS). */
+    parse_ok("port: {worker: [1, 2]}\nnet: {m->t: 'gpu:9', m->w0: 'localhost:1', "
+             "m->w1: 'localhost:2', w0->w1: 'pi2.lan:2'}\nvideo_path: v\ninsecure: true\n",
+             &cfg);
+    assert_string_equal(cfg.listen_worker[0], "localhost");
+    assert_string_equal(cfg.listen_worker[1], "0.0.0.0");
+    assert_string_equal(cfg.listen_trainer, "0.0.0.0");
+    ds_config_free(&cfg);
+    parse_ok("port: {worker: [1]}\nnet: {m->w0: 'pi.lan:1'}\nvideo_path: v\n"
+             "tls: {ca: c, cert: c, key: k}\n",
+             &cfg);
+    assert_string_equal(cfg.listen_worker[0], "0.0.0.0");
+    ds_config_free(&cfg);
+
+    char addr[64];
+    ds_config_listen_addr("0.0.0.0", 33330, addr, sizeof addr);
+    assert_string_equal(addr, "0.0.0.0:33330");
+    ds_config_listen_addr("::1", 5, addr, sizeof addr);
+    assert_string_equal(addr, "[::1]:5");
+    ds_config_listen_addr("[::1]", 5, addr, sizeof addr);
+    assert_string_equal(addr, "[::1]:5");
+    ds_config_listen_addr("localhost", 5, addr, sizeof addr);
+    assert_string_equal(addr, "localhost:5");
+}
+
+static void test_is_loopback(void **state)
+{
+    (void)state;
+    const char *yes[] = {"localhost", "ip6-localhost", "127.0.0.1", "127.255.0.9", "::1", "[::1]",
+                         "0:0:0:0:0:0:0:1"};
+    const char *no[] = {"0.0.0.0", "::", "10.0.0.1", "localhost.example.com", "127.example.com",
+                        "127.0.0.1.nip.io", "[::2]", "pi.local", "128.0.0.1", ""};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        if (!ds_config_is_loopback(yes[i]))
+            fail_msg("%s is loopback", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        if (ds_config_is_loopback(no[i]))
+            fail_msg("%s is not loopback", no[i]);
+}
+
 int main(void)
 {
+    /* A developer's own token must not change what these tests expect. */
+    unsetenv("DELTASLICE_TOKEN");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repo_config),
         cmocka_unit_test(test_embedded_default_matches_repo),
@@ -240,6 +587,14 @@ int main(void)
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_bandwidth_count),
         cmocka_unit_test(test_syntax_and_files),
+        cmocka_unit_test(test_tls_blocks),
+        cmocka_unit_test(test_role_tls),
+        cmocka_unit_test(test_auth_token),
+        cmocka_unit_test(test_takeover_key),
+        cmocka_unit_test(test_loopback_routes),
+        cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_listen_defaults),
+        cmocka_unit_test(test_is_loopback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
