@@ -70,10 +70,33 @@ const char *ds_rpc_code_name(int code)
 
 /* ------------------------------------------------------------- helpers */
 
+/* A stranger refused (what: "a call from ipv4:..."), one line per second at
+ * most: a flood must not fill the disk. */
+static void log_refusal(const char *what, const char *why)
+{
+    static atomic_llong last_us, quiet;
+    long long now = (long long)ds_wall_us(), last = atomic_load(&last_us);
+    if (now - last < 1000000 || !atomic_compare_exchange_strong(&last_us, &last, now)) {
+        atomic_fetch_add(&quiet, 1);
+        return;
+    }
+    long long more = atomic_exchange(&quiet, 0);
+    if (more)
+        ds_log_warn("refused %s: %s (and %lld more in the last seconds)", what, why, more);
+    else
+        ds_log_warn("refused %s: %s", what, why);
+}
+
 /* gRPC's own log lines (long status trees) go to our log at debug level:
- * every failure that matters reaches the caller as a status and message. */
+ * every failure that matters reaches the caller as a status and message.
+ * A failed TLS handshake reaches no caller (a server refusing a client's
+ * certificate, say): it is a refusal. */
 static void grpc_log_to_ds(gpr_log_func_args *a)
 {
+    if (a->message && strstr(a->message, "Handshake failed")) {
+        log_refusal("a TLS handshake", a->message);
+        return;
+    }
     ds_log_debug("grpc %s:%d: %.400s", a->file ? a->file : "?", a->line,
              a->message ? a->message : "");
 }
@@ -202,7 +225,10 @@ static void make_args(arg_set *s, size_t max_msg, int client)
     arg_int(s, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0); /* no cap while idle */
     if (client) {
         arg_int(s, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-        arg_int(s, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+        /* gRPC gives every connection attempt at least this long (its
+         * MIN_CONNECT_TIMEOUT): a TLS handshake over a slow link to a Pi
+         * needs more than the backoff's first 0.1 s. */
+        arg_int(s, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
         arg_int(s, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
         /* Retries would buffer every sent message; we have no retry policy. */
         arg_int(s, GRPC_ARG_ENABLE_RETRIES, 0);
@@ -749,25 +775,6 @@ void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
 /* ---- server threads */
 
 
-/* One line per second at most: a stranger's flood must not fill the disk. */
-static void log_refusal(grpc_call *call, const char *why)
-{
-    static atomic_llong last_us, quiet;
-    long long now = (long long)ds_wall_us(), last = atomic_load(&last_us);
-    if (now - last < 1000000 || !atomic_compare_exchange_strong(&last_us, &last, now)) {
-        atomic_fetch_add(&quiet, 1);
-        return;
-    }
-    char *peer = grpc_call_get_peer(call);
-    long long more = atomic_exchange(&quiet, 0);
-    if (more)
-        ds_log_warn("refused a call from %s: %s (and %lld more in the last seconds)",
-                    peer ? peer : "?", why, more);
-    else
-        ds_log_warn("refused a call from %s: %s", peer ? peer : "?", why);
-    gpr_free(peer);
-}
-
 static void handle_new_call(worker_thread *w, slot *sl, int success)
 {
     ds_rpc_server *srv = w->srv;
@@ -804,7 +811,11 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
     if (!authentic) {
         if (payload)
             grpc_byte_buffer_destroy(payload);
-        log_refusal(call, why);
+        char *raw = grpc_call_get_peer(call), peer[160], host[160], what[200];
+        peer_text(raw ? raw : "?", peer, sizeof peer, host, sizeof host);
+        gpr_free(raw);
+        snprintf(what, sizeof what, "a call from %s", peer);
+        log_refusal(what, why);
         finish_call(call, DS_RPC_UNAUTHENTICATED, &none, why);
     } else if (!m) {
         finish_call(call, DS_RPC_UNIMPLEMENTED, &none, unknown);
