@@ -197,8 +197,12 @@ int ds_master_connect(master *ms, ds_error *err)
         if (ds_rpc_interrupted() || code == DS_RPC_ALREADY_EXISTS ||
             code == DS_RPC_UNAUTHENTICATED)
             return ds_errorf(err, "%s", why.msg);
-        ds_log_warn("w%d not usable at start (%s); it is probed and taken in when it answers", i,
-                    why.msg);
+        /* A worker that refuses our certificate just closes the connection. */
+        int tls = strcmp(ds_rpc_security_mode(ms->sec), "mutual TLS") == 0 &&
+                  (code == DS_RPC_OK || code == DS_RPC_UNAVAILABLE);
+        ds_log_warn("w%d not usable at start (%s%s); it is probed and taken in when it answers", i,
+                    why.msg, tls ? "; if its log says it refused a TLS handshake, this master's "
+                                   "certificate is not signed by its CA" : "");
     }
     pthread_mutex_lock(&ms->lock);
     ms->recover = 0; /* the main thread plans from scratch anyway */
