@@ -79,6 +79,7 @@ set(ds_man_pages
   "deltaslice-master|decode the video and drive frames through the workers|master"
   "deltaslice-worker|serve one slice of the CNN for the master|worker"
   "deltaslice-trainer|learn per-layer change sparsity and serve the predictors|trainer"
+  "deltaslice-config|check a configuration: where each role listens, how it authenticates|config"
   "deltaslice-trace|merge deltaslice trace files into a timeline|trace"
   "deltaslice-dag|draw a model's layer DAG with costs and cut points|dag"
   "deltaslice-zoo|write a built-in CNN trunk as an ONNX file|zoo"
