@@ -8,7 +8,7 @@
 #   /usr/bin/deltaslice                      the binary
 #   /usr/share/man/man1/deltaslice*.1.gz     man pages made from --help (help2man)
 #   /etc/deltaslice/config.yml               the units' configuration (a conffile)
-#   /usr/lib/deltaslice/                     the limit scripts, unit-egress.sh
+#   /usr/lib/deltaslice/                     the limit scripts, unit-egress.sh, make-certs.sh
 #   /usr/lib/systemd/system/                 deltaslice-{master,trainer,worker@}.service, deltaslice.slice
 #   /usr/lib/sysusers.d/deltaslice.conf      the system user 'deltaslice'
 #   /usr/share/deltaslice/sample.mp4         the sample clip the shipped config plays
@@ -128,6 +128,7 @@ install(FILES ${ds_pkg}/config.yml DESTINATION /etc/deltaslice)
 install(PROGRAMS
   ${CMAKE_SOURCE_DIR}/scripts/limit-bandwidth.sh ${CMAKE_SOURCE_DIR}/scripts/limit-cpu.sh
   ${CMAKE_SOURCE_DIR}/scripts/ds-limited.sh ${ds_pkg}/unit-egress.sh
+  ${CMAKE_SOURCE_DIR}/scripts/make-certs.sh
   DESTINATION /usr/lib/deltaslice)
 install(FILES ${CMAKE_SOURCE_DIR}/scripts/limits-common.sh DESTINATION /usr/lib/deltaslice)
 install(FILES
@@ -180,7 +181,7 @@ else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS "${DS_DEB_LIB_DEPENDS}, ${ds_script_depends}")
 endif()
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "nftables")
-set(CPACK_DEBIAN_PACKAGE_SUGGESTS "graphviz")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "graphviz, openssl")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   ${ds_pkg}/debian/conffiles ${ds_pkg}/debian/postinst ${ds_pkg}/debian/prerm ${ds_pkg}/debian/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)

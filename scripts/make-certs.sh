@@ -68,7 +68,9 @@ if [ -n "$config" ]; then
 else
   cfgdir=.
 fi
-[ -n "$dir" ] || dir=$cfgdir/certs
+if [ -z "$dir" ]; then
+  if [ "$cfgdir" = . ]; then dir=certs; else dir=$cfgdir/certs; fi
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -186,7 +188,7 @@ done <<<"$hosts"
 
 # --- what to do with them --------------------------------------------------------
 echo
-echo "Add to ${config:-config.yml} (every device's copy):"
+echo "The tls line of ${config:-config.yml} (the same on every device):"
 echo "  $(tls_line)"
 echo "Copy to each device, where the tls line names them:"
 for r in "${roles[@]}"; do
