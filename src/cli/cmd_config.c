@@ -34,7 +34,7 @@ static const char help[] =
 
 /* A route into or out of a role: "m->w1" and its "host:port". */
 typedef struct route {
-    char name[16];
+    char name[32]; /* "w%d->w%d" for any ids */
     const char *addr;
 } route;
 
@@ -122,7 +122,7 @@ static int print_all_hosts(const ds_config *cfg)
     route in[DS_MAX_WORKERS];
     printf("master\n"); /* it listens on nothing: no host names it */
     for (int i = 0; i < cfg->n_workers; i++) {
-        char role[8];
+        char role[16]; /* "w" and any int */
         snprintf(role, sizeof role, "w%d", i);
         print_hosts(role, in, routes_to(cfg, i, in), cfg->listen_worker[i]);
     }
@@ -205,7 +205,7 @@ static int print_summary(const ds_config *cfg)
     print_routes("; dials", r, routes_from(cfg, -1, r));
     printf("\n");
     for (int w = 0; w < cfg->n_workers; w++) {
-        char role[8];
+        char role[16]; /* "w" and any int */
         snprintf(role, sizeof role, "w%d", w);
         ds_config_listen_addr(cfg->listen_worker[w], cfg->port_worker[w], addr, sizeof addr);
         printf("%s: listens on %s; ", role, addr);
