@@ -154,7 +154,7 @@ static void print_tls_files(const ds_role_tls *t)
 /* "MODE (how)" for a role ("master", "w0", "trainer"), from the
  * configuration alone: the block that applies (config.h: a role's own
  * replaces the shared one), the token's source (never the token), insecure. */
-static int print_security(const ds_config *cfg, const char *role, int serves)
+static int print_security(const ds_config *cfg, const char *role)
 {
     ds_error err;
     ds_role_tls t;
@@ -175,8 +175,6 @@ static int print_security(const ds_config *cfg, const char *role, int serves)
     if (t.ca[0]) {
         printf("%s (%s at %s", token ? "TLS + token" : "mutual TLS", block, applied->where);
         print_tls_files(&t);
-        if (!t.cert[0] && (serves || !token))
-            printf("; no cert and key, which %s needs", serves ? "a server" : "mutual TLS");
     } else {
         printf("%s (%s", token ? "plaintext + token" : "plaintext",
                cfg->insecure ? "insecure: true" : "loopback only");
@@ -200,7 +198,7 @@ static int print_summary(const ds_config *cfg)
     route r[DS_MAX_WORKERS + 1];
     char addr[300];
     printf("master: listens on nothing; ");
-    if (print_security(cfg, "master", 0))
+    if (print_security(cfg, "master"))
         return 2;
     print_routes("; dials", r, routes_from(cfg, -1, r));
     printf("\n");
@@ -209,7 +207,7 @@ static int print_summary(const ds_config *cfg)
         snprintf(role, sizeof role, "w%d", w);
         ds_config_listen_addr(cfg->listen_worker[w], cfg->port_worker[w], addr, sizeof addr);
         printf("%s: listens on %s; ", role, addr);
-        if (print_security(cfg, role, 1))
+        if (print_security(cfg, role))
             return 2;
         print_routes("; reached by", r, routes_to(cfg, w, r));
         print_routes("; dials", r, routes_from(cfg, w, r));
@@ -219,7 +217,7 @@ static int print_summary(const ds_config *cfg)
     if (n > 0) {
         ds_config_listen_addr(cfg->listen_trainer, cfg->port_trainer, addr, sizeof addr);
         printf("trainer: listens on %s; ", addr);
-        if (print_security(cfg, "trainer", 1))
+        if (print_security(cfg, "trainer"))
             return 2;
         print_routes("; reached by", r, n);
         if (!ds_config_needs_trainer(cfg)) {
