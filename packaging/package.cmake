@@ -8,7 +8,7 @@
 #   /usr/bin/deltaslice                      the binary
 #   /usr/share/man/man1/deltaslice*.1.gz     man pages made from --help (help2man)
 #   /etc/deltaslice/config.yml               the units' configuration (a conffile)
-#   /usr/lib/deltaslice/                     the limit scripts, unit-egress.sh
+#   /usr/lib/deltaslice/                     the limit scripts, unit-egress.sh, make-certs.sh
 #   /usr/lib/systemd/system/                 deltaslice-{master,trainer,worker@}.service, deltaslice.slice
 #   /usr/lib/sysusers.d/deltaslice.conf      the system user 'deltaslice'
 #   /usr/share/deltaslice/sample.mp4         the sample clip the shipped config plays
@@ -79,6 +79,7 @@ set(ds_man_pages
   "deltaslice-master|decode the video and drive frames through the workers|master"
   "deltaslice-worker|serve one slice of the CNN for the master|worker"
   "deltaslice-trainer|learn per-layer change sparsity and serve the predictors|trainer"
+  "deltaslice-config|check a configuration: where each role listens, how it authenticates|config"
   "deltaslice-trace|merge deltaslice trace files into a timeline|trace"
   "deltaslice-dag|draw a model's layer DAG with costs and cut points|dag"
   "deltaslice-zoo|write a built-in CNN trunk as an ONNX file|zoo"
@@ -127,6 +128,7 @@ install(FILES ${ds_pkg}/config.yml DESTINATION /etc/deltaslice)
 install(PROGRAMS
   ${CMAKE_SOURCE_DIR}/scripts/limit-bandwidth.sh ${CMAKE_SOURCE_DIR}/scripts/limit-cpu.sh
   ${CMAKE_SOURCE_DIR}/scripts/ds-limited.sh ${ds_pkg}/unit-egress.sh
+  ${CMAKE_SOURCE_DIR}/scripts/make-certs.sh
   DESTINATION /usr/lib/deltaslice)
 install(FILES ${CMAKE_SOURCE_DIR}/scripts/limits-common.sh DESTINATION /usr/lib/deltaslice)
 install(FILES
@@ -179,7 +181,7 @@ else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS "${DS_DEB_LIB_DEPENDS}, ${ds_script_depends}")
 endif()
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "nftables")
-set(CPACK_DEBIAN_PACKAGE_SUGGESTS "graphviz")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "graphviz, openssl")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   ${ds_pkg}/debian/conffiles ${ds_pkg}/debian/postinst ${ds_pkg}/debian/prerm ${ds_pkg}/debian/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)

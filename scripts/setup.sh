@@ -11,7 +11,7 @@ packages=(
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg  # video
   libyaml-dev liblz4-dev libzstd-dev liblbfgs-dev
   libcmocka-dev clang libclang-rt-14-dev     # tests, sanitizers, libFuzzer
-  openssl                                    # test certificates (tests/unit/certs.h)
+  openssl                                    # TLS certificates: tests/unit/certs.h, scripts/make-certs.sh
   python3-onnx libonnx-testdata              # ONNX checker and node test cases
   iproute2                                   # the namespace testbed (ip, tc)
   graphviz                                   # deltaslice dag -o X.svg

@@ -9,6 +9,7 @@
 int ds_cmd_master(int argc, char **argv);
 int ds_cmd_worker(int argc, char **argv);
 int ds_cmd_trainer(int argc, char **argv);
+int ds_cmd_config(int argc, char **argv);
 int ds_cmd_run(int argc, char **argv);
 int ds_cmd_zoo(int argc, char **argv);
 int ds_cmd_infer(int argc, char **argv);

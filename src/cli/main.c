@@ -18,6 +18,7 @@ static const command commands[] = {
     {"master", ds_cmd_master, "decode the video and drive frames through the workers"},
     {"worker", ds_cmd_worker, "serve one slice of the CNN (worker -i ID)"},
     {"trainer", ds_cmd_trainer, "learn per-layer change sparsity and serve the predictors"},
+    {"config", ds_cmd_config, "check a configuration: where each role listens, how it authenticates"},
     {"trace", ds_cmd_trace, "merge trace files into a timeline (Perfetto JSON or SVG)"},
     {"dag", ds_cmd_dag, "draw a model's layer DAG with costs and cut points (Graphviz SVG or DOT)"},
     {"zoo", ds_cmd_zoo, "write a built-in CNN trunk (alexnet, vgg16, ...) as an ONNX file"},
@@ -36,8 +37,8 @@ static void usage(FILE *out)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,
             "\n"
-            "The roles (run, master, worker, trainer) read -c/--config FILE (default\n"
-            "config.yml). Every command takes -h/--help and --version;\n"
+            "The roles (run, master, worker, trainer) and config read -c/--config FILE\n"
+            "(default config.yml). Every command takes -h/--help and --version;\n"
             "'deltaslice COMMAND --help' describes one command.\n");
 }
 

@@ -295,7 +295,7 @@ static int auth_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const 
 }
 
 /* "host" of "host:port" or "[v6]:port" into out. */
-static void route_host(const char *route, char *out, size_t len)
+void ds_config_route_host(const char *route, char *out, size_t len)
 {
     const char *colon = strrchr(route, ':');
     size_t n = colon ? (size_t)(colon - route) : strlen(route);
@@ -340,7 +340,7 @@ static int check_plaintext(parse_ctx *c, const ds_config *cfg, const yaml_node_t
 {
     char host[256];
     if (route)
-        route_host(addr, host, sizeof host);
+        ds_config_route_host(addr, host, sizeof host);
     else
         snprintf(host, sizeof host, "%s", addr);
     if (cfg->insecure || role_tls(cfg, role)->ca || ds_config_is_loopback(host))
@@ -690,7 +690,7 @@ static int implied_listen(char *const *routes, int n, char **out, ds_error *err)
     for (int i = 0; i < n; i++) {
         if (!routes[i])
             continue;
-        route_host(routes[i], host, sizeof host);
+        ds_config_route_host(routes[i], host, sizeof host);
         if (!ds_config_is_loopback(host)) {
             pick = "0.0.0.0";
             any = i;

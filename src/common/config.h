@@ -123,6 +123,9 @@ typedef struct ds_role_tls {
 int ds_config_role_tls(const ds_config *cfg, const char *role, ds_role_tls *out, ds_error *err);
 /* "host:port" to bind, into out ("[::1]:5000" for an IPv6 host). */
 void ds_config_listen_addr(const char *host, int port, char *out, size_t len);
+/* The host of a route "host:port" or "[v6]:port", without brackets, into
+ * out. */
+void ds_config_route_host(const char *route, char *out, size_t len);
 /* Is host ("localhost", "127.0.0.1", "::1", "[::1]") a loopback address?
  * Addresses are read by value (127.0.0.0/8, ::1); of names, only localhost
  * and ip6-localhost are (not "127.example.com"). */

@@ -29,7 +29,7 @@ grep -qE "^deltaslice [0-9]+\.[0-9]+\.[0-9]+$" "$tmp/out" || { echo "FAIL: --ver
 check "no command" 2 "$bin"
 check "unknown command" 2 "$bin" frobnicate
 
-for cmd in master worker trainer run; do
+for cmd in master worker trainer run config; do
   check "$cmd --help" 0 "$bin" $cmd --help
   grep -q "usage: deltaslice $cmd" "$tmp/out" || { echo "FAIL: $cmd --help text"; fails=$((fails+1)); }
   grep -q -- "--config" "$tmp/out" || { echo "FAIL: $cmd --help lacks --config"; fails=$((fails+1)); }

@@ -107,14 +107,13 @@ if command -v man >/dev/null; then
     fail "deltaslice(1) does not render or lacks the units"
 fi
 
-# The configuration: a conffile, parsed by the binary (a valid file reaches
-# the worker-id check), its paths inside the package or the units' folders.
+# The configuration: a conffile, valid (`deltaslice config`), its paths
+# inside the package or the units' folders.
 conf=$root/etc/deltaslice/config.yml
 [ -f "$conf" ] || fail "no /etc/deltaslice/config.yml"
 dpkgr -s deltaslice | grep -q "^ /etc/deltaslice/config.yml [0-9a-f]\{32\}$" || fail "config.yml is not a conffile"
-$emu "$root/usr/bin/deltaslice" worker -i 255 -c "$conf" >"$tmp/out" 2>"$tmp/err"
-[ $? = 2 ] && grep -q "worker id 255 is not configured" "$tmp/err" ||
-  fail "the packaged config does not parse: $(cat "$tmp/err")"
+$emu "$root/usr/bin/deltaslice" config -c "$conf" >"$tmp/out" 2>"$tmp/err" &&
+  [ "$(tail -1 "$tmp/out")" = "$conf: ok" ] || fail "the packaged config does not parse: $(cat "$tmp/err")"
 grep -q '^cache_dir: /var/cache/deltaslice ' "$conf" || fail "cache_dir is not /var/cache/deltaslice"
 video=$(sed -n 's/^video_path: *\([^ ]*\).*/\1/p' "$conf")
 [ -f "$root$video" ] || fail "video_path $video is not in the package"
@@ -126,9 +125,15 @@ grep -q '^deltaslice:x:[0-9]*:[0-9]*:.*:/var/lib/deltaslice:' "$root/etc/passwd"
 # Limit scripts: runnable from their installed folder; the units' egress
 # helper hands this unit's cgroup and class to limit-bandwidth.sh.
 lib=$root/usr/lib/deltaslice
-for s in limit-bandwidth.sh limit-cpu.sh ds-limited.sh unit-egress.sh; do
+for s in limit-bandwidth.sh limit-cpu.sh ds-limited.sh unit-egress.sh make-certs.sh; do
   [ -x "$lib/$s" ] || fail "$s not installed executable"
 done
+# make-certs.sh finds the binary (DS_BIN here: the root's) and reads the packaged config.
+if [ -z "$emu" ] && command -v openssl >/dev/null; then
+  DS_BIN=$root/usr/bin/deltaslice "$lib/make-certs.sh" -c "$conf" -o "$tmp/certs" >"$tmp/out" 2>&1 &&
+    openssl verify -CAfile "$tmp/certs/ca.pem" "$tmp/certs/w1.pem" >/dev/null 2>&1 ||
+    fail "installed make-certs.sh: $(cat "$tmp/out")"
+fi
 "$lib/limit-cpu.sh" --dry-run --cgroup v2 --group w0 25% >"$tmp/out" 2>&1 &&
   grep -q "^echo '25000 100000' > .*/w0/cpu.max$" "$tmp/out" || fail "installed limit-cpu.sh: $(cat "$tmp/out")"
 egress() { # egress UNIT [VAR=VALUE...]
