@@ -2,12 +2,15 @@
  *
  * Input: byte 0 picks the worker count (1..8), byte 1 the largest layer id
  * (0..63); the rest is unpacked as each message type with protobuf-c and
- * checked with the validator the services run.  Properties: nothing
- * crashes or leaks, and a message that validates still validates after a
- * pack/unpack round trip (so a forwarded message is as good as the
- * original). */
+ * checked with the validator the services run, then read by every typed
+ * server half of calls.c (what a worker or the trainer does with a
+ * request).  Properties: nothing crashes or leaks, a message that validates
+ * still validates after a pack/unpack round trip (so a forwarded message is
+ * as good as the original), and a request a typed reader accepts holds
+ * values in the documented ranges (a results request names a session). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "rpc/rpc.h"
 
@@ -55,6 +58,61 @@ static void one(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* A text a reader copied: terminated within DS_RPC_MAX_TEXT bytes. */
+static int text_ok(const char *s, size_t min)
+{
+    size_t n = strnlen(s, DS_RPC_MAX_TEXT + 1);
+    return n >= min && n <= DS_RPC_MAX_TEXT;
+}
+
+static int dim_ok(int d)
+{
+    return d >= 1 && d <= DS_RPC_MAX_FRAME_DIM;
+}
+
+/* The typed server halves: accepted values in range, refusals explained. */
+static void read_requests(const uint8_t *data, size_t size)
+{
+    ds_error err;
+    err.msg[0] = '\0';
+    ds_rpc_results_request rq;
+    if (ds_rpc_read_results_request(data, size, &rq, &err) == 0) {
+        if (rq.session_id == 0 || (rq.takeover != 0 && rq.takeover != 1))
+            abort();
+    } else if (!err.msg[0]) {
+        abort();
+    }
+    err.msg[0] = '\0';
+    ds_rpc_costs_query cq;
+    if (ds_rpc_read_costs_query(data, size, &cq, &err) == 0) {
+        if (!text_ok(cq.model_hash, 1) || !dim_ok(cq.rows) || !dim_ok(cq.cols))
+            abort();
+    } else if (!err.msg[0]) {
+        abort();
+    }
+    err.msg[0] = '\0';
+    ds_rpc_predictors_query pq;
+    if (ds_rpc_read_predictors_query(data, size, &pq, &err) == 0) {
+        if (!text_ok(pq.model_hash, 1) || !text_ok(pq.video, 0) || !dim_ok(pq.rows) ||
+            !dim_ok(pq.cols))
+            abort();
+    } else if (!err.msg[0]) {
+        abort();
+    }
+    err.msg[0] = '\0';
+    Deltaslice__FrameRequest *f =
+        ds_rpc_read_frame_request(data, size, n_workers, max_layer_id, &err);
+    if (!f && !err.msg[0])
+        abort();
+    ds_rpc_free_frame_request(f);
+    err.msg[0] = '\0';
+    Deltaslice__FinishReport *r =
+        ds_rpc_read_finish_report(data, size, n_workers, max_layer_id, &err);
+    if (!r && !err.msg[0])
+        abort();
+    ds_rpc_free_finish_report(r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
@@ -79,5 +137,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         one(types[i], data, size);
+    read_requests(data, size);
     return 0;
 }
