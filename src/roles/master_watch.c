@@ -118,12 +118,13 @@ void ds_master_lose(master *ms, int w, const char *why)
 
 /* ------------------------------------------------------------- joining in */
 
-/* Worker w's layer costs into its link (lock not held: w is not up). */
-static int fetch_costs(master *ms, int w, ds_error *err)
+/* Worker w's layer costs into its link (lock not held: w is not up);
+ * *code: the call's status. */
+static int fetch_costs(master *ms, int w, int *code, ds_error *err)
 {
     ds_rpc_costs c;
     if (ds_rpc_call_costs(ms->link[w].ch, ms->model.hash, ms->rows, ms->cols,
-                          (size_t)ms->model.n_layers, COSTS_DEADLINE_S, &c, err))
+                          (size_t)ms->model.n_layers, COSTS_DEADLINE_S, &c, code, err))
         return -1;
     double total = 0;
     for (int l = 0; l < ms->model.n_layers; l++)
@@ -141,8 +142,7 @@ static int fetch_costs(master *ms, int w, ds_error *err)
  * *code: the status of a refusal (DS_RPC_ALREADY_EXISTS: another master's). */
 static int join(master *ms, int w, int takeover, int *code, ds_error *err)
 {
-    *code = DS_RPC_OK;
-    if (fetch_costs(ms, w, err) || open_stream(ms, w, takeover, code, err)) {
+    if (fetch_costs(ms, w, code, err) || open_stream(ms, w, takeover, code, err)) {
         close_stream(ms, w);
         return -1;
     }

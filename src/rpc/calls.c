@@ -28,12 +28,14 @@ static ProtobufCMessage *receive(const ProtobufCMessageDescriptor *desc, const u
  * message; errors name the peer and method. */
 static ProtobufCMessage *call(ds_rpc_channel *ch, const char *method, const ProtobufCMessage *req,
                               double deadline_s, const ProtobufCMessageDescriptor *desc,
-                              check_fn check, const void *limits, ds_error *err)
+                              check_fn check, const void *limits, int *code, ds_error *err)
 {
     ds_buf q = {0}, r = {0};
     ProtobufCMessage *m = NULL;
+    if (code)
+        *code = DS_RPC_INTERNAL;
     if (ds_rpc_pack(req, &q, err) == 0 &&
-        ds_rpc_call_unary(ch, method, q.data, q.len, deadline_s, &r, NULL, err) == 0) {
+        ds_rpc_call_unary(ch, method, q.data, q.len, deadline_s, &r, code, err) == 0) {
         m = receive(desc, r.data, r.len, check, limits, err);
         if (!m)
             ds_rpc_error_prefix(ch, method, err);
@@ -177,7 +179,8 @@ int ds_rpc_clock_handler(void *ud, const uint8_t *req, size_t len, ds_buf *resp,
 /* ------------------------------------------------------------------ Costs */
 
 int ds_rpc_call_costs(ds_rpc_channel *ch, const char *model_hash, int rows, int cols,
-                      size_t n_layers, double deadline_s, ds_rpc_costs *out, ds_error *err)
+                      size_t n_layers, double deadline_s, ds_rpc_costs *out, int *code,
+                      ds_error *err)
 {
     memset(out, 0, sizeof *out);
     Deltaslice__LayerCostsRequest q = DELTASLICE__LAYER_COSTS_REQUEST__INIT;
@@ -186,7 +189,7 @@ int ds_rpc_call_costs(ds_rpc_channel *ch, const char *model_hash, int rows, int 
     q.cols = (uint32_t)cols;
     Deltaslice__LayerCosts *c = (Deltaslice__LayerCosts *)call(
         ch, DS_RPC_WORKER_COSTS, &q.base, deadline_s, &deltaslice__layer_costs__descriptor,
-        check_layer_costs, &n_layers, err);
+        check_layer_costs, &n_layers, code, err);
     if (!c)
         return -1;
     out->seconds = malloc(sizeof(double) * (n_layers ? n_layers : 1));
@@ -239,7 +242,7 @@ int ds_rpc_call_predictors(ds_rpc_channel *ch, const char *model_hash, const cha
     r.frame_num = frame_num;
     Deltaslice__Predictors *p = (Deltaslice__Predictors *)call(
         ch, DS_RPC_TRAINER_PREDICTORS, &r.base, deadline_s, &deltaslice__predictors__descriptor,
-        NULL, NULL, err);
+        NULL, NULL, NULL, err);
     if (!p)
         return -1;
     blob->len = 0;

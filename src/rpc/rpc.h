@@ -338,14 +338,15 @@ int ds_rpc_call_ping(ds_rpc_channel *ch, const char *method, double deadline_s, 
 int ds_rpc_clock_handler(void *ud, const uint8_t *req, size_t len, ds_buf *resp, ds_error *err);
 
 /* Costs, client half: the worker's costs for the model (by hash) at rows x
- * cols, checked for n_layers layers. */
+ * cols, checked for n_layers layers; *code (may be NULL) as ds_rpc_call_unary. */
 typedef struct ds_rpc_costs {
     double *seconds; /* n_layers; malloc'd, the caller frees it */
     uint32_t threads;
     char host[DS_RPC_MAX_TEXT + 1];
 } ds_rpc_costs;
 int ds_rpc_call_costs(ds_rpc_channel *ch, const char *model_hash, int rows, int cols,
-                      size_t n_layers, double deadline_s, ds_rpc_costs *out, ds_error *err);
+                      size_t n_layers, double deadline_s, ds_rpc_costs *out, int *code,
+                      ds_error *err);
 /* Costs, server half. */
 typedef struct ds_rpc_costs_query {
     char model_hash[DS_RPC_MAX_TEXT + 1];
