@@ -787,11 +787,14 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
     grpc_call *call = sl->call;
     grpc_byte_buffer *payload = sl->payload;
     method *m = sl->m;
-    char unknown[160] = "", identity[256], why[128];
+    char unknown[160] = "", identity[256], why[128], peer[160], host[160];
     /* Before anything else: nothing unauthenticated reaches a handler, nor
      * learns which methods exist. */
     int authentic = ds_rpc_authenticate(srv->sec, call, &sl->md, identity, sizeof identity, why,
                                         sizeof why) == 0;
+    char *raw = grpc_call_get_peer(call);
+    peer_text(raw ? raw : "?", peer, sizeof peer, host, sizeof host);
+    gpr_free(raw);
     if (!m) {
         grpc_slice p = sl->details.method;
         int n = (int)GRPC_SLICE_LENGTH(p);
@@ -811,9 +814,7 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
     if (!authentic) {
         if (payload)
             grpc_byte_buffer_destroy(payload);
-        char *raw = grpc_call_get_peer(call), peer[160], host[160], what[200];
-        peer_text(raw ? raw : "?", peer, sizeof peer, host, sizeof host);
-        gpr_free(raw);
+        char what[200];
         snprintf(what, sizeof what, "a call from %s", peer);
         log_refusal(what, why);
         finish_call(call, DS_RPC_UNAUTHENTICATED, &none, why);
@@ -824,9 +825,6 @@ static void handle_new_call(worker_thread *w, slot *sl, int success)
             grpc_byte_buffer_destroy(payload);
         finish_call(call, DS_RPC_UNAVAILABLE, &none, "server shutting down");
     } else {
-        char *raw = grpc_call_get_peer(call), peer[160], host[160];
-        peer_text(raw ? raw : "?", peer, sizeof peer, host, sizeof host);
-        gpr_free(raw);
         ds_rpc_caller caller = {peer, host, identity};
         current_caller = &caller;
         if (m->unary)
