@@ -239,6 +239,7 @@ static int get_list(parse_ctx *c, const yaml_node_t *n, const char *key, int min
 
 typedef struct seen {
     const yaml_node_t *port, *net, *bandwidth, *master, *worker_listen, *trainer_listen;
+    const yaml_node_t *ifr_num, *drop, *loop, *master_listen, *subscribe;
     const yaml_node_t *route_mw[DS_MAX_WORKERS];
     const yaml_node_t *route_bad_worker; /* an m->wI or wI->wJ with I out of range */
     int route_bad_id;
@@ -452,8 +453,23 @@ static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, cons
 {
     walk *w = user;
     ds_config *cfg = w->cfg;
-    if (!strcmp(key, "ifr_num"))
-        return get_int(c, v, "master.ifr_num", 1, 100000000, &cfg->master.ifr_num);
+    if (!strcmp(key, "ifr_num")) {
+        w->seen->ifr_num = v;
+        return get_int(c, v, "master.ifr_num", 0, 100000000, &cfg->master.ifr_num);
+    }
+    if (!strcmp(key, "drop")) {
+        static const char *const names[] = {"none", "latest"};
+        int d = 0;
+        w->seen->drop = v;
+        if (get_enum(c, v, "master.drop", names, 2, &d))
+            return -1;
+        cfg->master.drop = (ds_drop)d;
+        return 0;
+    }
+    if (!strcmp(key, "listen")) {
+        w->seen->master_listen = v;
+        return get_string(c, v, "master.listen", 0, &cfg->master.listen);
+    }
     if (!strcmp(key, "pd_num"))
         return get_int(c, v, "master.pd_num", 0, INT_MAX, &cfg->master.pd_num);
     if (!strcmp(key, "itv_time"))
@@ -495,7 +511,7 @@ static int master_pair(parse_ctx *c, const char *key, const yaml_node_t *k, cons
     }
     return unknown_key(c, k, "master", key,
                        "ifr_num, pd_num, itv_time, scheduler, bandwidth, threads, connect_timeout, "
-                       "no_workers, takeover, tls");
+                       "no_workers, takeover, drop, listen, tls");
 }
 
 static int worker_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
@@ -548,9 +564,65 @@ static int codec_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const
     return unknown_key(c, k, "codec", key, "compress, zstd_level");
 }
 
+/* [rows, cols] of key into *rows, *cols. */
+static int get_size(parse_ctx *c, const yaml_node_t *v, const char *key, int *rows, int *cols)
+{
+    const yaml_node_t *items[2];
+    char name[48];
+    int n = 0;
+    if (get_list(c, v, key, 2, 2, items, &n))
+        return -1;
+    snprintf(name, sizeof name, "%s[0]", key);
+    if (get_int(c, items[0], name, 16, 16384, rows))
+        return -1;
+    snprintf(name, sizeof name, "%s[1]", key);
+    return get_int(c, items[1], name, 16, 16384, cols);
+}
+
+static int video_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    walk *w = user;
+    ds_config *cfg = w->cfg;
+    if (!strcmp(key, "loop")) {
+        w->seen->loop = v;
+        return get_bool(c, v, "video.loop", &cfg->video.loop);
+    }
+    if (!strcmp(key, "format"))
+        return get_string(c, v, "video.format", 0, &cfg->video.format);
+    if (!strcmp(key, "fps"))
+        return get_number(c, v, "video.fps", 0, 1, &cfg->video.fps);
+    if (!strcmp(key, "input_size"))
+        return get_size(c, v, "video.input_size", &cfg->video.input_rows, &cfg->video.input_cols);
+    if (!strcmp(key, "timeout"))
+        return get_number(c, v, "video.timeout", 0, 1, &cfg->video.timeout);
+    return unknown_key(c, k, "video", key, "loop, format, fps, input_size, timeout");
+}
+
+static int output_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
+{
+    walk *w = user;
+    ds_config *cfg = w->cfg;
+    if (!strcmp(key, "jsonl"))
+        return get_string(c, v, "output.jsonl", 0, &cfg->output.jsonl) ||
+               (strcmp(cfg->output.jsonl, "-") && resolve_path(c, &cfg->output.jsonl));
+    if (!strcmp(key, "tensors"))
+        return get_string(c, v, "output.tensors", 0, &cfg->output.tensors) ||
+               resolve_path(c, &cfg->output.tensors);
+    if (!strcmp(key, "labels"))
+        return get_string(c, v, "output.labels", 0, &cfg->output.labels) ||
+               resolve_path(c, &cfg->output.labels);
+    if (!strcmp(key, "top_k"))
+        return get_int(c, v, "output.top_k", 1, 1000, &cfg->output.top_k);
+    if (!strcmp(key, "subscribe")) {
+        w->seen->subscribe = v;
+        return get_bool(c, v, "output.subscribe", &cfg->output.subscribe);
+    }
+    return unknown_key(c, k, "output", key, "jsonl, tensors, labels, top_k, subscribe");
+}
+
 static const char top_keys[] =
-    "port, net, dnn, video_path, frame_size, mode, check, master, worker, trainer, log_level, "
-    "trace_dir, cache_dir, codec, max_message_mb, tls, auth, insecure";
+    "port, net, dnn, video_path, video, frame_size, mode, check, master, worker, trainer, output, "
+    "status_interval, log_level, trace_dir, cache_dir, codec, max_message_mb, tls, auth, insecure";
 
 static int top_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
 {
@@ -582,8 +654,18 @@ static int top_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
         return get_bool(c, v, "insecure", &cfg->insecure);
     if (!strcmp(key, "dnn"))
         return get_string(c, v, "dnn", 0, &cfg->dnn) || resolve_path(c, &cfg->dnn);
-    if (!strcmp(key, "video_path"))
-        return get_string(c, v, "video_path", 0, &cfg->video_path) || resolve_path(c, &cfg->video_path);
+    if (!strcmp(key, "video_path")) {
+        if (get_string(c, v, "video_path", 0, &cfg->video_path))
+            return -1;
+        cfg->video.kind = ds_source_kind_of(cfg->video_path);
+        return cfg->video.kind == DS_SOURCE_FILE ? resolve_path(c, &cfg->video_path) : 0;
+    }
+    if (!strcmp(key, "video"))
+        return each_pair(c, v, "video", video_pair, user);
+    if (!strcmp(key, "output"))
+        return each_pair(c, v, "output", output_pair, user);
+    if (!strcmp(key, "status_interval"))
+        return get_number(c, v, "status_interval", 0, 0, &cfg->status_interval);
     if (!strcmp(key, "trace_dir"))
         return get_string(c, v, "trace_dir", 1, &cfg->trace_dir) || resolve_path(c, &cfg->trace_dir);
     if (!strcmp(key, "cache_dir"))
@@ -617,13 +699,7 @@ static int top_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const y
             cfg->frame_rows = cfg->frame_cols = 0;
             return 0;
         }
-        const yaml_node_t *items[2];
-        int n = 0;
-        if (get_list(c, v, "frame_size", 2, 2, items, &n) ||
-            get_int(c, items[0], "frame_size[0]", 16, 16384, &cfg->frame_rows) ||
-            get_int(c, items[1], "frame_size[1]", 16, 16384, &cfg->frame_cols))
-            return -1;
-        return 0;
+        return get_size(c, v, "frame_size", &cfg->frame_rows, &cfg->frame_cols);
     }
     return unknown_key(c, k, "", key, top_keys);
 }
@@ -793,6 +869,38 @@ int ds_config_role_tls(const ds_config *cfg, const char *role, ds_role_tls *out,
     return 0;
 }
 
+static int set_default_string(char **slot, const char *value, ds_error *err)
+{
+    if (*slot)
+        return 0;
+    *slot = strdup(value);
+    return *slot ? 0 : ds_errorf(err, "out of memory");
+}
+
+/* What depends on the kind of source: live sources run without end and
+ * drop to the latest frame unless told otherwise, and cannot loop; the
+ * subscription server follows the listen rules of the other servers. */
+static int check_source(parse_ctx *c, ds_config *cfg, seen *s)
+{
+    int live = cfg->video.kind != DS_SOURCE_FILE;
+    if (live && s->loop && cfg->video.loop)
+        return fail(c, s->loop, "video.loop", "only a file can loop; %s is a %s", cfg->video_path,
+                    ds_source_kind_name(cfg->video.kind));
+    if (live) {
+        cfg->video.loop = 0;
+        if (!s->ifr_num)
+            cfg->master.ifr_num = 0;
+        if (!s->drop)
+            cfg->master.drop = DS_DROP_LATEST;
+    }
+    if (!cfg->video.loop && !s->ifr_num)
+        cfg->master.ifr_num = 0; /* the file, once */
+    if (cfg->master.listen && check_plaintext(c, cfg, s->master_listen, "master.listen", "master",
+                                              cfg->master.listen, 0))
+        return -1;
+    return set_default_string(&cfg->master.listen, "localhost", c->err);
+}
+
 static void set_defaults(ds_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -800,6 +908,10 @@ static void set_defaults(ds_config *cfg)
     cfg->port_trainer = 22220;
     cfg->mode = DS_MODE_DIF;
     cfg->master.ifr_num = 50;
+    cfg->video.loop = 1;
+    cfg->video.timeout = 10;
+    cfg->output.top_k = 5;
+    cfg->status_interval = 10;
     cfg->master.pd_num = 2;
     cfg->master.scheduler = DS_SCHED_LBC;
     cfg->master.threads = 1;
@@ -814,13 +926,6 @@ static void set_defaults(ds_config *cfg)
     cfg->max_message_bytes = (size_t)1024 << 20;
 }
 
-static int set_default_string(char **slot, const char *value, ds_error *err)
-{
-    if (*slot)
-        return 0;
-    *slot = strdup(value);
-    return *slot ? 0 : ds_errorf(err, "out of memory");
-}
 
 int ds_config_parse(const char *text, size_t len, const char *label, const char *base_dir,
                     ds_config *cfg, ds_error *err)
@@ -882,6 +987,8 @@ int ds_config_parse(const char *text, size_t len, const char *label, const char 
     if (!s.bandwidth)
         for (int i = 0; i < cfg->n_workers; i++)
             cfg->master.bandwidth[i] = 1e6; /* unshaped */
+    if (check_source(&c, cfg, &s))
+        goto out;
     rc = 0;
 out:
     yaml_document_delete(&doc);
@@ -918,6 +1025,31 @@ int ds_config_load(const char *path, ds_config *cfg, ds_error *err)
     return rc;
 }
 
+ds_source_kind ds_source_kind_of(const char *path)
+{
+    static const char *const streams[] = {"rtsp://", "rtsps://", "rtmp://", "http://",
+                                          "https://", "udp://", "tcp://", "srt://"};
+    if (!strncmp(path, "/dev/", 5))
+        return DS_SOURCE_CAMERA;
+    if (!strncmp(path, "lavfi:", 6))
+        return DS_SOURCE_VIRTUAL;
+    for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++)
+        if (!strncasecmp(path, streams[i], strlen(streams[i])))
+            return DS_SOURCE_STREAM;
+    return DS_SOURCE_FILE;
+}
+
+const char *ds_source_kind_name(ds_source_kind k)
+{
+    static const char *const names[] = {"file", "camera", "virtual device", "stream"};
+    return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
+}
+
+int ds_config_wants_outputs(const ds_config *cfg)
+{
+    return cfg->check || cfg->output.jsonl || cfg->output.tensors || cfg->output.subscribe;
+}
+
 int ds_config_needs_trainer(const ds_config *cfg)
 {
     return ds_scheduler_needs_predictors(cfg->master.scheduler);
@@ -951,6 +1083,11 @@ void ds_config_free(ds_config *cfg)
     }
     free(cfg->dnn);
     free(cfg->video_path);
+    free(cfg->video.format);
+    free(cfg->master.listen);
+    free(cfg->output.jsonl);
+    free(cfg->output.tensors);
+    free(cfg->output.labels);
     free(cfg->trace_dir);
     free(cfg->cache_dir);
     memset(cfg, 0, sizeof *cfg);

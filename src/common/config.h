@@ -20,6 +20,31 @@ typedef enum ds_mode { DS_MODE_ITG = 0, DS_MODE_DIF } ds_mode;
  * predictors (config.c's table); what each one plans is its descriptor in
  * sched/planner.h, indexed by this enum. */
 typedef enum ds_scheduler { DS_SCHED_LBC = 0, DS_SCHED_NSC, DS_SCHED_OPT, DS_SCHED_COUNT } ds_scheduler;
+/* master.drop: what the master does when the source is faster than the
+ * chain.  NONE keeps every frame (the source waits); LATEST always sends the
+ * newest frame and counts the ones it skipped. */
+typedef enum ds_drop { DS_DROP_NONE = 0, DS_DROP_LATEST } ds_drop;
+
+/* What video_path names, from its text alone (ds_source_kind_of):
+ *   FILE    anything else: a file, looped at its end with video.loop;
+ *   CAMERA  /dev/... (V4L2 through libavdevice);
+ *   VIRTUAL lavfi:GRAPH, FFmpeg's virtual devices (e.g. lavfi:testsrc2=
+ *           size=320x240:rate=30): a camera without a camera, for tests;
+ *   STREAM  rtsp://, rtsps://, rtmp://, http://, https://, udp://, tcp://,
+ *           srt://: network streams FFmpeg reads.
+ * Every kind but FILE is live: frames come at the source's pace, whether
+ * or not the chain is ready. */
+typedef enum ds_source_kind {
+    DS_SOURCE_FILE = 0,
+    DS_SOURCE_CAMERA,
+    DS_SOURCE_VIRTUAL,
+    DS_SOURCE_STREAM,
+} ds_source_kind;
+
+ds_source_kind ds_source_kind_of(const char *video_path);
+/* "file", "camera", "virtual device", "stream". */
+const char *ds_source_kind_name(ds_source_kind k);
+
 typedef enum ds_compress_choice {
     DS_COMPRESS_AUTO = 0, /* lz4 on links >= 10 MB/s, zstd-1 below */
     DS_COMPRESS_OFF,
@@ -66,14 +91,28 @@ typedef struct ds_config {
     int insecure;
 
     char *dnn;           /* "zoo:NAME" or an .onnx path (resolved) */
-    char *video_path;    /* resolved against the config file's folder */
+    char *video_path;    /* a file (resolved against the config file's folder), a
+                            device, lavfi:GRAPH or a stream URL (see ds_source_kind) */
+    /* video: how video_path is read (video/video.h). */
+    struct {
+        ds_source_kind kind; /* of video_path */
+        int loop;            /* a file starts over at its end (default 1; files only) */
+        char *format;        /* a camera's input format ("mjpeg", "yuyv422"); NULL = its own */
+        double fps;          /* asked of a camera; a file or lavfi source read with
+                                drop latest plays at it; 0 = the source's own rate */
+        int input_rows, input_cols; /* capture size asked of a camera; 0 = its own */
+        double timeout;      /* s: a stream's connect and read timeout (default 10) */
+    } video;
     int frame_rows;      /* 0 = keep the video's size */
     int frame_cols;
     ds_mode mode;
     int check;           /* recompute each frame on the master and compare */
 
     struct {
-        int ifr_num;     /* frames to send */
+        int ifr_num;     /* frames to send; 0 = until the source ends or a signal
+                            (the default for live sources, else 50) */
+        ds_drop drop;    /* default: LATEST for live sources, NONE for files */
+        char *listen;    /* where output.subscribe serves (port.master); default localhost */
         int pd_num;      /* frames in flight at most; 0 = unlimited */
         double itv_time; /* seconds between sends */
         ds_scheduler scheduler;
@@ -94,6 +133,16 @@ typedef struct ds_config {
         int threads;
         ds_tls_files tls;
     } trainer;
+
+    /* output: where every frame's final outputs go (roles/output.h). */
+    struct {
+        char *jsonl;     /* one JSON line per frame; "-" = stdout; NULL = none */
+        char *tensors;   /* a folder of .npy files; NULL = none */
+        char *labels;    /* class names, one per line, for top-k; NULL = none */
+        int top_k;       /* classes per 1-D output in jsonl (default 5) */
+        int subscribe;   /* serve deltaslice.Master/Results on master.listen:port.master */
+    } output;
+    double status_interval; /* s between status lines while running; 0 = none (default 10) */
 
     ds_log_level log_level;
     char *trace_dir;     /* NULL or "" = no traces */
@@ -130,6 +179,9 @@ void ds_config_route_host(const char *route, char *out, size_t len);
  * Addresses are read by value (127.0.0.0/8, ::1); of names, only localhost
  * and ip6-localhost are (not "127.example.com"). */
 int ds_config_is_loopback(const char *host);
+
+/* Does the master need its workers' final outputs (check, or an output)? */
+int ds_config_wants_outputs(const ds_config *cfg);
 
 /* Does the configured scheduler need the trainer's predictors? */
 int ds_config_needs_trainer(const ds_config *cfg);

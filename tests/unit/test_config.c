@@ -137,7 +137,7 @@ static void test_wrong_types(void **state)
     expect_error_after_base("master: {itv_time: soon}\n",
                             "config.yml:5:20: master.itv_time: expected a number >= 0, got \"soon\"");
     expect_error_after_base("master: {ifr_num: '50'}\n",
-                            "config.yml:5:19: master.ifr_num: expected an integer in 1..100000000, got \"50\"");
+                            "config.yml:5:19: master.ifr_num: expected an integer in 0..100000000, got \"50\"");
     expect_error_after_base("master: {scheduler: best}\n",
                             "config.yml:5:21: master.scheduler: expected lbc, nsc or opt, got \"best\"");
     expect_error_after_base("trace_dir: [a]\n", "config.yml:5:12: trace_dir: expected a string, got a list");
@@ -167,8 +167,9 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_error_after_base("colour: red\n",
                             "config.yml:5:1: colour: unknown key (expected one of: port, net, dnn, "
-                            "video_path, frame_size, mode, check, master, worker, trainer, log_level, "
-                            "trace_dir, cache_dir, codec, max_message_mb, tls, auth, insecure)");
+                            "video_path, video, frame_size, mode, check, master, worker, trainer, output, "
+                            "status_interval, log_level, trace_dir, cache_dir, codec, max_message_mb, "
+                            "tls, auth, insecure)");
     expect_error_after_base("worker: {prof_iter: 5}\n",
                             "config.yml:5:10: worker.prof_iter: unknown key (expected one of: prof_niter, threads, listen, tls)");
     expect_error_after_base("master: {ifr_num: 5, ifr_num: 6}\n", "config.yml:5:22: master.ifr_num: duplicate key");
@@ -400,7 +401,7 @@ static void test_takeover_key(void **state)
     expect_error_after_base("master: {take_over: true}\n",
                             "config.yml:5:10: master.take_over: unknown key (expected one of: ifr_num, "
                             "pd_num, itv_time, scheduler, bandwidth, threads, connect_timeout, "
-                            "no_workers, takeover, tls)");
+                            "no_workers, takeover, drop, listen, tls)");
     expect_error_after_base("trainer: {port: 1}\n",
                             "config.yml:5:11: trainer.port: unknown key (expected one of: frame_num, "
                             "threads, listen, tls)");
