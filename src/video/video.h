@@ -50,6 +50,7 @@
 
 #include <stdint.h>
 
+#include "common/config.h"
 #include "common/error.h"
 #include "common/tensor.h"
 
@@ -60,6 +61,7 @@ typedef struct ds_video ds_video;
 
 typedef struct ds_video_info {
     const char *path;    /* as given to ds_video_open; valid until close */
+    ds_source_kind kind; /* ds_source_kind_of(path) */
     int width, height;   /* size of the stream's first frame */
     int rows, cols;      /* size of the frames ds_video_read returns */
     double fps;          /* nominal frame rate; 0 when unknown */
@@ -67,13 +69,32 @@ typedef struct ds_video_info {
     char codec[32];      /* decoder's codec name, e.g. "h264" */
 } ds_video_info;
 
-/* Opens path and decodes its first frame.  rows, cols: output frame size;
- * both 0 = the stream's own size.  NULL with a message on failure. */
+/* How to open a source.  Everything but rows/cols is for live sources. */
+typedef struct ds_video_opts {
+    int rows, cols;             /* output frame size; both 0 = the first frame's own */
+    const char *format;         /* a camera's input format (V4L2 input_format:
+                                   "mjpeg", "yuyv422"); NULL = its default */
+    double fps;                 /* frame rate asked of a camera; 0 = its default */
+    int input_rows, input_cols; /* capture size asked of a camera; 0 = its default */
+    double timeout;             /* s: a stream's connect and read timeout; 0 = none */
+} ds_video_opts;
+
+/* Opens path, a file or any source ds_source_kind_of names (a V4L2 device
+ * through libavdevice, lavfi:GRAPH, a stream URL), and decodes its first
+ * frame.  NULL with a message naming the source on failure. */
+ds_video *ds_video_open_with(const char *path, const ds_video_opts *o, ds_error *err);
+
+/* ds_video_open_with with only the output size (rows, cols; both 0 = the
+ * stream's own). */
 ds_video *ds_video_open(const char *path, int rows, int cols, ds_error *err);
 
 /* Decodes the next frame into frame (uint8 {rows, cols, 3}, buffer reused).
  * Returns 1 with a frame, 0 at end of file (frame untouched), -1 on error. */
 int ds_video_read(ds_video *v, ds_tensor *frame, ds_error *err);
+
+/* Seconds of the last frame ds_video_read returned from the stream's start
+ * (its presentation time); NAN when the stream has none. */
+double ds_video_frame_time(const ds_video *v);
 
 /* 0-based index of the frame the last ds_video_read returned (of the lost
  * frame after a decode error); -1 before the first frame (also right after
