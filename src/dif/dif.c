@@ -169,7 +169,7 @@ fail:
 
 int ds_dif_node_run(ds_dif_node *n, ds_dif_key key, const ds_job *job, int n_in,
                     const uint8_t *const *in, const size_t *in_len, const ds_codec_opts *o,
-                    int final, ds_payloads *out, ds_dif_timing *timing, ds_error *err)
+                    ds_payloads *out, ds_dif_timing *timing, ds_error *err)
 {
     const ds_model *m = n->model;
     ds_dif_timing local;
@@ -231,8 +231,7 @@ int ds_dif_node_run(ds_dif_node *n, ds_dif_key key, const ds_job *job, int n_in,
     if (!out)
         return 0;
     ds_payloads_reset(out);
-    /* Final outputs go to the master in full and are not kept. */
-    const int keep = !final && o->update != DS_CODEC_DENSE_ONLY;
+    const int keep = o->update != DS_CODEC_DENSE_ONLY;
     for (int i = 0; i < job->n_out; i++) {
         if (send_payload(&n->out, job->out_ids[i], &n->results[i], o, keep, &out->buf, err) ||
             ds_payloads_close_one(out, err))

@@ -94,12 +94,14 @@ typedef struct ds_dif_timing {
 
 /* Runs one frame: applies the input payloads (one per input layer; a u8
  * frame for layer 0 becomes float value/255), runs the job and appends one
- * payload per out_id to out (out NULL: outputs are not needed). final: the
- * outputs go to the master, in full. An empty job copies its input payloads
- * to out as they are. timing may be NULL. */
+ * payload per out_id to out (out NULL: outputs are not needed), encoded as
+ * o says: in dif mode against what this node sent last under the same key,
+ * whether to the next worker or, from the last one, to the master. An
+ * empty job copies its input payloads to out as they are. timing may be
+ * NULL. */
 int ds_dif_node_run(ds_dif_node *n, ds_dif_key key, const ds_job *job, int n_in,
                     const uint8_t *const *in, const size_t *in_len, const ds_codec_opts *o,
-                    int final, ds_payloads *out, ds_dif_timing *timing, ds_error *err);
+                    ds_payloads *out, ds_dif_timing *timing, ds_error *err);
 
 /* Read access to the last received or sent tensor of a layer (tests). */
 const ds_tensor *ds_dif_node_received(const ds_dif_node *n, int layer_id);

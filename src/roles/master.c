@@ -43,6 +43,10 @@
 #define MIN_FRAME_DEADLINE_S 2.0
 #define COLD_FACTOR 3.0
 #define LATENCY_EWMA 0.2 /* weight of the newest latency in the running mean */
+/* Frames a planner plans for: the run's rest, at most this many (and this
+ * many for an endless run): beyond, the first frame's full transfer no
+ * longer weighs on the choice. */
+#define PLAN_HORIZON 10000
 
 /* ---------------------------------------------------------- statistics */
 
@@ -61,42 +65,57 @@ static void add_link_bytes(master *ms, const char *name, uint64_t bytes)
 
 static void add_stage(master *ms, const char *name, double seconds)
 {
-    stage_samples *s = NULL;
+    stage_stats *s = NULL;
     for (int i = 0; i < ms->n_stages && !s; i++)
         if (!strcmp(ms->stages[i].name, name))
             s = &ms->stages[i];
     if (!s) {
         if (ms->n_stages == (int)(sizeof ms->stages / sizeof ms->stages[0]))
             return;
+        ds_hist *h = calloc(1, sizeof *h);
+        if (!h)
+            return;
         s = &ms->stages[ms->n_stages++];
         snprintf(s->name, sizeof s->name, "%s", name);
+        s->seconds = h;
     }
-    if (s->n == s->cap) {
-        int cap = s->cap ? 2 * s->cap : 64;
-        double *v = realloc(s->values, sizeof *v * (size_t)cap);
-        if (!v)
-            return;
-        s->values = v;
-        s->cap = cap;
-    }
-    s->values[s->n++] = seconds;
+    ds_hist_add(s->seconds, seconds);
 }
 
-static int cmp_double(const void *a, const void *b)
+/* One line every status_interval seconds (the main thread): the totals so
+ * far, and the rate, latency and link speeds since the last line. */
+static void status_tick(master *ms)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+    double every = ms->cfg->status_interval, now = ds_now(), span = now - ms->last_status;
+    if (every <= 0 || span < every)
+        return;
+    ms->last_status = now;
+    uint64_t skipped = ds_capture_skipped(ms->capture);
+    char links[64 * DS_MASTER_MAX_LINKS] = "", latency[64] = "latency -";
+    size_t used = 0;
+    pthread_mutex_lock(&ms->lock);
+    for (int i = 0; i < ms->n_links && used < sizeof links; i++) {
+        link_total *l = &ms->links[i];
+        used += (size_t)snprintf(links + used, sizeof links - used, ", %s %.2f MB/s", l->name,
+                                 (double)(l->bytes - l->bytes_shown) / 1e6 / span);
+        l->bytes_shown = l->bytes;
+    }
+    if (ms->latency_recent.count)
+        snprintf(latency, sizeof latency, "latency p50 %.4f s, p95 %.4f s",
+                 ds_hist_quantile(&ms->latency_recent, 0.5), ds_hist_quantile(&ms->latency_recent, 0.95));
+    int64_t done = ms->finished - ms->finished_shown;
+    ds_log_info("status: %" PRId64 " finished, %" PRIu64 " skipped, %" PRId64 " failed; last %.0f s: "
+                "%.2f frames/s, %s%s", ms->finished, skipped, ms->failed, span, (double)done / span,
+                latency, links);
+    ds_hist_reset(&ms->latency_recent);
+    ms->finished_shown = ms->finished;
+    pthread_mutex_unlock(&ms->lock);
 }
 
-/* Quantile q of sorted v[0..n). */
-static double quantile(const double *v, int n, double q)
+/* The record of frame f (lock held, or the main thread for its own). */
+static frame_rec *rec(master *ms, int64_t f)
 {
-    if (n == 0)
-        return 0;
-    double pos = q * (n - 1);
-    int i = (int)pos;
-    double f = pos - i;
-    return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+    return &ms->frames[f % DS_MASTER_WINDOW];
 }
 
 /* --------------------------------------------------- the local executor */
@@ -112,9 +131,7 @@ static int local_ready(master *ms, ds_error *err)
     if (!ms->check_exec)
         return -1;
     ms->check_out = calloc((size_t)ms->model.n_outputs, sizeof *ms->check_out);
-    if (!ms->check_out)
-        return ds_errorf(err, "out of memory");
-    return ds_dif_cache_init(&ms->check_cache, ms->model.n_layers, err);
+    return ms->check_out ? 0 : ds_errorf(err, "out of memory");
 }
 
 /* Runs the whole model on check_in into check_out (check_lock held). */
@@ -137,11 +154,11 @@ static int run_local(master *ms, ds_error *err)
 /* check_in = frame f as floats, if f is still in flight in that epoch
  * (check_lock held; a frame re-sent meanwhile is checked on its next
  * result).  1 = ready, 0 = superseded, -1 = error. */
-static int take_frame(master *ms, uint64_t f, uint32_t epoch, ds_error *err)
+static int take_frame(master *ms, int64_t f, uint32_t epoch, ds_error *err)
 {
     pthread_mutex_lock(&ms->lock);
-    frame_rec *fr = &ms->frames[f];
-    int rc = fr->state == FRAME_IN_FLIGHT && fr->epoch == epoch;
+    frame_rec *fr = rec(ms, f);
+    int rc = fr->id == f && fr->state == FRAME_IN_FLIGHT && fr->epoch == epoch;
     if (rc && ds_tensor_u8_to_f32(&fr->frame, &ms->check_in, err))
         rc = -1;
     pthread_mutex_unlock(&ms->lock);
@@ -171,45 +188,106 @@ static void compare(check_error *e, const ds_tensor *got, const ds_tensor *want)
     e->rel = fmax(e->rel, rel);
 }
 
-/* Compares the worker's final outputs with a local full run of the frame
- * into *e.  1 = compared, 0 = superseded, -1 = error. */
-static int check_frame(master *ms, const Deltaslice__FinishReport *r, check_error *e, ds_error *err)
+/* Compares a worker's final outputs of frame f (got: in the model's output
+ * order) with a local full run into *e.  1 = compared, 0 = superseded,
+ * -1 = error. */
+static int check_frame(master *ms, int64_t f, uint32_t epoch, const ds_tensor *const *got,
+                       check_error *e, ds_error *err)
 {
-    const ds_model *m = &ms->model;
-    if ((int)r->n_outputs != m->n_outputs)
-        return ds_errorf(err, "check: %zu outputs returned, the model has %d", r->n_outputs, m->n_outputs);
     pthread_mutex_lock(&ms->check_lock);
-    int rc = local_ready(ms, err) ? -1 : take_frame(ms, r->frame_id, r->epoch, err);
+    int rc = local_ready(ms, err) ? -1 : take_frame(ms, f, epoch, err);
     if (rc == 1 && run_local(ms, err))
         rc = -1;
-    if (rc == 1)
-        ds_dif_cache_clear(&ms->check_cache); /* results arrive in full */
-    for (size_t o = 0; rc == 1 && o < r->n_outputs; o++) {
-        int id, k = -1;
-        if (ds_dif_receive(&ms->check_cache, r->outputs[o].data, r->outputs[o].len, NULL, &id, err)) {
-            rc = -1;
-            break;
-        }
-        for (int j = 0; j < m->n_outputs; j++)
-            if (m->outputs[j] == id)
-                k = j;
-        const ds_tensor *got = &ms->check_cache.tensor[id], *want = &ms->check_out[k < 0 ? 0 : k];
-        if (k < 0 || got->dtype != DS_F32 || !ds_shape_equal(&got->shape, &want->shape))
-            rc = ds_errorf(err, "check: output layer %d does not match the model's outputs", id);
-        else
-            compare(e, got, want);
-    }
+    for (int k = 0; rc == 1 && k < ms->model.n_outputs; k++)
+        compare(e, got[k], &ms->check_out[k]);
     pthread_mutex_unlock(&ms->check_lock);
     return rc;
 }
 
 /* -------------------------------------------------------------- results */
 
+/* Applies report r's outputs to worker w's result cache (its reader
+ * thread's) and points got[k] at the model's k-th output.  Fails when they
+ * cannot be read: an update against a result the master does not hold
+ * (one went missing), or payloads that do not match the model. */
+static int receive_outputs(master *ms, int w, const Deltaslice__FinishReport *r,
+                           const ds_tensor **got, ds_error *err)
+{
+    const ds_model *m = &ms->model;
+    worker_link *l = &ms->link[w];
+    ds_dif_cache_use(&l->results, (ds_dif_key){r->session_id, r->epoch, r->plan_id});
+    int rc = 0;
+    if (r->outputs_base && r->outputs_base != l->results_next)
+        rc = ds_errorf(err, "w%d's result of frame %" PRIu64 " updates frame %" PRIu64
+                       "'s, which the master does not hold", w, r->frame_id, r->outputs_base - 1);
+    else if ((int)r->n_outputs != m->n_outputs)
+        rc = ds_errorf(err, "w%d returned %zu outputs for frame %" PRIu64 "; the model has %d", w,
+                       r->n_outputs, r->frame_id, m->n_outputs);
+    for (int k = 0; k < m->n_outputs; k++)
+        got[k] = NULL;
+    for (size_t o = 0; rc == 0 && o < r->n_outputs; o++) {
+        ds_codec_header h;
+        int k = -1, id;
+        if (ds_codec_peek(r->outputs[o].data, r->outputs[o].len, &h, err)) {
+            rc = -1;
+            break;
+        }
+        for (int j = 0; j < m->n_outputs; j++)
+            if (m->outputs[j] == h.layer_id)
+                k = j;
+        if (k < 0 || got[k] || h.dtype != DS_F32)
+            rc = ds_errorf(err, "w%d returned layer %d, which is not one of the model's outputs "
+                           "(or came twice, or not as float32)", w, h.layer_id);
+        else if (ds_dif_receive(&l->results, r->outputs[o].data, r->outputs[o].len,
+                                &m->layers[h.layer_id].out_shape, &id, err))
+            rc = -1;
+        else
+            got[k] = &l->results.tensor[id];
+    }
+    if (rc) { /* out of step: the next result of this worker must come in full */
+        ds_dif_cache_clear(&l->results);
+        l->results_next = 0;
+        return ds_error_prefix(err, "result");
+    }
+    l->results_next = r->frame_id + 1;
+    return 0;
+}
+
+/* Hands one finished frame's outputs to the sinks and subscribers.  A sink
+ * that fails ends the run: results the user asked for would be lost. */
+static void deliver(master *ms, const ds_result *res)
+{
+    ds_error err;
+    pthread_mutex_lock(&ms->output_lock);
+    if (ms->output && ds_output_write(ms->output, res, &err)) {
+        ds_log_error("output: %s; stopping", err.msg);
+        ds_output_close(ms->output);
+        ms->output = NULL;
+        pthread_mutex_lock(&ms->lock);
+        ms->output_failed = ms->draining = 1;
+        pthread_cond_broadcast(&ms->changed);
+        pthread_mutex_unlock(&ms->lock);
+    }
+    if (ms->subscribers)
+        ds_subscribers_publish(ms->subscribers, res);
+    pthread_mutex_unlock(&ms->output_lock);
+}
+
+/* The result of frame fr (finished) for deliver (lock held). */
+static ds_result result_of(const master *ms, const frame_rec *fr, const ds_tensor *const *values)
+{
+    return (ds_result){(uint64_t)fr->id, fr->source_index, fr->capture_us, fr->latency,
+                       ms->model.n_outputs, ms->model.outputs, (const char *const *)ms->output_names,
+                       values};
+}
+
 /* Frame f finished (lock held). */
 static void finish_frame(master *ms, frame_rec *fr, double now)
 {
     fr->state = FRAME_DONE;
     fr->latency = now - fr->first_sent;
+    ds_hist_add(&ms->latency, fr->latency);
+    ds_hist_add(&ms->latency_recent, fr->latency);
     ms->finished++;
     ms->epoch_warm = 1;
     ms->latency_seen += LATENCY_EWMA * (now - fr->sent - ms->latency_seen);
@@ -222,26 +300,30 @@ static void finish_frame(master *ms, frame_rec *fr, double now)
 }
 
 /* Frame f failed for good (lock held). */
-static void fail_frame(master *ms, int f, const char *why)
+static void fail_frame(master *ms, int64_t f, const char *why)
 {
-    frame_rec *fr = &ms->frames[f];
+    frame_rec *fr = rec(ms, f);
     fr->state = FRAME_FAILED;
     free(fr->error);
-    fr->error = strdup(why);
+    fr->error = NULL;
+    if (ms->n_failures < DS_MASTER_FAILURES_SHOWN) {
+        ms->failure_ids[ms->n_failures] = f;
+        ms->failures[ms->n_failures++] = strdup(why);
+    }
     ms->failed++;
     ms->in_flight--;
     ds_tensor_free(&fr->frame);
     pthread_cond_broadcast(&ms->changed);
-    ds_log_warn("frame %d failed: %s", f, why);
+    ds_log_warn("frame %" PRId64 " failed: %s", f, why);
     ds_trace_event(ms->trace, (uint64_t)f, "failed", DS_TRACE_START);
     ds_trace_event(ms->trace, (uint64_t)f, "failed", DS_TRACE_FINISH);
 }
 
 /* The first frame that may be in flight (lock held). */
-static int oldest(master *ms)
+static int64_t oldest(master *ms)
 {
-    while (ms->low < ms->next_frame && (ms->frames[ms->low].state == FRAME_DONE ||
-                                        ms->frames[ms->low].state == FRAME_FAILED))
+    while (ms->low < ms->next_frame && (rec(ms, ms->low)->state == FRAME_DONE ||
+                                        rec(ms, ms->low)->state == FRAME_FAILED))
         ms->low++;
     return ms->low;
 }
@@ -261,13 +343,16 @@ static void account(master *ms, const Deltaslice__FinishReport *r, size_t len)
     }
 }
 
-/* 1 when r is about a frame in flight in the epoch it was last sent in
- * (lock held): anything else is a stale or duplicate report. */
-static int report_counts(const master *ms, const Deltaslice__FinishReport *r)
+/* The record of the frame r is about, when that frame is in flight in the
+ * epoch it was last sent in (lock held): else r is stale or a duplicate. */
+static frame_rec *report_counts(master *ms, const Deltaslice__FinishReport *r)
 {
-    return r->session_id == ms->session_id && r->frame_id < (uint64_t)ms->n_frames &&
-           ms->frames[r->frame_id].state == FRAME_IN_FLIGHT &&
-           ms->frames[r->frame_id].epoch == r->epoch;
+    if (r->session_id != ms->session_id || r->frame_id >= (uint64_t)ms->next_frame)
+        return NULL;
+    frame_rec *fr = rec(ms, (int64_t)r->frame_id);
+    return fr->id == (int64_t)r->frame_id && fr->state == FRAME_IN_FLIGHT && fr->epoch == r->epoch
+               ? fr
+               : NULL;
 }
 
 void ds_master_report(master *ms, int from, const uint8_t *data, size_t len)
@@ -281,60 +366,74 @@ void ds_master_report(master *ms, int from, const uint8_t *data, size_t len)
         return;
     }
     char why[DS_ERROR_MAX + 64] = "";
-    int checked = 1;
+    int checked = 1, out_of_step = 0, n_out = ms->model.n_outputs;
+    const ds_tensor *got[n_out > 0 ? n_out : 1];
+    int with_outputs = r->ok && ds_config_wants_outputs(ms->cfg);
     check_error e = {0, 0};
+    /* Every result is applied, stale or not: the worker's next one may be
+     * an update against it. */
     if (!r->ok)
         snprintf(why, sizeof why, "w%u: %s", r->worker, r->error);
-    else if (ms->cfg->check && (checked = check_frame(ms, r, &e, &err)) < 0)
+    else if (with_outputs && (out_of_step = receive_outputs(ms, from, r, got, &err)))
+        snprintf(why, sizeof why, "%s", err.msg);
+    else if (ms->cfg->check && (checked = check_frame(ms, (int64_t)r->frame_id, r->epoch, got, &e, &err)) < 0)
         snprintf(why, sizeof why, "%s", err.msg);
     pthread_mutex_lock(&ms->lock);
-    if (!checked || !report_counts(ms, r)) {
+    frame_rec *fr = checked ? report_counts(ms, r) : NULL;
+    ds_result res = {0};
+    if (!fr) {
         ds_log_debug("w%d reports frame %" PRIu64 " of epoch %u: stale, ignored", from,
                      r->frame_id, r->epoch);
     } else if (r->ok && !why[0]) {
-        finish_frame(ms, &ms->frames[r->frame_id], now);
+        finish_frame(ms, fr, now);
         account(ms, r, len);
         if (ms->cfg->check) { /* only a result that counts is checked */
             ms->checked++;
             ms->check_max_abs = fmax(ms->check_max_abs, e.abs);
             ms->check_max_rel = fmax(ms->check_max_rel, e.rel);
         }
+        if (with_outputs)
+            res = result_of(ms, fr, got);
         ds_trace_event(ms->trace, r->frame_id, "finish", DS_TRACE_FINISH);
-    } else if (!r->ok) {
+    } else if (!r->ok || out_of_step) {
         /* The epoch's caches are out of step from this frame on: the main
          * thread re-sends the frames in flight under a new one. */
-        frame_rec *fr = &ms->frames[r->frame_id];
         free(fr->error);
         fr->error = strdup(why);
         ms->recover = ms->recover_broken = 1;
         pthread_cond_broadcast(&ms->changed);
-        ds_log_warn("frame %" PRIu64 " failed on w%u: %s", r->frame_id, r->worker, r->error);
+        ds_log_warn("frame %" PRIu64 " failed on w%u: %s", r->frame_id, r->worker, why);
     } else {
-        fail_frame(ms, (int)r->frame_id, why); /* a wrong result is not retried */
+        fail_frame(ms, (int64_t)r->frame_id, why); /* a wrong result is not retried */
     }
     pthread_mutex_unlock(&ms->lock);
+    if (res.n_outputs)
+        deliver(ms, &res);
     ds_rpc_free_finish_report(r);
 }
 
 /* Computes frame f on the master (no worker left). */
-static int compute_locally(master *ms, int f, frame_rec *fr, ds_error *err)
+static int compute_locally(master *ms, int64_t f, frame_rec *fr, ds_error *err)
 {
     pthread_mutex_lock(&ms->check_lock);
-    int rc = local_ready(ms, err) ? -1 : take_frame(ms, (uint64_t)f, fr->epoch, err);
+    int rc = local_ready(ms, err) ? -1 : take_frame(ms, f, fr->epoch, err);
     if (rc == 1)
         rc = run_local(ms, err) ? -1 : 1;
-    pthread_mutex_unlock(&ms->check_lock);
-    if (rc < 0)
-        return -1;
+    ds_result res = {0};
     pthread_mutex_lock(&ms->lock);
     if (rc == 1 && fr->state == FRAME_IN_FLIGHT) {
         finish_frame(ms, fr, ds_now());
         ms->local++;
         ms->checked += ms->cfg->check; /* the reference itself: no error */
+        if (ds_config_wants_outputs(ms->cfg))
+            res = result_of(ms, fr, (const ds_tensor *const *)ms->check_out);
         ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_FINISH);
     }
     pthread_mutex_unlock(&ms->lock);
-    return 0;
+    if (res.n_outputs)
+        deliver(ms, &res);
+    pthread_mutex_unlock(&ms->check_lock);
+    return rc < 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------- planning */
@@ -350,14 +449,16 @@ int ds_master_on_chain(const master *ms, int w)
 /* A planner for the chain ids[0..n) of up workers: the configuration it
  * sees is theirs (the master's link feeds the first; an extra route is
  * priced at the bandwidth of the link into its target), their costs, the
- * predictors decoded afresh; frames_left frames to plan for. */
-static int chain_planner(master *ms, const int *ids, int n, int frames_left, ds_config *seg,
+ * predictors decoded afresh; the frames from `from` on to plan for (an
+ * endless run plans for PLAN_HORIZON frames). */
+static int chain_planner(master *ms, const int *ids, int n, int64_t from, ds_config *seg,
                          ds_planner *p, ds_error *err)
 {
     const ds_config *cfg = ms->cfg;
     *seg = *cfg;
     seg->n_workers = n;
-    seg->master.ifr_num = frames_left > 0 ? frames_left : 1;
+    int64_t left = ms->n_frames ? ms->n_frames - from : PLAN_HORIZON;
+    seg->master.ifr_num = left <= 0 ? 1 : left > PLAN_HORIZON ? PLAN_HORIZON : (int)left;
     for (int k = 1; k < n; k++)
         seg->master.bandwidth[k] = cfg->master.bandwidth[ids[k]];
     double *costs[DS_MAX_WORKERS] = {0};
@@ -410,7 +511,7 @@ static int predict_chain(master *ms, const int *ids, int n, double *per_frame, d
     ds_config seg;
     ds_planner p;
     int changed;
-    if (chain_planner(ms, ids, n, ms->n_frames - ms->next_frame, &seg, &p, err))
+    if (chain_planner(ms, ids, n, ms->next_frame, &seg, &p, err))
         return -1;
     p.quiet = 1;
     int rc = ds_planner_plan(&p, 0, NULL, &changed, err);
@@ -487,7 +588,7 @@ static int use_plan(master *ms, ds_error *err)
 
 /* A new planner for the chain ids[0..n) from frame `from` on (n = 0: no
  * worker: frames are computed here, or wait). */
-static int use_chain(master *ms, const int *ids, int n, int from, ds_error *err)
+static int use_chain(master *ms, const int *ids, int n, int64_t from, ds_error *err)
 {
     if (ms->planner_ready)
         ds_planner_free(&ms->planner);
@@ -500,7 +601,7 @@ static int use_chain(master *ms, const int *ids, int n, int from, ds_error *err)
         ms->chain_ids[k] = (uint32_t)ids[k];
     if (n == 0)
         return 0;
-    if (chain_planner(ms, ids, n, ms->n_frames - from, &ms->seg_cfg, &ms->planner, err))
+    if (chain_planner(ms, ids, n, from, &ms->seg_cfg, &ms->planner, err))
         return -1;
     ms->planner.ids = ms->chain;
     ms->planner_ready = 1;
@@ -514,26 +615,38 @@ static int use_chain(master *ms, const int *ids, int n, int from, ds_error *err)
 
 /* -------------------------------------------------------------- sending */
 
-/* Frame f of the run (the clip loops) into fr->frame, u8 NCHW. */
-static int read_frame(master *ms, int f, frame_rec *fr, ds_error *err)
+/* The source's next frame (the newest, under drop latest) as frame f into
+ * fr->frame, u8 NCHW.  1 = read, 0 = the source ended or the run stops,
+ * -1 = error. */
+static int read_frame(master *ms, int64_t f, frame_rec *fr, ds_error *err)
 {
     ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_START);
-    int r = ds_video_read(ms->video, &ms->hwc, err);
-    if (r == 0) { /* loop the clip */
-        if (ds_video_rewind(ms->video, err) == 0)
-            r = ds_video_read(ms->video, &ms->hwc, err);
-        if (r == 0)
-            ds_errorf(err, "%s: no frame after rewinding", ms->cfg->video_path);
+    int r;
+    while ((r = ds_capture_next(ms->capture, &ms->captured, 0.1, err)) == 2) {
+        pthread_mutex_lock(&ms->lock);
+        int stop = ms->interrupted || ms->draining;
+        pthread_mutex_unlock(&ms->lock);
+        if (stop)
+            return 0;
+        status_tick(ms);
     }
-    if (r != 1 || ds_frame_u8_hwc_to_nchw(&ms->hwc, &fr->frame, err))
+    if (r == 0) {
+        ds_log_info("%s: the source ended", ms->cfg->video_path);
+        ms->source_ended = 1;
+    }
+    if (r != 1)
+        return r;
+    if (ds_frame_u8_hwc_to_nchw(&ms->captured.frame, &fr->frame, err))
         return -1;
+    fr->source_index = ms->captured.index;
+    fr->capture_us = ms->captured.capture_us;
     ds_trace_event(ms->trace, (uint64_t)f, "read", DS_TRACE_FINISH);
-    return 0;
+    return 1;
 }
 
 /* The plan for frame f, from the input's change since the previous frame;
  * the segment's first frame was planned when the segment was chosen. */
-static int plan_frame(master *ms, int f, const frame_rec *fr, ds_error *err)
+static int plan_frame(master *ms, int64_t f, const frame_rec *fr, ds_error *err)
 {
     ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_START);
     int changed = 0;
@@ -542,7 +655,7 @@ static int plan_frame(master *ms, int f, const frame_rec *fr, ds_error *err)
     if (ds_tensor_copy(&ms->prev_frame, &fr->frame, err))
         return -1;
     if (ms->planner_ready && f > ms->plan_base &&
-        (ds_planner_plan(&ms->planner, f - ms->plan_base, ms->input_frac, &changed, err) ||
+        (ds_planner_plan(&ms->planner, (int)(f - ms->plan_base), ms->input_frac, &changed, err) ||
          (changed && use_plan(ms, err))))
         return -1;
     ds_trace_event(ms->trace, (uint64_t)f, "plan", DS_TRACE_FINISH);
@@ -551,7 +664,7 @@ static int plan_frame(master *ms, int f, const frame_rec *fr, ds_error *err)
 
 /* Encodes frame f against the first worker's copy and submits it there;
  * *code is the call's status. */
-static int submit_frame(master *ms, int f, const ds_tensor *u8, uint32_t epoch, int *code,
+static int submit_frame(master *ms, int64_t f, const ds_tensor *u8, uint32_t epoch, int *code,
                         ds_error *err)
 {
     *code = DS_RPC_INTERNAL;
@@ -571,7 +684,7 @@ static int submit_frame(master *ms, int f, const ds_tensor *u8, uint32_t epoch, 
     fr.inputs = &input;
     fr.dif = ms->cfg->mode == DS_MODE_DIF;
     fr.plan_id = key.plan;
-    fr.check = ms->cfg->check;
+    fr.return_outputs = ds_config_wants_outputs(ms->cfg);
     fr.master_send_us = ds_wall_us();
     fr.session_id = key.session;
     fr.epoch = key.epoch;
@@ -592,9 +705,9 @@ static int submit_frame(master *ms, int f, const ds_tensor *u8, uint32_t epoch, 
 /* Sends frame f (in flight) in the current epoch: to the segment's first
  * worker, or computed here when there is none.  A frame that cannot be
  * sent stays in flight for the recovery; one sent MAX_SENDS times fails. */
-static void send_frame(master *ms, int f)
+static void send_frame(master *ms, int64_t f)
 {
-    frame_rec *fr = &ms->frames[f];
+    frame_rec *fr = rec(ms, f);
     pthread_mutex_lock(&ms->lock);
     if (fr->sends == MAX_SENDS) {
         char why[DS_ERROR_MAX + 64];
@@ -688,11 +801,11 @@ static int recover(master *ms, ds_error *err)
     if (!n && ms->cfg->master.no_workers_wait)
         return 0; /* the frames in flight wait for a worker */
     pthread_mutex_lock(&ms->lock);
-    int from = oldest(ms);
+    int64_t from = oldest(ms);
     pthread_mutex_unlock(&ms->lock);
-    for (int f = from; f < ms->next_frame; f++) {
+    for (int64_t f = from; f < ms->next_frame; f++) {
         pthread_mutex_lock(&ms->lock);
-        int again = ms->frames[f].state == FRAME_IN_FLIGHT && !ms->recover;
+        int again = rec(ms, f)->state == FRAME_IN_FLIGHT && !ms->recover;
         pthread_mutex_unlock(&ms->lock);
         if (!again)
             continue;
@@ -724,12 +837,12 @@ static void check_overdue(master *ms)
     double now = ds_now(), deadline = frame_deadline(ms);
     if (!ms->epoch_warm)
         deadline *= COLD_FACTOR;
-    for (int f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
-        frame_rec *fr = &ms->frames[f];
+    for (int64_t f = oldest(ms); f < ms->next_frame && !ms->recover; f++) {
+        frame_rec *fr = rec(ms, f);
         double waiting = now - fmax(fr->sent, ms->last_result);
         if (fr->state != FRAME_IN_FLIGHT || waiting <= deadline)
             continue;
-        ds_log_warn("frame %d: no result for %.1f s (deadline %.1f s)", f, waiting, deadline);
+        ds_log_warn("frame %" PRId64 ": no result for %.1f s (deadline %.1f s)", f, waiting, deadline);
         free(fr->error);
         fr->error = strdup("no result by its deadline");
         ms->recover = ms->recover_broken = 1;
@@ -738,10 +851,10 @@ static void check_overdue(master *ms)
 
 enum wait_end { WAIT_DONE, WAIT_INTERRUPTED, WAIT_FAILED };
 
-/* Waits until at most `limit` frames are in flight and, to send one more,
- * until a frame may be sent (a worker is usable, or frames are computed
- * here), recovering from faults on the way; honours SIGINT/SIGTERM within
- * 0.1 s. */
+/* Waits until at most `limit` frames are in flight (and the window has
+ * room for one more) and, to send one more, until a frame may be sent (a
+ * worker is usable, or frames are computed here), recovering from faults
+ * on the way; honours SIGINT/SIGTERM within 0.1 s. */
 static enum wait_end wait_slot(master *ms, int limit, int to_send)
 {
     pthread_mutex_lock(&ms->lock);
@@ -760,41 +873,54 @@ static enum wait_end wait_slot(master *ms, int limit, int to_send)
             continue;
         }
         int stalled = to_send && !ms->chain_len && ms->cfg->master.no_workers_wait;
-        if (ms->in_flight <= limit && !stalled)
+        if (ms->in_flight <= limit && ms->next_frame - oldest(ms) < DS_MASTER_WINDOW && !stalled)
             break;
         struct timespec until = ds_deadline(0.1);
         pthread_cond_timedwait(&ms->changed, &ms->lock, &until);
+        pthread_mutex_unlock(&ms->lock);
+        status_tick(ms);
+        pthread_mutex_lock(&ms->lock);
     }
     int interrupted = ms->interrupted;
     pthread_mutex_unlock(&ms->lock);
     return interrupted ? WAIT_INTERRUPTED : WAIT_DONE;
 }
 
-/* Reads, plans and sends the frames, at most pd_num in flight (0: no
- * limit), every itv_time seconds.  1 when interrupted, -1 on a failure of
- * the master itself. */
+/* Reads, plans and sends frames until master.ifr_num are sent, the source
+ * ends or the run stops, at most pd_num in flight (0: the window's worth),
+ * every itv_time seconds.  1 when interrupted, -1 on a failure of the
+ * master itself. */
 static int master_send(master *ms)
 {
     const ds_config *cfg = ms->cfg;
-    int limit = cfg->master.pd_num ? cfg->master.pd_num - 1 : INT_MAX;
-    ms->t_start = ds_now();
-    for (int f = 0; f < ms->n_frames; f++) {
-        enum wait_end end = wait_slot(ms, limit, 1);
+    int in_flight = cfg->master.pd_num && cfg->master.pd_num < DS_MASTER_WINDOW ? cfg->master.pd_num
+                                                                                : DS_MASTER_WINDOW;
+    pthread_mutex_lock(&ms->lock); /* the signal thread reads t_start */
+    ms->t_start = ms->last_status = ds_now();
+    pthread_mutex_unlock(&ms->lock);
+    for (int64_t f = 0; !ms->n_frames || f < ms->n_frames; f++) {
+        enum wait_end end = wait_slot(ms, in_flight - 1, 1);
         if (end != WAIT_DONE)
             return end == WAIT_INTERRUPTED ? 1 : -1;
-        frame_rec *fr = &ms->frames[f];
+        frame_rec *fr = rec(ms, f); /* the window has room: its frame is done */
         ds_error err;
-        if (read_frame(ms, f, fr, &err) || plan_frame(ms, f, fr, &err)) {
-            ds_log_error("frame %d: %s", f, err.msg);
+        int r = read_frame(ms, f, fr, &err);
+        if (r == 0)
+            break;
+        if (r < 0 || plan_frame(ms, f, fr, &err)) {
+            ds_log_error("frame %" PRId64 ": %s", f, err.msg);
             return -1;
         }
         pthread_mutex_lock(&ms->lock);
+        fr->id = f;
         fr->state = FRAME_IN_FLIGHT;
+        fr->sends = 0;
         ms->in_flight++;
         ms->next_frame = f + 1;
         pthread_mutex_unlock(&ms->lock);
         ds_trace_event(ms->trace, (uint64_t)f, "finish", DS_TRACE_START);
         send_frame(ms, f);
+        status_tick(ms);
         if (cfg->master.itv_time > 0) {
             pthread_mutex_lock(&ms->lock);
             struct timespec until = ds_deadline(cfg->master.itv_time);
@@ -808,24 +934,6 @@ static int master_send(master *ms)
 
 /* ------------------------------------------------------------- summary */
 
-static void print_latency(const master *ms)
-{
-    double *lat = malloc(sizeof(double) * (size_t)(ms->n_frames ? ms->n_frames : 1));
-    int n = 0;
-    double sum = 0;
-    for (int i = 0; lat && i < ms->n_frames; i++)
-        if (ms->frames[i].state == FRAME_DONE) {
-            lat[n++] = ms->frames[i].latency;
-            sum += ms->frames[i].latency;
-        }
-    if (n) {
-        qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-        printf("latency: mean %.4f s, median %.4f s, p95 %.4f s, max %.4f s\n", sum / n,
-               quantile(lat, n, 0.5), quantile(lat, n, 0.95), lat[n - 1]);
-    }
-    free(lat);
-}
-
 static void print_summary(master *ms)
 {
     const ds_config *cfg = ms->cfg;
@@ -838,38 +946,47 @@ static void print_summary(master *ms)
            chain_str(ms, seg, sizeof seg));
     if (ms->planner_ready)
         printf("plans: %d used, predicted %.4f s per frame%s\n", ms->plan_changes,
-               ds_planner_predicted_per_frame(&ms->planner, ms->n_frames - ms->plan_base),
+               ds_planner_predicted_per_frame(&ms->planner, (int)(ms->next_frame - ms->plan_base)),
                ms->planner.pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: full tensor sizes)");
-    int not_sent = ms->n_frames - ms->finished - ms->failed;
-    printf("frames: %d finished, %d failed, %d not sent (of %d), %d re-sent\n", ms->finished,
-           ms->failed, not_sent, ms->n_frames, ms->resent);
+    printf("source: %s (%s%s), %" PRId64 " frames read, %" PRIu64 " skipped (drop %s)\n",
+           cfg->video_path, ds_source_kind_name(cfg->video.kind),
+           cfg->video.kind == DS_SOURCE_FILE && cfg->video.loop ? ", looping" : "",
+           ms->next_frame, ms->skipped, cfg->master.drop == DS_DROP_LATEST ? "latest" : "none");
+    if (ms->n_frames)
+        printf("frames: %" PRId64 " finished, %" PRId64 " failed, %" PRId64 " not sent (of %" PRId64
+               "), %d re-sent\n", ms->finished, ms->failed, ms->n_frames - ms->finished - ms->failed,
+               ms->n_frames, ms->resent);
+    else
+        printf("frames: %" PRId64 " finished, %" PRId64 " failed, 0 not sent (of %" PRId64
+               " read), %d re-sent\n", ms->finished, ms->failed, ms->next_frame, ms->resent);
     printf("faults: %d worker losses, %d taken back, %d epochs, %d frames computed on the master\n",
            ms->losses, ms->taken_back, ms->epochs, ms->local);
-    print_latency(ms);
-    printf("throughput: %.2f frames/s (%d frames in %.2f s)\n", elapsed > 0 ? ms->finished / elapsed : 0,
-           ms->finished, elapsed);
+    if (ms->latency.count)
+        printf("latency: mean %.4f s, median %.4f s, p95 %.4f s, max %.4f s\n",
+               ds_hist_mean(&ms->latency), ds_hist_quantile(&ms->latency, 0.5),
+               ds_hist_quantile(&ms->latency, 0.95), ms->latency.max);
+    printf("throughput: %.2f frames/s (%" PRId64 " frames in %.2f s)\n",
+           elapsed > 0 ? (double)ms->finished / elapsed : 0, ms->finished, elapsed);
     for (int i = 0; i < ms->n_links; i++)
         printf("bytes %s: %.1f KB/frame, %.2f MB total\n", ms->links[i].name,
-               ms->finished ? ms->links[i].bytes / 1e3 / ms->finished : 0, ms->links[i].bytes / 1e6);
-    for (int i = 0; i < ms->n_stages; i++) {
-        stage_samples *s = &ms->stages[i];
-        qsort(s->values, (size_t)s->n, sizeof *s->values, cmp_double);
-        printf("stage %s: median %.2f ms\n", s->name, quantile(s->values, s->n, 0.5) * 1e3);
-    }
+               ms->finished ? (double)ms->links[i].bytes / 1e3 / (double)ms->finished : 0,
+               (double)ms->links[i].bytes / 1e6);
+    for (int i = 0; i < ms->n_stages; i++)
+        printf("stage %s: median %.2f ms\n", ms->stages[i].name,
+               ds_hist_quantile(ms->stages[i].seconds, 0.5) * 1e3);
     if (cfg->check)
         printf("check: %d frames, max abs error %.3g, max relative error %.3g (limit %.0e)\n", ms->checked,
                ms->check_max_abs, ms->check_max_rel, CHECK_TOLERANCE);
-    for (int i = 0, shown = 0; i < ms->n_frames && shown < 5; i++)
-        if (ms->frames[i].state == FRAME_FAILED) {
-            printf("failed frame %d: %s\n", i, ms->frames[i].error);
-            shown++;
-        }
+    for (int i = 0; i < ms->n_failures; i++)
+        printf("failed frame %" PRId64 ": %s\n", ms->failure_ids[i],
+               ms->failures[i] ? ms->failures[i] : "out of memory");
     fflush(stdout);
 }
 
 /* Waits for the frames in flight (unless interrupted: they fail), stops the
  * watch and prints the summary.  Returns the exit status: 0 when every
- * frame finished (and passed the check). */
+ * frame of the run finished (and passed the check): master.ifr_num frames,
+ * or every frame read when the source ended or an endless run was stopped. */
 static int master_drain(master *ms, int sent)
 {
     const ds_config *cfg = ms->cfg;
@@ -878,43 +995,73 @@ static int master_drain(master *ms, int sent)
     ms->elapsed = ds_now() - ms->t_start;
     ds_master_watch_stop(ms);
     pthread_mutex_lock(&ms->lock);
-    for (int f = ms->low; f < ms->next_frame; f++)
-        if (ms->frames[f].state == FRAME_IN_FLIGHT)
+    for (int64_t f = ms->low; f < ms->next_frame; f++)
+        if (rec(ms, f)->state == FRAME_IN_FLIGHT)
             fail_frame(ms, f, ms->interrupted ? "interrupted before its result came"
                                               : "the master stopped before its result came");
+    ms->skipped = ds_capture_skipped(ms->capture);
     pthread_mutex_unlock(&ms->lock);
     if (ms->interrupted)
         ds_log_warn("interrupted");
     print_summary(ms);
     if (cfg->check && ms->check_max_rel > CHECK_TOLERANCE)
         ds_log_error("check failed: relative error %.3g above %.0e", ms->check_max_rel, CHECK_TOLERANCE);
-    int all_checked = !cfg->check || (ms->checked == ms->n_frames &&
+    int all_checked = !cfg->check || (ms->checked == ms->finished &&
                                       ms->check_max_rel <= CHECK_TOLERANCE);
-    return ms->finished == ms->n_frames && all_checked ? 0 : 1;
+    int64_t due = ms->n_frames && !ms->source_ended ? ms->n_frames : ms->next_frame;
+    return ms->finished == due && !ms->interrupted && !ms->output_failed && all_checked ? 0 : 1;
 }
 
 /* ------------------------------------------------------------- opening */
 
-/* Trace, model, clip (its frame size sets the model's input) and the
- * sender's cache. */
+/* Trace, model, source (its frame size sets the model's input), the
+ * sender's cache and the result caches. */
 static int open_input(master *ms, ds_error *err)
 {
     const ds_config *cfg = ms->cfg;
+    ds_capture_opts co = {
+        .path = cfg->video_path,
+        .video = {cfg->frame_rows, cfg->frame_cols, cfg->video.format, cfg->video.fps,
+                  cfg->video.input_rows, cfg->video.input_cols, cfg->video.timeout},
+        .loop = cfg->video.loop,
+        .drop = cfg->master.drop,
+    };
     if (ds_trace_open(cfg->trace_dir, "master", &ms->trace, err) ||
-        ds_model_load(cfg->dnn, &ms->model, err) ||
-        !(ms->video = ds_video_open(cfg->video_path, cfg->frame_rows, cfg->frame_cols, err)))
+        ds_model_load(cfg->dnn, &ms->model, err) || !(ms->capture = ds_capture_start(&co, err)))
         return -1;
-    ms->rows = ds_video_get_info(ms->video)->rows;
-    ms->cols = ds_video_get_info(ms->video)->cols;
+    ms->rows = ds_capture_info(ms->capture)->rows;
+    ms->cols = ds_capture_info(ms->capture)->cols;
     if (ds_model_set_input(&ms->model, 1, 3, ms->rows, ms->cols, err) ||
         ds_dif_cache_init(&ms->cache, ms->model.n_layers, err))
         return -1;
+    for (int i = 0; i < ms->n_workers; i++)
+        if (ds_dif_cache_init(&ms->link[i].results, ms->model.n_layers, err))
+            return -1;
     if (ms->model.layers[0].out_shape.dims[1] > DS_PLANNER_MAX_INPUT)
         return ds_errorf(err, "%s: the network input has %lld channels; frames have 3",
                          ms->model.name, (long long)ms->model.layers[0].out_shape.dims[1]);
-    ds_log_info("%s (%d layers), video %s at %dx%d, %d workers, mode %s", ms->model.name,
-            ms->model.n_layers, cfg->video_path, ms->rows, ms->cols, ms->n_workers,
-            ds_mode_name(cfg->mode));
+    ds_log_info("%s (%d layers), %s %s at %dx%d, %d workers, mode %s, drop %s", ms->model.name,
+                ms->model.n_layers, ds_source_kind_name(cfg->video.kind), cfg->video_path, ms->rows,
+                ms->cols, ms->n_workers, ds_mode_name(cfg->mode),
+                cfg->master.drop == DS_DROP_LATEST ? "latest" : "none");
+    return 0;
+}
+
+/* The sinks of output: and the subscription server. */
+static int open_output(master *ms, ds_error *err)
+{
+    const ds_config *cfg = ms->cfg;
+    const ds_model *m = &ms->model;
+    ms->output_names = calloc((size_t)m->n_outputs, sizeof *ms->output_names);
+    if (!ms->output_names)
+        return ds_errorf(err, "out of memory");
+    for (int k = 0; k < m->n_outputs; k++)
+        ms->output_names[k] = m->layers[m->outputs[k]].name;
+    ds_output_opts o = {cfg->output.jsonl, cfg->output.tensors, cfg->output.labels, cfg->output.top_k};
+    if ((o.jsonl || o.tensors) && !(ms->output = ds_output_open(&o, err)))
+        return -1;
+    if (cfg->output.subscribe && !(ms->subscribers = ds_subscribers_start(cfg, ms->sec, err)))
+        return -1;
     return 0;
 }
 
@@ -960,11 +1107,13 @@ static int master_open(master *ms)
     ms->session_id = new_session_id();
     ms->epoch = 1;
     ms->epochs = 1;
-    ms->frames = calloc((size_t)cfg->master.ifr_num, sizeof *ms->frames);
+    ms->frames = calloc(DS_MASTER_WINDOW, sizeof *ms->frames);
     if (!ms->frames) {
         ds_log_error("out of memory");
         return -1;
     }
+    for (int i = 0; i < DS_MASTER_WINDOW; i++)
+        ms->frames[i].id = -1;
     ms->n_frames = cfg->master.ifr_num;
     ms->codec = ds_link_codec(cfg, cfg->master.bandwidth[0]);
     if (!(ms->sec = ds_role_security(cfg, "master", &err))) {
@@ -973,7 +1122,7 @@ static int master_open(master *ms)
     }
     ds_log_info("connecting with %s", ds_rpc_security_mode(ms->sec));
     /* The check's executor now, not on the first result (its deadline runs). */
-    if (open_input(ms, &err) || (cfg->check && local_ready(ms, &err)) ||
+    if (open_input(ms, &err) || open_output(ms, &err) || (cfg->check && local_ready(ms, &err)) ||
         ds_master_signals_start(ms, &err) || ds_master_connect(ms, &err) ||
         (ds_config_needs_trainer(cfg) && fetch_predictors(ms, &err))) {
         ds_log_error("%s", err.msg);
@@ -997,40 +1146,46 @@ static int master_open(master *ms)
 static void master_close(master *ms)
 {
     ds_master_watch_stop(ms);
+    ds_subscribers_stop(ms->subscribers);
+    ds_output_close(ms->output);
+    free(ms->output_names);
     for (int i = 0; i < ms->n_workers; i++) {
         ds_rpc_channel_free(ms->link[i].ch);
         free(ms->link[i].costs);
+        ds_dif_cache_free(&ms->link[i].results);
     }
-    for (int i = 0; ms->frames && i < ms->n_frames; i++) {
+    for (int i = 0; ms->frames && i < DS_MASTER_WINDOW; i++) {
         ds_tensor_free(&ms->frames[i].frame);
         free(ms->frames[i].error);
     }
     free(ms->frames);
+    for (int i = 0; i < ms->n_failures; i++)
+        free(ms->failures[i]);
     for (int i = 0; i < ms->n_stages; i++)
-        free(ms->stages[i].values);
+        free(ms->stages[i].seconds);
     ds_plan_jobs_free(&ms->pj);
     if (ms->planner_ready)
         ds_planner_free(&ms->planner);
     ds_buf_free(&ms->pred_blob);
     ds_tensor_free(&ms->prev_frame);
     ds_dif_cache_free(&ms->cache);
-    ds_dif_cache_free(&ms->check_cache);
     ds_executor_free(ms->check_exec);
     ds_tensor_free(&ms->check_in);
     for (int i = 0; ms->check_out && i < ms->model.n_outputs; i++)
         ds_tensor_free(&ms->check_out[i]);
     free(ms->check_out);
-    ds_tensor_free(&ms->hwc);
     ds_buf_free(&ms->payload);
     ds_buf_free(&ms->req);
     ds_buf_free(&ms->resp);
-    ds_video_close(ms->video);
+    ds_capture_stop(ms->capture);
+    ds_captured_free(&ms->captured);
     ds_model_free(&ms->model);
     ds_trace_close(ms->trace);
     ds_rpc_security_free(ms->sec);
     pthread_mutex_destroy(&ms->lock);
     pthread_cond_destroy(&ms->changed);
     pthread_mutex_destroy(&ms->check_lock);
+    pthread_mutex_destroy(&ms->output_lock);
     free(ms);
 }
 
@@ -1046,11 +1201,12 @@ int ds_master_main(const ds_config *cfg)
     pthread_mutex_init(&ms->lock, NULL);
     pthread_cond_init(&ms->changed, NULL);
     pthread_mutex_init(&ms->check_lock, NULL);
+    pthread_mutex_init(&ms->output_lock, NULL);
     ds_signals_block();
     int status = 1;
     if (master_open(ms) == 0)
         status = master_drain(ms, master_send(ms));
-    else if (ms->interrupted && ms->video) /* e.g. while waiting for workers */
+    else if (ms->interrupted && ms->capture) /* e.g. while waiting for workers */
         print_summary(ms);
     master_close(ms);
     return status;

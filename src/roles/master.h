@@ -3,10 +3,13 @@
  *   master.c        frames, epochs, plans, sending, checking, the summary;
  *   master_watch.c  the workers: connecting, result streams, heartbeats,
  *                   probing lost workers and taking them back; signals.
- * Locking: `lock` guards the frame records, the counters, the workers' up /
- * lost flags and the recovery request; `check_lock` (taken before `lock`)
- * the local check.  The main thread alone owns the planner, the segment and
- * the send cache; it writes `epoch` under `lock`. */
+ *   master_subscribe.c  the results subscription server (output.subscribe).
+ * Locking: `lock` guards the frame records, the counters, the statistics,
+ * the workers' up / lost flags and the recovery request; `check_lock`
+ * (taken before `lock`) the local check; `output_lock` the output sinks.
+ * The main thread alone owns the capture, the planner, the segment and the
+ * send cache; it writes `epoch` under `lock`.  Each worker's result cache is
+ * its reader thread's. */
 #ifndef DS_ROLES_MASTER_H
 #define DS_ROLES_MASTER_H
 
@@ -14,19 +17,26 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "common/stats.h"
 #include "common/trace.h"
 #include "dif/dif.h"
 #include "model/model.h"
 #include "rpc/rpc.h"
 #include "sched/plan.h"
+#include "output/output.h"
 #include "sched/planner.h"
-#include "video/video.h"
+#include "video/capture.h"
 
 #define DS_MASTER_MAX_LINKS (2 * DS_MAX_WORKERS + 1)
+/* Frame records kept: frames from the oldest unfinished one to the newest
+ * sent, so at most this many in flight, whatever the run's length. */
+#define DS_MASTER_WINDOW 256
+#define DS_MASTER_FAILURES_SHOWN 5
 
 enum frame_state { FRAME_UNSENT = 0, FRAME_IN_FLIGHT, FRAME_DONE, FRAME_FAILED };
 
 typedef struct frame_rec {
+    int64_t id;        /* the frame this record holds (-1: none yet) */
     enum frame_state state;
     uint32_t epoch;    /* of its last send: only a result of that epoch counts */
     int sends;         /* 1 + re-sends */
@@ -34,6 +44,7 @@ typedef struct frame_rec {
     double sent;       /* ds_now() at the last send: its deadline counts from it */
     double latency;    /* seconds, when done */
     ds_tensor frame;   /* u8 NCHW, kept while in flight (re-sends, check) */
+    int64_t source_index, capture_us; /* of the source's frame (ds_captured) */
     char *error;       /* why it failed (or why its last send failed) */
 } frame_rec;
 
@@ -48,18 +59,22 @@ typedef struct worker_link {
     int lost;         /* not up: the watch thread probes it */
     double *costs;    /* seconds per layer, from its last Costs answer */
     double heartbeat; /* seconds a heartbeat may take */
+    /* Its final outputs as last received (dif: the reference of the next
+     * update) and the frame id + 1 they belong to; its reader thread's. */
+    ds_dif_cache results;
+    uint64_t results_next;
 } worker_link;
 
 typedef struct link_total {
     char name[24];
     uint64_t bytes;
+    uint64_t bytes_shown; /* at the last status line */
 } link_total;
 
-typedef struct stage_samples {
+typedef struct stage_stats {
     char name[64]; /* "w0 execute" */
-    double *values;
-    int n, cap;
-} stage_samples;
+    ds_hist *seconds;
+} stage_stats;
 
 typedef struct master {
     const ds_config *cfg;
@@ -72,11 +87,16 @@ typedef struct master {
 
     pthread_mutex_t lock;
     pthread_cond_t changed;
-    frame_rec *frames;
-    int n_frames;
-    int next_frame;         /* frames read so far */
-    int low;                /* frames before it are done or failed */
-    int in_flight, finished, failed, resent, local;
+    frame_rec *frames;      /* [DS_MASTER_WINDOW]: frame f in frames[f % window] */
+    int64_t n_frames;       /* master.ifr_num; 0: until the source ends or a signal */
+    int64_t next_frame;     /* frames read so far */
+    int64_t low;            /* frames before it are done or failed */
+    int64_t finished, failed;
+    int in_flight, resent, local;
+    uint64_t skipped;       /* by the capture (drop latest) */
+    char *failures[DS_MASTER_FAILURES_SHOWN]; /* the first failed frames' reasons */
+    int64_t failure_ids[DS_MASTER_FAILURES_SHOWN];
+    int n_failures;
     int losses, taken_back, epochs;
     uint32_t epoch;
     int epoch_warm;         /* a frame finished in this epoch */
@@ -85,11 +105,17 @@ typedef struct master {
     int recover;            /* the main thread should recover ... */
     int recover_broken;     /* ... and the current epoch's caches are out of step */
     int interrupted;
+    int draining;           /* an endless run's first signal: read no more frames */
     int closing;            /* the watch and signal threads stop */
     link_total links[DS_MASTER_MAX_LINKS];
     int n_links;
-    stage_samples stages[64];
+    stage_stats stages[64];
     int n_stages;
+    ds_hist latency;        /* of every finished frame */
+    ds_hist latency_recent; /* since the last status line */
+    int64_t finished_shown; /* at the last status line */
+    double last_status;     /* ds_now() of the last status line (main thread) */
+    int source_ended;       /* the source has no more frames (main thread) */
 
     double check_max_abs, check_max_rel; /* of the results that counted */
     int checked;
@@ -100,24 +126,31 @@ typedef struct master {
     ds_executor *check_exec;
     ds_tensor check_in;
     ds_tensor *check_out;
-    ds_dif_cache check_cache;
 
-    /* The main thread's: the clip, the segment of workers and its plan, and
-     * what the sender keeps from one frame to the next. */
-    ds_video *video;
+    /* Where the results go (output_lock). */
+    pthread_mutex_t output_lock;
+    ds_output *output;
+    struct ds_subscribers *subscribers;
+    char **output_names;    /* the model's output layers' names */
+    int output_failed;      /* a sink failed: the run stops (lock) */
+
+    /* The main thread's: the source, the segment of workers and its plan,
+     * and what the sender keeps from one frame to the next. */
+    ds_capture *capture;
+    ds_captured captured;
     int rows, cols;
     ds_buf pred_blob;        /* the trainer's predictors (NULL for lbc) */
     ds_config seg_cfg;       /* the configuration the planner sees: the segment's */
     int chain[DS_MAX_WORKERS]; /* the workers in use, ascending: the master sends */
     int chain_len;             /* to the first; 0: none (computing locally, or waiting) */
     uint32_t chain_ids[DS_MAX_WORKERS]; /* the same, for the frame requests */
-    int plan_base;           /* the first frame of the planner */
+    int64_t plan_base;       /* the first frame of the planner */
     ds_planner planner;
     int planner_ready, plan_changes;
     ds_plan full_plan;       /* the planner's plan over all workers */
     ds_plan_jobs pj;
     Deltaslice__Job job_msgs[DS_MAX_WORKERS], *jobs[DS_MAX_WORKERS];
-    ds_tensor hwc, prev_frame;
+    ds_tensor prev_frame;
     float input_frac[DS_PLANNER_MAX_INPUT];
     ds_codec_opts codec;
     ds_dif_cache cache; /* what the first worker holds of the input */
@@ -150,5 +183,19 @@ void ds_master_lose(master *ms, int w, const char *why);
 void ds_master_report(master *ms, int w, const uint8_t *msg, size_t len);
 /* 1 when worker w is on the chain in use (lock held, or the main thread). */
 int ds_master_on_chain(const master *ms, int w);
+
+/* ---- master_subscribe.c */
+
+typedef struct ds_subscribers ds_subscribers;
+/* Serves /deltaslice.Master/Results on cfg->master.listen:cfg->port_master
+ * with the master's credentials (sec); logs "serving results on HOST:PORT
+ * (MODE)". */
+ds_subscribers *ds_subscribers_start(const ds_config *cfg, ds_rpc_security *sec, ds_error *err);
+/* Hands r to every open subscription; never blocks: each subscriber has a
+ * bounded queue; when full its oldest queued result is dropped and counted. */
+void ds_subscribers_publish(ds_subscribers *s, const ds_result *r);
+int ds_subscribers_count(ds_subscribers *s);
+/* Ends every stream (OK) and stops the server; NULL: nothing. */
+void ds_subscribers_stop(ds_subscribers *s);
 
 #endif

@@ -281,12 +281,19 @@ static void *signal_thread(void *arg)
     for (;;) {
         int sig = ds_signals_wait(0.1);
         pthread_mutex_lock(&ms->lock);
-        if (sig)
+        /* An endless run's first signal is its normal end: read no more,
+         * finish the frames in flight.  A second one stops at once. */
+        int drain = sig && !ms->n_frames && ms->t_start > 0 && !ms->draining;
+        if (drain)
+            ms->draining = 1;
+        else if (sig)
             ms->interrupted = 1;
         int stop = ms->closing || ms->interrupted;
         pthread_cond_broadcast(&ms->changed);
         pthread_mutex_unlock(&ms->lock);
-        if (sig)
+        if (drain)
+            ds_log_info("stopping: finishing the frames in flight (signal again to stop at once)");
+        else if (sig)
             ds_rpc_interrupt();
         if (stop)
             break;

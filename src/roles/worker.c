@@ -103,6 +103,11 @@ typedef struct worker {
     ds_rpc_security *sec;
     ds_rpc_channel *next[DS_MAX_WORKERS]; /* later workers it has routes to */
     ds_payloads outputs;
+    /* The last result sent to the master in dif mode: its caches' key and
+     * frame id + 1 (FinishReport.outputs_base of the next one).  The
+     * executor's alone. */
+    ds_dif_key result_key;
+    uint64_t result_next;
 
     ds_rpc_server *srv;
     pthread_t exec_th, send_th;
@@ -541,8 +546,8 @@ static int run_job(worker *w, const Deltaslice__FrameRequest *m, int final, ds_d
         ds_codec_opts o = ds_link_codec(w->cfg, final ? 1e6 : w->cfg->master.bandwidth[w->id + 1]);
         o.update = ds_dif_link_update(m->dif);
         ds_dif_key key = {m->session_id, m->epoch, m->plan_id};
-        rc = ds_dif_node_run(w->node, key, &j, (int)n_in, in, in_len, &o, final,
-                             final && !m->check ? NULL : &w->outputs, tm, err);
+        rc = ds_dif_node_run(w->node, key, &j, (int)n_in, in, in_len, &o,
+                             final && !m->return_outputs ? NULL : &w->outputs, tm, err);
     }
     pthread_mutex_unlock(&w->setup_lock);
     return rc;
@@ -641,6 +646,17 @@ static int pass_on(worker *w, const Deltaslice__FrameRequest *m, int final, cons
         r.outputs = c->outputs;
         r.session_id = m->session_id;
         r.epoch = m->epoch;
+        r.plan_id = m->plan_id;
+        if (m->return_outputs && m->dif) {
+            /* The node's send cache holds this result now: the next one of
+             * the same key is an update against it. */
+            ds_dif_key key = {m->session_id, m->epoch, m->plan_id};
+            int same = key.session == w->result_key.session && key.epoch == w->result_key.epoch &&
+                       key.plan == w->result_key.plan;
+            r.outputs_base = same ? w->result_next : 0;
+            w->result_key = key;
+            w->result_next = m->frame_id + 1;
+        }
         return queue_send(w, &r.base, TO_MASTER, ref_of(m), err);
     }
     Deltaslice__FrameRequest fwd = *m;
@@ -676,7 +692,7 @@ static int execute_frame(worker *w, const frame_msg *f, ds_error *err)
         ds_trace_event_at(w->trace, stage[s + 1], m->frame_id, names[s], DS_TRACE_FINISH);
     }
     carry c;
-    int rc = carry_make(w, f, stage, !final || m->check, &c, err);
+    int rc = carry_make(w, f, stage, !final || m->return_outputs, &c, err);
     if (rc == 0)
         rc = pass_on(w, m, final, &c, err);
     carry_free(&c);
