@@ -76,6 +76,8 @@ double ds_hist_quantile(const ds_hist *h, double q)
     for (int b = 0; b < DS_HIST_BUCKETS; b++) {
         seen += h->bucket[b];
         if (seen >= rank) {
+            if (b == DS_HIST_BUCKETS - 1) /* the overflow bucket has no middle */
+                return h->max;
             double v = bucket_middle(b);
             return v < h->min ? h->min : v > h->max ? h->max : v;
         }
