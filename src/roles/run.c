@@ -7,13 +7,18 @@
  * stayed up 60 s.  The master re-plans without a lost worker and takes the
  * restarted one back.  Exit status 2 (bad configuration) is not restarted: it
  * would fail the same way.  Ctrl-C or SIGTERM stops every role (status 130); a
- * second one kills them at once.  No gRPC here: it is not fork-safe, so
- * children exec a fresh binary. */
+ * second one kills them at once.  A run without end (master.ifr_num 0) ends
+ * that way normally: the first signal goes to the master alone, which
+ * finishes its frames in flight, and the run takes its status.  Roles run
+ * in their own process group, so a terminal's Ctrl-C reaches this process
+ * only, and die with it (PR_SET_PDEATHSIG).  No gRPC here: it is not
+ * fork-safe, so children exec a fresh binary. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +61,8 @@ typedef struct supervisor {
     const char *self_exe, *config_path;
     sigset_t signals;  /* SIGINT, SIGTERM, SIGCHLD: blocked, taken by sigtimedwait */
     sigset_t old_mask; /* the caller's mask: restored in children and at the end */
+    int endless;       /* master.ifr_num 0: a signal asks the master to drain */
+    int draining;      /* ... and it was asked */
 } supervisor;
 
 /* "[emulator] self_exe ROLE [-i ID] [-c CONFIG]" into argv (9 slots).  Under
@@ -89,8 +96,13 @@ static int start_child(supervisor *s, child *c)
     char id_text[16];
     const char *argv[9];
     const char *program = role_argv(s, c, id_text, argv);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) /* the supervisor died before the line above */
+            _exit(1);
         sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
         if (program == s->self_exe)
             execv(program, (char *const *)argv);
@@ -267,7 +279,12 @@ static int supervise(supervisor *s)
 {
     for (;;) {
         int sig = wait_signal(s, next_wake(s));
-        if (sig == SIGINT || sig == SIGTERM) {
+        if ((sig == SIGINT || sig == SIGTERM) && s->endless && !s->draining &&
+            s->kids[s->master].state == CHILD_RUNNING) {
+            s->draining = 1;
+            kill(s->kids[s->master].pid, sig);
+            ds_log_info("stopping: the master finishes its frames in flight (signal again to stop at once)");
+        } else if (sig == SIGINT || sig == SIGTERM) {
             ds_log_warn("interrupted: stopping every role");
             stop_all(s);
             return 130;
@@ -316,6 +333,7 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
     memset(&s, 0, sizeof s);
     s.self_exe = self_exe;
     s.config_path = config_path;
+    s.endless = cfg->master.ifr_num == 0;
     sigemptyset(&s.signals);
     sigaddset(&s.signals, SIGINT);
     sigaddset(&s.signals, SIGTERM);
