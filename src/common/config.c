@@ -239,7 +239,7 @@ static int get_list(parse_ctx *c, const yaml_node_t *n, const char *key, int min
 
 typedef struct seen {
     const yaml_node_t *port, *net, *bandwidth, *master, *worker_listen, *trainer_listen;
-    const yaml_node_t *ifr_num, *drop, *loop, *master_listen, *subscribe;
+    const yaml_node_t *ifr_num, *drop, *loop, *master_listen, *subscribe, *trainer_video;
     const yaml_node_t *route_mw[DS_MAX_WORKERS];
     const yaml_node_t *route_bad_worker; /* an m->wI or wI->wJ with I out of range */
     int route_bad_id;
@@ -537,6 +537,11 @@ static int trainer_pair(parse_ctx *c, const char *key, const yaml_node_t *k, con
     ds_config *cfg = w->cfg;
     if (!strcmp(key, "frame_num"))
         return get_int(c, v, "trainer.frame_num", 2, 1000000, &cfg->trainer.frame_num);
+    if (!strcmp(key, "video_path")) {
+        w->seen->trainer_video = v;
+        return get_string(c, v, "trainer.video_path", 0, &cfg->trainer.video_path) ||
+               resolve_path(c, &cfg->trainer.video_path);
+    }
     if (!strcmp(key, "threads"))
         return get_int(c, v, "trainer.threads", 1, 256, &cfg->trainer.threads);
     if (!strcmp(key, "tls"))
@@ -545,7 +550,7 @@ static int trainer_pair(parse_ctx *c, const char *key, const yaml_node_t *k, con
         w->seen->trainer_listen = v;
         return get_string(c, v, "trainer.listen", 0, &cfg->listen_trainer);
     }
-    return unknown_key(c, k, "trainer", key, "frame_num, threads, listen, tls");
+    return unknown_key(c, k, "trainer", key, "frame_num, threads, video_path, listen, tls");
 }
 
 static int codec_pair(parse_ctx *c, const char *key, const yaml_node_t *k, const yaml_node_t *v, void *user)
@@ -880,7 +885,7 @@ static int set_default_string(char **slot, const char *value, ds_error *err)
 /* What depends on the kind of source: live sources run without end and
  * drop to the latest frame unless told otherwise, and cannot loop; the
  * subscription server follows the listen rules of the other servers. */
-static int check_source(parse_ctx *c, ds_config *cfg, seen *s)
+static int check_source(parse_ctx *c, const yaml_node_t *root, ds_config *cfg, seen *s)
 {
     int live = cfg->video.kind != DS_SOURCE_FILE;
     if (live && s->loop && cfg->video.loop)
@@ -895,6 +900,14 @@ static int check_source(parse_ctx *c, ds_config *cfg, seen *s)
     }
     if (!cfg->video.loop && !s->ifr_num)
         cfg->master.ifr_num = 0; /* the file, once */
+    if (!cfg->trainer.video_path && !live &&
+        set_default_string(&cfg->trainer.video_path, cfg->video_path, c->err))
+        return -1;
+    if (!cfg->trainer.video_path && ds_config_needs_trainer(cfg))
+        return fail(c, s->master ? s->master : root, "master.scheduler", "%s learns from a recorded "
+                    "clip, and %s is a %s: set trainer.video_path to a file recorded from it",
+                    ds_scheduler_name(cfg->master.scheduler), cfg->video_path,
+                    ds_source_kind_name(cfg->video.kind));
     if (cfg->master.listen && check_plaintext(c, cfg, s->master_listen, "master.listen", "master",
                                               cfg->master.listen, 0))
         return -1;
@@ -987,7 +1000,7 @@ int ds_config_parse(const char *text, size_t len, const char *label, const char 
     if (!s.bandwidth)
         for (int i = 0; i < cfg->n_workers; i++)
             cfg->master.bandwidth[i] = 1e6; /* unshaped */
-    if (check_source(&c, cfg, &s))
+    if (check_source(&c, root, cfg, &s))
         goto out;
     rc = 0;
 out:
@@ -1084,6 +1097,7 @@ void ds_config_free(ds_config *cfg)
     free(cfg->dnn);
     free(cfg->video_path);
     free(cfg->video.format);
+    free(cfg->trainer.video_path);
     free(cfg->master.listen);
     free(cfg->output.jsonl);
     free(cfg->output.tensors);

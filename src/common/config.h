@@ -131,6 +131,8 @@ typedef struct ds_config {
     struct {
         int frame_num;
         int threads;
+        char *video_path; /* the clip it learns from: video_path when that is a
+                             file; a live source needs a recording here */
         ds_tls_files tls;
     } trainer;
 

@@ -1076,7 +1076,7 @@ static int fetch_predictors(master *ms, ds_error *err)
     int rc = -1;
     ds_predictors *pred = NULL;
     if (ch && ds_rpc_wait_ready(ch, cfg->master.connect_timeout, err) == 0 &&
-        ds_rpc_call_predictors(ch, ms->model.hash, cfg->video_path, ms->rows, ms->cols,
+        ds_rpc_call_predictors(ch, ms->model.hash, cfg->trainer.video_path, ms->rows, ms->cols,
                                (uint32_t)cfg->trainer.frame_num, 3600, &ms->pred_blob, err) == 0) {
         if (ds_predictors_decode(ms->pred_blob.data, ms->pred_blob.len, &ms->model, &pred, err))
             ds_error_prefix(err, "trainer Predictors");

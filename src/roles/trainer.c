@@ -94,7 +94,7 @@ static void train_size(trainer *tr, sized *s, int rows, int cols)
     if (ds_model_load(cfg->dnn, &m, &err) || ds_model_set_input(&m, 1, 3, rows, cols, &err)) {
         ds_error_prefix(&err, "model %s at %dx%d", cfg->dnn, rows, cols);
     } else {
-        ds_train_cfg c = {cfg->video_path, cfg->trainer.frame_num, cfg->trainer.threads,
+        ds_train_cfg c = {cfg->trainer.video_path, cfg->trainer.frame_num, cfg->trainer.threads,
                           cfg->cache_dir, isatty(STDERR_FILENO), &tr->cancel};
         ds_train_stats st;
         if (ds_train_run(&m, &c, &p, &st, &err) == 0 && ds_predictors_encode(p, &blob, &err) == 0)
@@ -222,7 +222,7 @@ static void *startup_thread(void *arg)
     int rows = tr->cfg->frame_rows, cols = tr->cfg->frame_cols;
     if (rows <= 0 || cols <= 0) { /* frame_size absent: the video's own size */
         ds_error err;
-        ds_video *v = ds_video_open(tr->cfg->video_path, 0, 0, &err);
+        ds_video *v = ds_video_open(tr->cfg->trainer.video_path, 0, 0, &err);
         if (!v) {
             ds_log_warn("not training at start-up: %s", err.msg);
             return NULL;
@@ -234,8 +234,8 @@ static void *startup_thread(void *arg)
         tr->pin_rows = rows;
         tr->pin_cols = cols;
         pthread_mutex_unlock(&tr->lock);
-    } else if (access(tr->cfg->video_path, R_OK)) {
-        ds_log_warn("not training at start-up: cannot read video %s", tr->cfg->video_path);
+    } else if (access(tr->cfg->trainer.video_path, R_OK)) {
+        ds_log_warn("not training at start-up: cannot read video %s", tr->cfg->trainer.video_path);
         return NULL;
     }
     ds_error err;
@@ -257,9 +257,9 @@ static int check_request(const trainer *tr, const ds_rpc_predictors_query *m, ds
     if (strcmp(m->model_hash, tr->hash) != 0)
         return ds_errorf(err, "model hash %.64s does not match the trainer's model %s (hash %s)",
                          m->model_hash, tr->model_name, tr->hash);
-    if (m->video[0] && strcmp(base_name(m->video), base_name(cfg->video_path)) != 0)
+    if (m->video[0] && strcmp(base_name(m->video), base_name(cfg->trainer.video_path)) != 0)
         return ds_errorf(err, "video %.256s is not the trainer's video %s", m->video,
-                         cfg->video_path);
+                         cfg->trainer.video_path);
     if (m->frame_num && m->frame_num != (uint32_t)cfg->trainer.frame_num)
         return ds_errorf(err, "frame_num %u differs from the trainer's trainer.frame_num %d",
                          m->frame_num, cfg->trainer.frame_num);
@@ -327,6 +327,12 @@ static int on_predictors(void *ud, const uint8_t *req, size_t len, ds_buf *resp,
 
 int ds_trainer_main(const ds_config *cfg)
 {
+    if (!cfg->trainer.video_path) {
+        ds_log_error("%s: no clip to learn from: %s is a %s; set trainer.video_path to a file "
+                     "recorded from it", cfg->path, cfg->video_path,
+                     ds_source_kind_name(cfg->video.kind));
+        return 2;
+    }
     ds_signals_block();
     ds_error err;
     trainer *tr = calloc(1, sizeof *tr);
@@ -377,7 +383,7 @@ int ds_trainer_main(const ds_config *cfg)
     }
     ds_log_info("serving on %s (%s); model %s, %d frames of %s", addr,
                 ds_rpc_security_mode(sec), tr->model_name, cfg->trainer.frame_num,
-                cfg->video_path);
+                cfg->trainer.video_path);
     pthread_t th;
     int started = pthread_create(&th, NULL, startup_thread, tr) == 0;
     if (!started)

@@ -404,7 +404,7 @@ static void test_takeover_key(void **state)
                             "no_workers, takeover, drop, listen, tls)");
     expect_error_after_base("trainer: {port: 1}\n",
                             "config.yml:5:11: trainer.port: unknown key (expected one of: frame_num, "
-                            "threads, listen, tls)");
+                            "threads, video_path, listen, tls)");
 }
 
 /* Without TLS, what a role dials must be loopback, unless insecure: true. */
@@ -574,6 +574,139 @@ static void test_is_loopback(void **state)
             fail_msg("%s is not loopback", no[i]);
 }
 
+/* base with another video_path and extra keys, parsed into *cfg. */
+static int parse_with_video(const char *video, const char *extra, ds_config *cfg, ds_error *err)
+{
+    char text[2048];
+    snprintf(text, sizeof text,
+             "port: {master: 11110, trainer: 22220, worker: [33330, 33331]}\n"
+             "net: {m->t: 'localhost:22220', m->w0: 'localhost:33330', m->w1: 'localhost:33331', "
+             "w0->w1: 'localhost:33331'}\n"
+             "video_path: '%s'\n%s",
+             video, extra);
+    return ds_config_parse(text, strlen(text), "config.yml", "/etc/ds", cfg, err);
+}
+
+static void test_source_kinds(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *path;
+        ds_source_kind kind;
+    } cases[] = {
+        {"clip.mp4", DS_SOURCE_FILE},        {"/srv/v.avi", DS_SOURCE_FILE},
+        {"/dev/video0", DS_SOURCE_CAMERA},   {"lavfi:testsrc2=rate=30", DS_SOURCE_VIRTUAL},
+        {"rtsp://cam/stream", DS_SOURCE_STREAM}, {"RTSP://cam/1", DS_SOURCE_STREAM},
+        {"https://x/v.m3u8", DS_SOURCE_STREAM},  {"udp://0.0.0.0:5000", DS_SOURCE_STREAM},
+        {"tcp://h:1", DS_SOURCE_STREAM},     {"srt://h:1", DS_SOURCE_STREAM},
+        {"rtmp://h/live", DS_SOURCE_STREAM}, {"http:/not-a-url", DS_SOURCE_FILE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (ds_source_kind_of(cases[i].path) != cases[i].kind)
+            fail_msg("%s: kind %d, expected %d", cases[i].path, ds_source_kind_of(cases[i].path),
+                     cases[i].kind);
+    assert_string_equal(ds_source_kind_name(DS_SOURCE_STREAM), "stream");
+}
+
+static void test_live_defaults(void **state)
+{
+    (void)state;
+    ds_config cfg;
+    ds_error err = {{0}};
+    /* A file: 50 frames, looping, every frame; paths resolved. */
+    assert_int_equal(parse_with_video("clip.mp4", "", &cfg, &err), 0);
+    assert_int_equal(cfg.video.kind, DS_SOURCE_FILE);
+    assert_string_equal(cfg.video_path, "/etc/ds/clip.mp4");
+    assert_string_equal(cfg.trainer.video_path, "/etc/ds/clip.mp4");
+    assert_int_equal(cfg.master.ifr_num, 50);
+    assert_int_equal(cfg.master.drop, DS_DROP_NONE);
+    assert_int_equal(cfg.video.loop, 1);
+    assert_true(cfg.video.timeout == 10);
+    assert_true(cfg.status_interval == 10);
+    assert_int_equal(cfg.output.top_k, 5);
+    assert_null(cfg.output.jsonl);
+    assert_int_equal(ds_config_wants_outputs(&cfg), 0);
+    assert_string_equal(cfg.master.listen, "localhost");
+    ds_config_free(&cfg);
+    /* A file read once: until its end. */
+    assert_int_equal(parse_with_video("clip.mp4", "video: {loop: false}\n", &cfg, &err), 0);
+    assert_int_equal(cfg.master.ifr_num, 0);
+    ds_config_free(&cfg);
+    /* Live: without end, newest frame first, URLs untouched. */
+    assert_int_equal(parse_with_video("rtsp://cam.local/stream1", "", &cfg, &err), 0);
+    assert_string_equal(cfg.video_path, "rtsp://cam.local/stream1");
+    assert_int_equal(cfg.master.ifr_num, 0);
+    assert_int_equal(cfg.master.drop, DS_DROP_LATEST);
+    assert_int_equal(cfg.video.loop, 0);
+    assert_null(cfg.trainer.video_path);
+    ds_config_free(&cfg);
+    /* ... unless told otherwise. */
+    assert_int_equal(parse_with_video("/dev/video0",
+                                      "master: {ifr_num: 100, drop: none}\n"
+                                      "video: {format: mjpeg, fps: 15, input_size: [720, 1280], timeout: 2.5}\n"
+                                      "trainer: {video_path: rec.mp4}\n"
+                                      "output: {jsonl: '-', tensors: out, labels: l.txt, top_k: 3, subscribe: true}\n"
+                                      "status_interval: 0\n",
+                                      &cfg, &err),
+                     0);
+    assert_int_equal(cfg.video.kind, DS_SOURCE_CAMERA);
+    assert_int_equal(cfg.master.ifr_num, 100);
+    assert_int_equal(cfg.master.drop, DS_DROP_NONE);
+    assert_string_equal(cfg.video.format, "mjpeg");
+    assert_true(cfg.video.fps == 15);
+    assert_int_equal(cfg.video.input_rows, 720);
+    assert_int_equal(cfg.video.input_cols, 1280);
+    assert_true(cfg.video.timeout == 2.5);
+    assert_string_equal(cfg.trainer.video_path, "/etc/ds/rec.mp4");
+    assert_string_equal(cfg.output.jsonl, "-");
+    assert_string_equal(cfg.output.tensors, "/etc/ds/out");
+    assert_string_equal(cfg.output.labels, "/etc/ds/l.txt");
+    assert_int_equal(cfg.output.top_k, 3);
+    assert_int_equal(cfg.output.subscribe, 1);
+    assert_int_equal(ds_config_wants_outputs(&cfg), 1);
+    assert_true(cfg.status_interval == 0);
+    ds_config_free(&cfg);
+}
+
+static void test_live_errors(void **state)
+{
+    (void)state;
+    ds_config cfg;
+    ds_error err = {{0}};
+    assert_int_equal(parse_with_video("lavfi:testsrc2", "video: {loop: true}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:15: video.loop: only a file can loop; "
+                                 "lavfi:testsrc2 is a virtual device");
+    assert_int_equal(parse_with_video("/dev/video0", "master: {scheduler: nsc}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:9: master.scheduler: nsc learns from a recorded clip, and "
+                                 "/dev/video0 is a camera: set trainer.video_path to a file recorded from it");
+    assert_int_equal(parse_with_video("clip.mp4", "master: {drop: oldest}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:16: master.drop: expected none or latest, got \"oldest\"");
+    assert_int_equal(parse_with_video("clip.mp4", "master: {ifr_num: -1}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:19: master.ifr_num: expected an integer in 0..100000000, got \"-1\"");
+    assert_int_equal(parse_with_video("clip.mp4", "video: {fps: 0}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:14: video.fps: expected a number > 0, got \"0\"");
+    assert_int_equal(parse_with_video("clip.mp4", "video: {input_size: [720]}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:21: video.input_size: expected a list of 2..2 items, got 1");
+    assert_int_equal(parse_with_video("clip.mp4", "video: {size: 1}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:9: video.size: unknown key (expected one of: loop, format, "
+                                 "fps, input_size, timeout)");
+    assert_int_equal(parse_with_video("clip.mp4", "output: {npy: d}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:10: output.npy: unknown key (expected one of: jsonl, tensors, "
+                                 "labels, top_k, subscribe)");
+    assert_int_equal(parse_with_video("clip.mp4", "output: {top_k: 0}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:17: output.top_k: expected an integer in 1..1000, got \"0\"");
+    assert_int_equal(parse_with_video("clip.mp4", "status_interval: -1\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:18: status_interval: expected a number >= 0, got \"-1\"");
+    /* The subscription server follows the listen rule of every server. */
+    assert_int_equal(parse_with_video("clip.mp4", "master: {listen: 0.0.0.0}\n", &cfg, &err), -1);
+    assert_string_equal(err.msg, "config.yml:4:18: master.listen: '0.0.0.0' is not a loopback address and "
+                                 "master has no TLS: set tls: {ca, cert, key} (scripts/make-certs.sh writes "
+                                 "them) or insecure: true");
+    assert_int_equal(parse_with_video("clip.mp4", "master: {listen: 0.0.0.0}\ninsecure: true\n", &cfg, &err), 0);
+    assert_string_equal(cfg.master.listen, "0.0.0.0");
+    ds_config_free(&cfg);
+}
+
 int main(void)
 {
     /* A developer's own token must not change what these tests expect. */
@@ -596,6 +729,9 @@ int main(void)
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_listen_defaults),
         cmocka_unit_test(test_is_loopback),
+        cmocka_unit_test(test_source_kinds),
+        cmocka_unit_test(test_live_defaults),
+        cmocka_unit_test(test_live_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
