@@ -148,7 +148,7 @@ install(FILES ${ds_pkg}/examples/worker-limits.conf ${ds_pkg}/examples/master-li
 # packages of the libraries the binary links (the same on arm64 and armhf;
 # tests/e2e/package.sh checks this list against dpkg-shlibdeps natively).
 set(DS_DEB_LIB_DEPENDS
-  "libavcodec59 (>= 7:5.0), libavformat59 (>= 7:5.0), libavutil57 (>= 7:5.0), libswscale6 (>= 7:5.0), \
+  "libavcodec59 (>= 7:5.0), libavdevice59 (>= 7:5.0), libavformat59 (>= 7:5.0), libavutil57 (>= 7:5.0), libswscale6 (>= 7:5.0), \
 libc6 (>= 2.34), libgrpc29 (>= 1.51.1), liblbfgs0 (>= 1.10), liblz4-1 (>= 0.0~r130), \
 libprotobuf-c1 (>= 1.0.1), libpthreadpool0, libxnnpack0, libyaml-0-2, libzstd1 (>= 1.5.2)")
 # The limit scripts (bash, tc, setpriv) and the units' user creation.

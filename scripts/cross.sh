@@ -61,7 +61,7 @@ target_packages=(
   libc6-dev
   libxnnpack-dev libpthreadpool-dev
   libgrpc-dev libprotobuf-c-dev
-  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev ffmpeg
   libyaml-dev liblz4-dev libzstd-dev liblbfgs-dev
   libcmocka-dev
 )

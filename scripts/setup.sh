@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config git
   libxnnpack-dev libpthreadpool-dev          # conv/pool/gemm kernels
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev   # RPC, messages, ONNX
-  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg  # video
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev ffmpeg  # video, cameras
   libyaml-dev liblz4-dev libzstd-dev liblbfgs-dev
   libcmocka-dev clang libclang-rt-14-dev     # tests, sanitizers, libFuzzer
   openssl                                    # TLS certificates: tests/unit/certs.h, scripts/make-certs.sh

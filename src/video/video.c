@@ -3,22 +3,36 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <libavcodec/avcodec.h>
+#include <libavdevice/avdevice.h>
 #include <libavformat/avformat.h>
 #include <libavutil/pixdesc.h>
+#include <libavutil/time.h>
 #include <libswscale/swscale.h>
 
 #include "common/log.h"
+#include "common/timing.h"
 
 struct ds_video {
-    char *path;
+    char *url;  /* what FFmpeg opens */
+    char *path; /* url with a password masked: every message uses it */
     ds_video_info info;
+    ds_video_opts opts; /* as opened; format is our copy */
+    /* The interrupt callback's state: blocking calls give up past the
+     * deadline (0 = none), or when *opts.stop is set. */
+    double deadline;
+    int timed_out;
+    int size_warned; /* the resolution-change warning was given */
+    int input_failed; /* the last read failed in the input, not the decoder */
+    double time;     /* ds_video_frame_time of the last frame */
     AVFormatContext *fmt;
     AVCodecContext *dec;
     const AVCodec *codec;
@@ -86,10 +100,14 @@ static const char *av_error_detail(char *buf, size_t len)
 
 static pthread_once_t log_setup_once = PTHREAD_ONCE_INIT;
 
+/* Once per process: our log callback, the devices (v4l2, lavfi) and the
+ * network (TLS libraries for https://, rtsps://). */
 static void av_log_setup(void)
 {
     av_log_set_level(AV_LOG_WARNING);
     av_log_set_callback(av_log_to_ds);
+    avdevice_register_all();
+    avformat_network_init();
 }
 
 static const char *av_strerr(int code, char *buf, size_t len)
@@ -115,13 +133,170 @@ static int64_t estimate_frames(const AVFormatContext *fmt, const AVStream *st, d
     return -1;
 }
 
-/* Explains a failed avformat_open_input: FFmpeg says "Invalid data" for a
- * 0-byte file and for a text file alike. */
-static int open_error(ds_error *err, const char *path, int code)
+/* ---- live sources: interrupt, options, errors ----------------------------- */
+
+/* The password of "scheme://user:password@host/...", its length in *n;
+ * NULL when there is none. */
+static const char *url_password(const char *url, size_t *n)
+{
+    const char *scheme = strstr(url, "://");
+    if (!scheme)
+        return NULL;
+    const char *host = scheme + 3, *at = NULL;
+    for (const char *c = host; *c && !strchr("/?#", *c); c++)
+        if (*c == '@')
+            at = c;
+    const char *colon = at ? memchr(host, ':', (size_t)(at - host)) : NULL;
+    if (!colon)
+        return NULL;
+    *n = (size_t)(at - colon - 1);
+    return colon + 1;
+}
+
+/* url with its password replaced by "***": messages and logs name an IP
+ * camera without leaking it. */
+static char *mask_password(const char *url)
+{
+    size_t n;
+    const char *pw = url_password(url, &n);
+    if (!pw)
+        return strdup(url);
+    size_t head = (size_t)(pw - url), len = head + 3 + strlen(pw + n) + 1;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%.*s***%s", (int)head, url, pw + n);
+    return out;
+}
+
+/* FFmpeg's own error line may quote the URL: ":password@" becomes ":***@". */
+static void scrub_password(const ds_video *v, ds_error *err)
+{
+    size_t n;
+    const char *pw = url_password(v->url, &n);
+    char secret[258];
+    if (!err || !pw || n == 0 || n + 2 >= sizeof secret)
+        return;
+    snprintf(secret, sizeof secret, ":%.*s@", (int)n, pw);
+    for (char *hit; (hit = strstr(err->msg, secret));) {
+        memcpy(hit, ":***@", 5);
+        memmove(hit + 5, hit + n + 2, strlen(hit + n + 2) + 1);
+    }
+}
+
+static int stopped(const ds_video *v)
+{
+    return v->opts.stop && atomic_load(v->opts.stop);
+}
+
+/* FFmpeg polls this from its blocking loops (connecting, waiting on a
+ * socket, probing): nonzero makes the call return AVERROR_EXIT.  The
+ * deadline, restarted at every packet, bounds how long a stream or camera
+ * may stay silent whatever its protocol's own options do. */
+static int interrupt_cb(void *opaque)
+{
+    ds_video *v = opaque;
+    if (stopped(v))
+        return 1;
+    if (v->deadline > 0 && ds_now() > v->deadline) {
+        v->timed_out = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Starts the silence budget (video.timeout) of a stream or camera over;
+ * files and lavfi graphs never wait on anyone. */
+static void arm_deadline(ds_video *v)
+{
+    int live = v->info.kind == DS_SOURCE_STREAM || v->info.kind == DS_SOURCE_CAMERA;
+    v->deadline = live && v->opts.timeout > 0 ? ds_now() + v->opts.timeout : 0;
+    v->timed_out = 0;
+}
+
+static const char *camera_hint(int code)
+{
+    switch (code) {
+    case AVERROR(EACCES):
+    case AVERROR(EPERM):
+        return " (is the user in group video? ls -l shows the device's group)";
+    case AVERROR(ENOENT):
+    case AVERROR(ENXIO):
+        return " (is the camera connected? v4l2-ctl --list-devices lists the cameras)";
+    case AVERROR(ENODEV):
+        return " (not a capture device: v4l2-ctl --list-devices shows which node is the camera)";
+    case AVERROR(ENOTTY):
+        return " (not a V4L2 device)";
+    case AVERROR(EBUSY):
+        return " (is another program using the camera?)";
+    case AVERROR(EINVAL):
+        return " (the camera may not support video.input_size, fps or format: "
+               "v4l2-ctl --list-formats-ext -d DEVICE lists what it does)";
+    }
+    return "";
+}
+
+static const char *stream_hint(int code)
+{
+    switch (code) {
+    case AVERROR(ECONNREFUSED):
+        return " (is the server up, and the port right?)";
+    case AVERROR(ECONNRESET):
+        return " (the server closed the connection)";
+    case AVERROR(ETIMEDOUT):
+        return " (is the server up and reachable?)";
+    case AVERROR(EHOSTUNREACH):
+    case AVERROR(ENETUNREACH):
+        return " (check the address and the network)";
+    case AVERROR_HTTP_NOT_FOUND:
+        return " (check the URL's path)";
+    case AVERROR_HTTP_UNAUTHORIZED:
+    case AVERROR_HTTP_FORBIDDEN:
+        return " (check the user and password in the URL)";
+    case AVERROR_PROTOCOL_NOT_FOUND:
+        return " (this FFmpeg was built without that protocol)";
+    }
+    return "";
+}
+
+/* "<source>: <what>: <reason> (<what to check>); ffmpeg: <its last error
+ * line>" for a failed FFmpeg call (code); a stop or our deadline, which
+ * FFmpeg reports as a bare "Immediate exit requested", are named as such.
+ * Returns -1. */
+static int source_error(ds_video *v, int code, const char *what, ds_error *err)
 {
     char e[128], d[200];
+    if (stopped(v)) {
+        av_last_error[0] = '\0';
+        return ds_errorf(err, "%s: %s: stopped", v->path, what);
+    }
+    /* Our callback is the one source of AVERROR_EXIT; the flag alone can
+     * be stale when a demuxer kept going a packet before failing. */
+    if (v->timed_out || code == AVERROR_EXIT) {
+        av_last_error[0] = '\0';
+        return ds_errorf(err, "%s: %s: nothing received for %g s (video.timeout): %s", v->path,
+                         what, v->opts.timeout,
+                         v->info.kind == DS_SOURCE_CAMERA ? "is the camera still delivering frames?"
+                                                          : "is the server up and reachable?");
+    }
+    const char *hint = v->info.kind == DS_SOURCE_CAMERA   ? camera_hint(code)
+                       : v->info.kind == DS_SOURCE_STREAM ? stream_hint(code)
+                                                          : "";
+    ds_errorf(err, "%s: %s: %s%s%s", v->path, what, av_strerr(code, e, sizeof e), hint,
+              av_error_detail(d, sizeof d));
+    scrub_password(v, err);
+    return -1;
+}
+
+/* Explains a failed avformat_open_input.  For a file, FFmpeg says "Invalid
+ * data" for a 0-byte file and for a text file alike. */
+static int open_error(ds_video *v, int code, ds_error *err)
+{
+    static const char *const what[] = {"cannot open", "cannot open the camera",
+                                       "cannot open the virtual device", "cannot open the stream"};
+    const char *path = v->path;
+    char e[128], d[200];
     struct stat st;
-    if (!strstr(path, "://") && stat(path, &st) == 0) {
+    if (v->info.kind == DS_SOURCE_FILE && !strstr(path, "://") && stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode))
             return ds_errorf(err, "%s: is a directory, not a video file", path);
         if (S_ISREG(st.st_mode) && st.st_size == 0)
@@ -130,23 +305,82 @@ static int open_error(ds_error *err, const char *path, int code)
             return ds_errorf(err, "%s: not a video file FFmpeg can read (%s%s)", path,
                              av_strerr(code, e, sizeof e), av_error_detail(d, sizeof d));
     }
-    return ds_errorf(err, "%s: cannot open: %s%s", path, av_strerr(code, e, sizeof e),
-                     av_error_detail(d, sizeof d));
+    return source_error(v, code, what[v->info.kind], err);
+}
+
+/* The demuxer options of a camera (V4L2) or a stream; -1 out of memory. */
+static int source_options(const ds_video *v, AVDictionary **d)
+{
+    const ds_video_opts *o = &v->opts;
+    char buf[64];
+    if (v->info.kind == DS_SOURCE_CAMERA) {
+        if (o->input_rows) {
+            snprintf(buf, sizeof buf, "%dx%d", o->input_cols, o->input_rows);
+            if (av_dict_set(d, "video_size", buf, 0) < 0)
+                return -1;
+        }
+        if (o->fps > 0) {
+            snprintf(buf, sizeof buf, "%g", o->fps);
+            if (av_dict_set(d, "framerate", buf, 0) < 0)
+                return -1;
+        }
+        if (o->format && av_dict_set(d, "input_format", o->format, 0) < 0)
+            return -1;
+    } else if (v->info.kind == DS_SOURCE_STREAM) {
+        int rtsp = !strncasecmp(v->url, "rtsp", 4);
+        if (o->timeout > 0) {
+            /* Microseconds.  rw_timeout: any URL protocol (tcp, http, udp,
+             * srt); timeout: RTSP's socket I/O (FFmpeg >= 5.0 names it so). */
+            snprintf(buf, sizeof buf, "%" PRId64, (int64_t)(o->timeout * 1e6));
+            if (av_dict_set(d, "rw_timeout", buf, 0) < 0 ||
+                (rtsp && av_dict_set(d, "timeout", buf, 0) < 0))
+                return -1;
+        }
+        /* RTP over the RTSP connection first: it passes NAT and firewalls
+         * and loses no packets on Wi-Fi; UDP stays the fallback. */
+        if (rtsp && av_dict_set(d, "rtsp_flags", "prefer_tcp", 0) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* Opens the container and the decoder of its best video stream. */
 static int open_input(ds_video *v, ds_error *err)
 {
-    const char *path = v->path;
-    char e[128], d[200];
+    const char *path = v->path, *url = v->url;
+    char e[128];
+    const AVInputFormat *ifmt = NULL;
+    if (v->info.kind == DS_SOURCE_CAMERA || v->info.kind == DS_SOURCE_VIRTUAL) {
+        const char *name = v->info.kind == DS_SOURCE_CAMERA ? "v4l2" : "lavfi";
+        if (!(ifmt = av_find_input_format(name)))
+            return ds_errorf(err, "%s: this FFmpeg's libavdevice has no %s input", path, name);
+    }
+    if (v->info.kind == DS_SOURCE_VIRTUAL) {
+        url += strlen("lavfi:");
+        if (!*url)
+            return ds_errorf(err, "%s: no filter graph after \"lavfi:\" (e.g. "
+                             "lavfi:testsrc2=size=320x240:rate=30)", path);
+    }
+    AVDictionary *opts = NULL;
+    if (source_options(v, &opts) || !(v->fmt = avformat_alloc_context())) {
+        av_dict_free(&opts);
+        return ds_errorf(err, "%s: out of memory opening the input", path);
+    }
+    v->fmt->interrupt_callback = (AVIOInterruptCB){interrupt_cb, v};
+    /* A camera read non-blocking: a stalled device cannot hold a stop or
+     * the timeout up (V4L2 waits for a frame without polling the callback). */
+    if (v->info.kind == DS_SOURCE_CAMERA)
+        v->fmt->flags |= AVFMT_FLAG_NONBLOCK;
     av_last_error[0] = '\0';
-    int r = avformat_open_input(&v->fmt, path, NULL, NULL);
+    arm_deadline(v);
+    int r = avformat_open_input(&v->fmt, url, ifmt, &opts);
+    av_dict_free(&opts);
     if (r < 0)
-        return open_error(err, path, r);
+        return open_error(v, r, err);
+    arm_deadline(v);
     r = avformat_find_stream_info(v->fmt, NULL);
     if (r < 0)
-        return ds_errorf(err, "%s: cannot read stream info: %s%s", path, av_strerr(r, e, sizeof e),
-                         av_error_detail(d, sizeof d));
+        return source_error(v, r, "cannot read stream info", err);
 
     const AVCodec *codec = NULL;
     r = av_find_best_stream(v->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
@@ -194,6 +428,7 @@ static void close_input(ds_video *v)
     v->eof_warned = 0;
     v->truncated = -1;
     v->next = 0;
+    v->deadline = 0;
 }
 
 /* ---- decoding ----------------------------------------------------------- */
@@ -248,8 +483,26 @@ static int receive_frame(ds_video *v, ds_error *err)
  * end of the file: the flush); 0 = go on receiving, -1 error. */
 static int feed_packet(ds_video *v, ds_error *err)
 {
-    char e[128], d[200];
+    char e[128], d[200], what[64];
     int r = av_read_frame(v->fmt, v->pkt);
+    if (r == AVERROR(EAGAIN)) {
+        /* A camera (non-blocking) has no new frame yet: wait a moment,
+         * within the deadline and the stop. */
+        if (interrupt_cb(v)) {
+            v->input_failed = 1;
+            snprintf(what, sizeof what, "frame %" PRId64 ": read error", v->next);
+            return source_error(v, AVERROR_EXIT, what, err);
+        }
+        av_usleep(2000);
+        return 0;
+    }
+    if (r == AVERROR_EOF && v->info.kind != DS_SOURCE_FILE) {
+        /* Some demuxers report a failed or interrupted read of a live input
+         * as its end; only a clean end of a stream ends it. */
+        int io = v->fmt->pb ? v->fmt->pb->error : 0;
+        if (v->timed_out || stopped(v) || (io < 0 && io != AVERROR_EOF))
+            r = io < 0 && io != AVERROR_EOF ? io : AVERROR_EXIT;
+    }
     if (r == AVERROR_EOF) {
         v->flushed = 1;
         r = avcodec_send_packet(v->dec, NULL);
@@ -259,9 +512,12 @@ static int feed_packet(ds_video *v, ds_error *err)
                              av_error_detail(d, sizeof d));
         return 0;
     }
-    if (r < 0)
-        return ds_errorf(err, "%s: frame %" PRId64 ": read error: %s%s", v->path, v->next,
-                         av_strerr(r, e, sizeof e), av_error_detail(d, sizeof d));
+    if (r < 0) {
+        v->input_failed = 1;
+        snprintf(what, sizeof what, "frame %" PRId64 ": read error", v->next);
+        return source_error(v, r, what, err);
+    }
+    arm_deadline(v);
     /* Other streams' packets, and empty ones (which the decoder would take
      * as "end of stream"), are skipped. */
     if (v->pkt->stream_index != v->stream || v->pkt->size <= 0) {
@@ -300,6 +556,7 @@ static int feed_packet(ds_video *v, ds_error *err)
 static int decode_next(ds_video *v, ds_error *err)
 {
     av_last_error[0] = '\0';
+    arm_deadline(v);
     for (;;) {
         int r = receive_frame(v, err);
         if (r != NEED_INPUT)
@@ -324,55 +581,107 @@ static int prime(ds_video *v, ds_error *err)
 
 /* ---- public API --------------------------------------------------------- */
 
-ds_video *ds_video_open(const char *path, int rows, int cols, ds_error *err)
+static int check_opts(const char *path, const ds_video_opts *o, ds_error *err)
+{
+    if (o->rows < 0 || o->cols < 0 || (o->rows == 0) != (o->cols == 0) ||
+        o->rows > DS_VIDEO_MAX_SIDE || o->cols > DS_VIDEO_MAX_SIDE)
+        return ds_errorf(err, "%s: frame size %dx%d (rows x cols) must be both 0 (keep) or 1..%d",
+                         path, o->rows, o->cols, DS_VIDEO_MAX_SIDE);
+    if (o->input_rows < 0 || o->input_cols < 0 || (o->input_rows == 0) != (o->input_cols == 0) ||
+        o->input_rows > DS_VIDEO_MAX_SIDE || o->input_cols > DS_VIDEO_MAX_SIDE)
+        return ds_errorf(err,
+                         "%s: capture size %dx%d (rows x cols) must be both 0 (the camera's "
+                         "own) or 1..%d",
+                         path, o->input_rows, o->input_cols, DS_VIDEO_MAX_SIDE);
+    if (!(o->fps >= 0 && o->fps <= 1000))
+        return ds_errorf(err, "%s: frame rate %g must be 0 (the source's own) .. 1000", path,
+                         o->fps);
+    if (!(o->timeout >= 0 && o->timeout <= 1e6))
+        return ds_errorf(err, "%s: timeout %g s must be 0 (none) .. 1e6", path, o->timeout);
+    return 0;
+}
+
+ds_video *ds_video_open_with(const char *path, const ds_video_opts *o, ds_error *err)
 {
     pthread_once(&log_setup_once, av_log_setup);
+    static const ds_video_opts defaults = {0};
+    if (!o)
+        o = &defaults;
     if (!path || !*path) {
         ds_errorf(err, "video: empty file name");
         return NULL;
     }
-    if (rows < 0 || cols < 0 || (rows == 0) != (cols == 0) || rows > DS_VIDEO_MAX_SIDE ||
-        cols > DS_VIDEO_MAX_SIDE) {
-        ds_errorf(err, "%s: frame size %dx%d (rows x cols) must be both 0 (keep) or 1..%d", path,
-                  rows, cols, DS_VIDEO_MAX_SIDE);
+    char *shown = mask_password(path);
+    if (!shown) {
+        ds_errorf(err, "video: out of memory opening a video");
+        return NULL;
+    }
+    if (check_opts(shown, o, err)) {
+        free(shown);
         return NULL;
     }
     ds_video *v = calloc(1, sizeof *v);
-    if (!v || !(v->path = strdup(path)) || !(v->pkt = av_packet_alloc()) ||
-        !(v->frame = av_frame_alloc())) {
-        ds_errorf(err, "%s: out of memory opening the video", path);
+    if (!v) {
+        free(shown);
+        ds_errorf(err, "video: out of memory opening a video");
+        return NULL;
+    }
+    v->path = shown;
+    v->opts = *o;
+    v->opts.format = NULL;
+    if (!(v->url = strdup(path)) || (o->format && !(v->opts.format = strdup(o->format))) ||
+        !(v->pkt = av_packet_alloc()) || !(v->frame = av_frame_alloc())) {
+        ds_errorf(err, "%s: out of memory opening the video", shown);
         ds_video_close(v);
         return NULL;
     }
     v->warned = -1;
     v->truncated = -1;
+    v->time = NAN;
     v->info.path = v->path;
+    v->info.kind = ds_source_kind_of(path);
     if (open_input(v, err) || prime(v, err)) {
         ds_video_close(v);
         return NULL;
     }
 
+    const char *name = v->path;
     AVStream *st = v->fmt->streams[v->stream];
     v->first_pts = v->frame->best_effort_timestamp;
     int w = v->frame->width, h = v->frame->height;
     if (w <= 0 || h <= 0 || w > DS_VIDEO_MAX_SIDE || h > DS_VIDEO_MAX_SIDE) {
-        ds_errorf(err, "%s: frame size %dx%d out of range (1..%d)", path, w, h,
+        ds_errorf(err, "%s: frame size %dx%d out of range (1..%d)", name, w, h,
                   DS_VIDEO_MAX_SIDE);
         ds_video_close(v);
         return NULL;
     }
+    /* V4L2 takes the nearest size the driver offers, and says so only in
+     * FFmpeg's log. */
+    if (v->info.kind == DS_SOURCE_CAMERA && o->input_rows &&
+        (w != o->input_cols || h != o->input_rows))
+        ds_log_warn("%s: the camera delivers %dx%d, not the %dx%d asked (video.input_size %d x "
+                    "%d); frames are rescaled from its size",
+                    name, w, h, o->input_cols, o->input_rows, o->input_rows, o->input_cols);
     v->info.width = w;
     v->info.height = h;
-    v->info.rows = rows ? rows : h;
-    v->info.cols = cols ? cols : w;
+    v->info.rows = o->rows ? o->rows : h;
+    v->info.cols = o->cols ? o->cols : w;
     AVRational rate = av_guess_frame_rate(v->fmt, st, NULL);
     v->info.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0;
-    v->info.frame_count = estimate_frames(v->fmt, st, v->info.fps);
+    v->info.frame_count =
+        v->info.kind == DS_SOURCE_FILE ? estimate_frames(v->fmt, st, v->info.fps) : -1;
     snprintf(v->info.codec, sizeof v->info.codec, "%s", v->codec->name);
     v->sws_fmt = AV_PIX_FMT_NONE;
-    ds_log_debug("%s: %s %dx%d %.3g fps ~%" PRId64 " frames -> %dx%d RGB", path, v->info.codec, w, h,
-             v->info.fps, v->info.frame_count, v->info.rows, v->info.cols);
+    ds_log_debug("%s: %s %s %dx%d %.3g fps ~%" PRId64 " frames -> %dx%d RGB", name,
+                 ds_source_kind_name(v->info.kind), v->info.codec, w, h, v->info.fps,
+                 v->info.frame_count, v->info.rows, v->info.cols);
     return v;
+}
+
+ds_video *ds_video_open(const char *path, int rows, int cols, ds_error *err)
+{
+    ds_video_opts o = {.rows = rows, .cols = cols};
+    return ds_video_open_with(path, &o, err);
 }
 
 /* (Re)builds the swscale context when the decoded frame's size, format or
@@ -408,9 +717,18 @@ static int setup_sws(ds_video *v, const AVFrame *f, ds_error *err)
         sws_setColorspaceDetails(v->sws, coefs, src_range, sws_getCoefficients(SWS_CS_DEFAULT), 1,
                                  0, 1 << 16, 1 << 16);
     }
-    if (v->sws_fmt != AV_PIX_FMT_NONE)
-        ds_log_debug("%s: frame %" PRId64 ": stream changed to %dx%d %s", v->path, v->next, f->width,
-                 f->height, desc->name);
+    /* A camera or stream may switch resolution (a reconfigured IP camera,
+     * an adaptive stream): the output size stays the one fixed at open. */
+    int resized = v->sws_fmt != AV_PIX_FMT_NONE && (f->width != v->sws_w || f->height != v->sws_h);
+    if (resized && !v->size_warned)
+        ds_log_warn("%s: frame %" PRId64 ": resolution changed from %dx%d to %dx%d; rescaling to "
+                    "%dx%d (rows x cols)",
+                    v->path, v->next, v->sws_w, v->sws_h, f->width, f->height, v->info.rows,
+                    v->info.cols);
+    else if (v->sws_fmt != AV_PIX_FMT_NONE)
+        ds_log_debug("%s: frame %" PRId64 ": stream changed to %dx%d %s", v->path, v->next,
+                     f->width, f->height, desc->name);
+    v->size_warned |= resized;
     v->sws_w = f->width;
     v->sws_h = f->height;
     v->sws_fmt = f->format;
@@ -425,6 +743,7 @@ int ds_video_read(ds_video *v, ds_tensor *frame, ds_error *err)
         return ds_errorf(err, "video: read on a closed or failed video");
     if (!frame)
         return ds_errorf(err, "%s: read into a NULL tensor", v->path);
+    v->input_failed = 0;
     if (!v->pending) {
         av_frame_unref(v->frame);
         int r = decode_next(v, err);
@@ -445,8 +764,23 @@ int ds_video_read(ds_video *v, ds_tensor *frame, ds_error *err)
     if (h != v->info.rows)
         return ds_errorf(err, "%s: frame %" PRId64 ": scaling produced %d of %d rows", v->path,
                          v->next, h, v->info.rows);
+    int64_t ts = f->best_effort_timestamp;
+    AVRational tb = v->fmt->streams[v->stream]->time_base;
+    v->time = ts == AV_NOPTS_VALUE || v->first_pts == AV_NOPTS_VALUE || tb.den <= 0
+                  ? NAN
+                  : (double)(ts - v->first_pts) * av_q2d(tb);
     v->next++;
     return 1;
+}
+
+int ds_video_input_failed(const ds_video *v)
+{
+    return v && v->input_failed;
+}
+
+double ds_video_frame_time(const ds_video *v)
+{
+    return v ? v->time : NAN;
 }
 
 int64_t ds_video_frame_index(const ds_video *v)
@@ -465,6 +799,7 @@ int ds_video_rewind(ds_video *v, ds_error *err)
         return ds_errorf(err, "video: rewind on a closed or failed video");
     av_frame_unref(v->frame);
     av_packet_unref(v->pkt);
+    v->time = NAN;
     int seekable = v->fmt->pb && (v->fmt->pb->seekable & AVIO_SEEKABLE_NORMAL);
     if (seekable && avformat_seek_file(v->fmt, v->stream, INT64_MIN, INT64_MIN, INT64_MIN,
                                        AVSEEK_FLAG_BACKWARD) >= 0) {
@@ -500,6 +835,8 @@ void ds_video_close(ds_video *v)
     av_frame_free(&v->frame);
     av_packet_free(&v->pkt);
     free(v->path);
+    free(v->url);
+    free((char *)v->opts.format);
     free(v);
 }
 

@@ -1,8 +1,10 @@
-/* video.h - video input: decode any file FFmpeg can read into RGB frames.
+/* video.h - video input: decode any file, camera or stream FFmpeg can read
+ * into RGB frames.
  *
- * A ds_video reads the best video stream of a file (or any URL FFmpeg
- * opens), decodes it on one thread and converts each frame to 8-bit RGB at
- * the requested frame size with swscale:
+ * A ds_video reads the best video stream of a file, a V4L2 camera, an
+ * FFmpeg virtual device or a network stream (config.h's ds_source_kind),
+ * decodes it on one thread and converts each frame to 8-bit RGB at the
+ * requested frame size with swscale:
  *
  *   ds_video *v = ds_video_open("data/sample.mp4", 480, 720, &err);
  *   ds_tensor hwc = {0}, x = {0};
@@ -43,11 +45,39 @@
  *     with its index at the end fails to open: the index is gone.)
  *   - other read failures (I/O) fail the read with the file and frame.
  *
+ * Live sources (ds_video_open_with; libavdevice for the first two):
+ *   - CAMERA (/dev/videoN): FFmpeg's v4l2 input with video_size (input_cols
+ *     x input_rows), framerate (fps) and input_format (format) when given;
+ *     the device is read non-blocking, so a stalled camera holds up neither
+ *     the timeout nor a stop.  A size the driver does not offer is replaced
+ *     by its nearest one, with a warning.  Open errors say what to check:
+ *     "/dev/video0: cannot open the camera: Permission denied (is the user
+ *     in group video? ...)".
+ *   - VIRTUAL (lavfi:GRAPH): FFmpeg's lavfi input on GRAPH.  It produces
+ *     frames as fast as they are read; pacing them is the capture's job
+ *     (capture.h).
+ *   - STREAM (rtsp://, http://, ...): rw_timeout (and RTSP's timeout) set
+ *     to the timeout, RTSP with RTP over TCP first; above all an interrupt
+ *     callback whose deadline restarts at every packet, so a server that
+ *     stops sending fails the read after `timeout` seconds ("... nothing
+ *     received for 10 s (video.timeout): is the server up and
+ *     reachable?"), whatever the protocol.  A clean end of the stream is
+ *     the end of file (0); a failed or timed-out read is an error (-1).
+ *     The password of rtsp://user:password@host is shown as *** in every
+ *     message and in info.path.
+ *   - The timeout covers connecting and probing too, each step on its own.
+ *   - Mid-stream resolution changes are rescaled to the size fixed at open;
+ *     the first is logged at warn ("<source>: frame N: resolution changed
+ *     from 640x480 to 1280x720; rescaling to 480x720 (rows x cols)"), later
+ *     ones at debug.
+ *
  * FFmpeg's own log lines go to ds_log at debug level, never straight to
- * stderr.  A ds_video is not thread-safe; use one per thread. */
+ * stderr.  A ds_video is not thread-safe; use one per thread (its stop
+ * flag is the exception: any thread may set it). */
 #ifndef DS_VIDEO_H
 #define DS_VIDEO_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -60,12 +90,14 @@
 typedef struct ds_video ds_video;
 
 typedef struct ds_video_info {
-    const char *path;    /* as given to ds_video_open; valid until close */
+    const char *path;    /* as given to ds_video_open, a URL's password masked
+                            (***); valid until close */
     ds_source_kind kind; /* ds_source_kind_of(path) */
     int width, height;   /* size of the stream's first frame */
     int rows, cols;      /* size of the frames ds_video_read returns */
     double fps;          /* nominal frame rate; 0 when unknown */
-    int64_t frame_count; /* container's count or duration x fps; -1 unknown */
+    int64_t frame_count; /* container's count or duration x fps; -1 unknown
+                            (always for live sources) */
     char codec[32];      /* decoder's codec name, e.g. "h264" */
 } ds_video_info;
 
@@ -76,7 +108,11 @@ typedef struct ds_video_opts {
                                    "mjpeg", "yuyv422"); NULL = its default */
     double fps;                 /* frame rate asked of a camera; 0 = its default */
     int input_rows, input_cols; /* capture size asked of a camera; 0 = its default */
-    double timeout;             /* s: a stream's connect and read timeout; 0 = none */
+    double timeout;             /* s: a stream's or camera's longest silence (connecting,
+                                   probing, between packets); 0 = none */
+    const atomic_int *stop;     /* when nonzero, a blocked open or read gives up at once
+                                   (-1, "...: stopped"); NULL = never.  Must outlive
+                                   the ds_video: ds_capture's stop. */
 } ds_video_opts;
 
 /* Opens path, a file or any source ds_source_kind_of names (a V4L2 device
@@ -92,8 +128,14 @@ ds_video *ds_video_open(const char *path, int rows, int cols, ds_error *err);
  * Returns 1 with a frame, 0 at end of file (frame untouched), -1 on error. */
 int ds_video_read(ds_video *v, ds_tensor *frame, ds_error *err);
 
+/* After ds_video_read returned -1: 1 when the input failed (a read error,
+ * a timeout, a stop: reopen it to go on), 0 when the decoder lost that one
+ * frame (read on). */
+int ds_video_input_failed(const ds_video *v);
+
 /* Seconds of the last frame ds_video_read returned from the stream's start
- * (its presentation time); NAN when the stream has none. */
+ * (its presentation time less frame 0's, so frame 0 is at 0); NAN when the
+ * stream has none, and before the first read or after a rewind. */
 double ds_video_frame_time(const ds_video *v);
 
 /* 0-based index of the frame the last ds_video_read returned (of the lost

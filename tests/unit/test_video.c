@@ -1,6 +1,10 @@
 /* test_video.c - the FFmpeg video reader: the sample clip, synthetic clips
  * made with the ffmpeg CLI (compared against the CLI's own RGB output), the
- * u8 -> f32 conversions and every error the reader promises. */
+ * u8 -> f32 conversions, live sources (lavfi, cameras and streams that fail)
+ * and every error the reader promises. */
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/log.h"
+#include "common/timing.h"
 #include "emulated.h"
 #include "video/video.h"
 
@@ -625,39 +631,65 @@ static void test_damaged_middle(void **state)
     assert_true(warnings);
 }
 
-/* The stream changes size mid-way (two MPEG-TS clips back to back): every
- * frame still comes out at the size chosen at open, with the new content. */
+static int count_of(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* The stream changes size mid-way and back (MPEG-TS clips back to back, as
+ * a reconfigured camera would send): every frame still comes out at the
+ * size chosen at open, with the new content, and the first change is
+ * logged once at warn. */
 static void test_size_change(void **state)
 {
     (void)state;
-    const char *a = tmp("a.ts"), *b = tmp("b.ts"), *ab = tmp("ab.ts");
+    const char *a = tmp("a.ts"), *b = tmp("b.ts"), *aba = tmp("aba.ts");
     ffmpeg("-f lavfi -i testsrc=size=64x48:rate=10 -frames:v 10 -c:v mpeg2video %s", a);
     ffmpeg("-f lavfi -i color=c=blue:size=32x24:rate=10 -frames:v 10 -c:v mpeg2video %s", b);
     size_t na, nb;
     uint8_t *da = read_all(a, &na), *db = read_all(b, &nb);
-    uint8_t *both = malloc(na + nb);
-    assert_non_null(both);
-    memcpy(both, da, na);
-    memcpy(both + na, db, nb);
-    write_bytes(ab, both, na + nb);
+    uint8_t *all = malloc(2 * na + nb);
+    assert_non_null(all);
+    memcpy(all, da, na);
+    memcpy(all + na, db, nb);
+    memcpy(all + na + nb, da, na);
+    write_bytes(aba, all, 2 * na + nb);
     free(da);
     free(db);
-    free(both);
+    free(all);
 
     ds_error err = {{0}};
-    ds_video *v = ds_video_open(ab, 0, 0, &err);
-    if (!v)
-        fail_msg("%s", err.msg);
+    capture_begin(DS_LOG_WARN);
+    ds_video *v = ds_video_open(aba, 0, 0, &err);
     ds_tensor t = {0};
-    int64_t n = count_frames(v, &t);
-    assert_true(n >= 18 && n <= 20); /* MPEG-TS may lose a frame at the splice */
-    assert_int_equal(t.shape.dims[0], 48);
-    assert_int_equal(t.shape.dims[1], 64);
-    const uint8_t *p = ds_tensor_u8(&t); /* the last frame: blue */
-    for (int px = 0; px < 48 * 64; px += 61)
-        if (p[3 * px] > 8 || p[3 * px + 1] > 8 || p[3 * px + 2] < 247)
-            fail_msg("pixel %d of the last frame is %d,%d,%d, not blue", px, p[3 * px],
-                     p[3 * px + 1], p[3 * px + 2]);
+    int64_t n = 0, blue_at = -1;
+    int r = -1, sizes_ok = 1;
+    while (v && (r = ds_video_read(v, &t, &err)) == 1) {
+        sizes_ok &= t.shape.dims[0] == 48 && t.shape.dims[1] == 64;
+        const uint8_t *p = ds_tensor_u8(&t);
+        if (blue_at < 0 && p[0] < 8 && p[1] < 8 && p[2] > 247 && p[3 * 2000 + 2] > 247)
+            blue_at = n;
+        n++;
+    }
+    char *log = capture_end();
+    if (!v || r < 0)
+        fail_msg("%s", err.msg);
+    assert_true(sizes_ok);
+    assert_true(n >= 27 && n <= 30); /* MPEG-TS may lose a frame at a splice */
+    if (blue_at < 9 || blue_at > 10)
+        fail_msg("the blue 32x24 part starts at frame %lld, expected 9 or 10", (long long)blue_at);
+    /* Once, at warn, naming the source, the frame and both sizes. */
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s: frame %lld: resolution changed from 64x48 to 32x24; rescaling to 48x64 "
+             "(rows x cols)",
+             aba, (long long)blue_at);
+    if (!strstr(log, want) || count_of(log, "resolution changed") != 1)
+        fail_msg("expected \"%s\" once in the log:\n%s", want, log);
+    free(log);
     ds_video_close(v);
     ds_tensor_free(&t);
 }
@@ -764,6 +796,148 @@ static void test_rewind_unseekable(void **state)
     free(uri);
 }
 
+/* ---- live sources ------------------------------------------------------------ */
+
+/* FFmpeg's virtual camera: size, rate, kind and timestamps; resized too. */
+static void test_lavfi(void **state)
+{
+    (void)state;
+    ds_error err = {{0}};
+    const char *src = "lavfi:testsrc2=size=320x240:rate=30";
+    ds_video_opts o = {0};
+    ds_video *v = ds_video_open_with(src, &o, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    const ds_video_info *info = ds_video_get_info(v);
+    assert_string_equal(info->path, src);
+    assert_int_equal(info->kind, DS_SOURCE_VIRTUAL);
+    assert_int_equal(info->width, 320);
+    assert_int_equal(info->height, 240);
+    assert_int_equal(info->rows, 240);
+    assert_int_equal(info->cols, 320);
+    assert_true(fabs(info->fps - 30) < 1e-9);
+    assert_int_equal(info->frame_count, -1);
+    assert_true(isnan(ds_video_frame_time(v)));
+    ds_tensor t = {0};
+    for (int i = 0; i < 5; i++) {
+        if (ds_video_read(v, &t, &err) != 1)
+            fail_msg("frame %d: %s", i, err.msg);
+        assert_int_equal(ds_video_frame_index(v), i);
+        assert_true(fabs(ds_video_frame_time(v) - i / 30.0) < 1e-6);
+    }
+    assert_int_equal(t.shape.dims[0], 240);
+    assert_int_equal(t.shape.dims[1], 320);
+    ds_video_close(v);
+
+    /* Resized, and a graph with an end ends like a file. */
+    o.rows = 60;
+    o.cols = 80;
+    v = ds_video_open_with("lavfi:testsrc2=size=320x240:rate=30:duration=0.2", &o, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    assert_int_equal(count_frames(v, &t), 6);
+    assert_int_equal(t.shape.dims[0], 60);
+    assert_int_equal(t.shape.dims[1], 80);
+    ds_video_close(v);
+    ds_tensor_free(&t);
+}
+
+/* A TCP port on loopback that nobody listens on (bound, then closed). */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A server that accepts connections (the kernel does, from the backlog) and
+ * never answers: only a timeout gets a reader out.  Returns the socket. */
+static int silent_server(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void expect_live_error(const char *src, const ds_video_opts *o, const char *shown,
+                              const char *needle, const char *needle2)
+{
+    ds_error err = {{0}};
+    ds_video *v = ds_video_open_with(src, o, &err);
+    if (v) {
+        ds_video_close(v);
+        fail_msg("%s opened; expected an error containing \"%s\"", src, needle);
+    }
+    if (!strstr(err.msg, shown))
+        fail_msg("error does not name the source %s: %s", shown, err.msg);
+    if (!strstr(err.msg, needle) || (needle2 && !strstr(err.msg, needle2)))
+        fail_msg("error for %s lacks \"%s\"%s%s: %s", src, needle, needle2 ? " or " : "",
+                 needle2 ? needle2 : "", err.msg);
+}
+
+/* Cameras that are not there, graphs that do not parse, servers that are
+ * down or silent: each fails at open with the source and what to check,
+ * and a silent server within the timeout. */
+static void test_live_errors(void **state)
+{
+    (void)state;
+    ds_video_opts o = {.timeout = 0.5};
+    expect_live_error("/dev/video99", &o, "/dev/video99", "cannot open the camera",
+                      "is the camera connected?");
+    /* (qemu-user answers an ioctl it does not know with ENOSYS instead.) */
+    expect_live_error("/dev/null", &o, "/dev/null", "cannot open the camera",
+                      ds_test_emulated() ? NULL : "not a V4L2 device");
+    expect_live_error("lavfi:", &o, "lavfi:", "no filter graph", NULL);
+    expect_live_error("lavfi:nosuchfilter=size=8x8", &o, "lavfi:nosuchfilter",
+                      "cannot open the virtual device", "nosuchfilter");
+
+    char url[128], shown[128];
+    int port = closed_port();
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    expect_live_error(url, &o, url, "cannot open the stream: Connection refused",
+                      "is the server up");
+    /* An IP camera's password never reaches a message. */
+    snprintf(url, sizeof url, "rtsp://admin:s3cret@127.0.0.1:%d/stream1", port);
+    snprintf(shown, sizeof shown, "rtsp://admin:***@127.0.0.1:%d/stream1", port);
+    expect_live_error(url, &o, shown, "Connection refused", NULL);
+    ds_error err = {{0}};
+    assert_null(ds_video_open_with(url, &o, &err));
+    assert_null(strstr(err.msg, "s3cret"));
+
+    /* Silent servers (HTTP, RTSP): the timeout ends the wait. */
+    static const char *const schemes[] = {"http", "rtsp"};
+    for (int i = 0; i < 2; i++) {
+        int fd = silent_server(&port);
+        snprintf(url, sizeof url, "%s://127.0.0.1:%d/live", schemes[i], port);
+        double t0 = ds_now();
+        expect_live_error(url, &o, url, "nothing received for 0.5 s (video.timeout)",
+                          "is the server up and reachable?");
+        double took = ds_now() - t0;
+        close(fd);
+        if (took > 5) /* 10x the timeout: it did not hang */
+            fail_msg("%s: the timeout of 0.5 s took %.1f s", url, took);
+    }
+
+    /* Options are checked before anything is opened. */
+    ds_video_opts bad = {.input_rows = 480};
+    expect_live_error("/dev/video0", &bad, "/dev/video0", "capture size", NULL);
+    bad = (ds_video_opts){.timeout = -1};
+    expect_live_error("tcp://127.0.0.1:1", &bad, "tcp://127.0.0.1:1", "timeout", NULL);
+    bad = (ds_video_opts){.fps = NAN};
+    expect_live_error("/dev/video0", &bad, "/dev/video0", "frame rate", NULL);
+}
+
 int main(void)
 {
     ds_log_init("test_video", DS_LOG_ERROR);
@@ -773,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_open_errors),     cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_damaged_middle),  cmocka_unit_test(test_size_change),
         cmocka_unit_test(test_no_overrun),      cmocka_unit_test(test_rewind_unseekable),
+        cmocka_unit_test(test_lavfi),           cmocka_unit_test(test_live_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
