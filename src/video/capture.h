@@ -20,14 +20,24 @@
  *     loop is set (logged once: "... ended after N frames; looping
  *     (video.loop)") or ends the capture.  A frame the decoder rejects is
  *     skipped with a warning.
- *   - VIRTUAL (lavfi:GRAPH): always released at its frame rate, like a
- *     camera.
+ *   - VIRTUAL (lavfi:GRAPH): always released at its frame rate (video.fps
+ *     overrides it), like a camera; a graph with an end ends the capture.
  *   - CAMERA: frames as the device delivers them.  A camera that disappears
  *     (a read or open error) is reopened with backoff (0.5 s doubling to
  *     10 s, each attempt logged, forever until stopped); the capture goes
  *     on with the same frame size.
  *   - STREAM: as the network delivers; its end ends the capture, a read
  *     error or timeout (video.timeout) reopens it with the same backoff.
+ *   Released "at a rate" means by the frames' timestamps when they have
+ *   them (by count at video.fps when it is set); a source held up (by a
+ *   slow decode, or by the consumer under drop none) goes on from where it
+ *   is instead of bursting to catch up.  Frames the decoder loses are
+ *   skipped with a warning; 25 in a row fail a file or lavfi source for
+ *   good and reopen a camera or stream.
+ *
+ * Stopping is prompt (well under 0.2 s) whatever the source is doing: the
+ * stop flag reaches FFmpeg through the ds_video's interrupt callback
+ * (ds_video_opts.stop), so a blocked connect or read returns at once.
  *
  * Policies (ds_drop): NONE hands over every frame in order (the reader
  * waits when two are queued); LATEST keeps only the newest frame: one the
@@ -69,16 +79,19 @@ ds_capture *ds_capture_start(const ds_capture_opts *o, ds_error *err);
 /* The source as opened (path, kind, size, rate). */
 const ds_video_info *ds_capture_info(const ds_capture *c);
 
-/* Waits up to timeout_s for the next frame.  1: a frame in *out; 2: none
- * yet (timeout); 0: the source ended (a file without loop, an ended
- * stream); -1: it failed for good (err says why; a file that cannot be
- * reread, ...). */
+/* Waits up to timeout_s for the next frame (< 0: forever; 0: does not
+ * wait).  1: a frame in *out (its previous buffer goes back to the
+ * capture); 2: none yet (timeout); 0: the source ended (a file without
+ * loop, an ended stream; every frame before the end was handed over); -1:
+ * it failed for good (err says why; a file that cannot be reread, ...).
+ * One consumer thread. */
 int ds_capture_next(ds_capture *c, ds_captured *out, double timeout_s, ds_error *err);
 
 /* Frames dropped under DS_DROP_LATEST so far (thread-safe). */
 uint64_t ds_capture_skipped(const ds_capture *c);
 
-/* Stops the thread and closes the source (NULL: nothing). */
+/* Stops the thread and closes the source (NULL: nothing).  Frames not
+ * taken are dropped; a ds_captured keeps its own buffer. */
 void ds_capture_stop(ds_capture *c);
 
 /* Frees a ds_captured's buffer. */
