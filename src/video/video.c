@@ -340,6 +340,12 @@ static int source_options(const ds_video *v, AVDictionary **d)
          * and loses no packets on Wi-Fi; UDP stays the fallback. */
         if (rtsp && av_dict_set(d, "rtsp_flags", "prefer_tcp", 0) < 0)
             return -1;
+        /* Probe 1 s of a live stream, not FFmpeg's 5 (a 10 fps MPEG-TS took
+         * 2-4 s to open): the frames that arrive meanwhile are stale by the
+         * time the first one is decoded.  Missing codec parameters are
+         * found by decoding the first frame (prime) anyway. */
+        if (av_dict_set(d, "analyzeduration", "1000000", 0) < 0)
+            return -1;
     }
     return 0;
 }
