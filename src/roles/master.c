@@ -90,7 +90,7 @@ static void status_tick(master *ms)
     if (every <= 0 || span < every)
         return;
     ms->last_status = now;
-    uint64_t skipped = ds_capture_skipped(ms->capture);
+    uint64_t skipped = ds_capture_skipped(ms->capture) - ms->skipped_before;
     char links[64 * DS_MASTER_MAX_LINKS] = "", latency[64] = "latency -";
     size_t used = 0;
     pthread_mutex_lock(&ms->lock);
@@ -631,7 +631,7 @@ static int read_frame(master *ms, int64_t f, frame_rec *fr, ds_error *err)
         status_tick(ms);
     }
     if (r == 0) {
-        ds_log_info("%s: the source ended", ms->cfg->video_path);
+        ds_log_info("%s: the source ended", ds_capture_info(ms->capture)->path);
         ms->source_ended = 1;
     }
     if (r != 1)
@@ -897,6 +897,9 @@ static int master_send(master *ms)
                                                                                 : DS_MASTER_WINDOW;
     pthread_mutex_lock(&ms->lock); /* the signal thread reads t_start */
     ms->t_start = ms->last_status = ds_now();
+    /* What a live source delivered while the workers were being reached
+     * is not the chain's to keep up with. */
+    ms->skipped_before = ds_capture_skipped(ms->capture);
     pthread_mutex_unlock(&ms->lock);
     for (int64_t f = 0; !ms->n_frames || f < ms->n_frames; f++) {
         enum wait_end end = wait_slot(ms, in_flight - 1, 1);
@@ -949,7 +952,7 @@ static void print_summary(master *ms)
                ds_planner_predicted_per_frame(&ms->planner, (int)(ms->next_frame - ms->plan_base)),
                ms->planner.pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: full tensor sizes)");
     printf("source: %s (%s%s), %" PRId64 " frames read, %" PRIu64 " skipped (drop %s)\n",
-           cfg->video_path, ds_source_kind_name(cfg->video.kind),
+           ms->capture ? ds_capture_info(ms->capture)->path : "?", ds_source_kind_name(cfg->video.kind),
            cfg->video.kind == DS_SOURCE_FILE && cfg->video.loop ? ", looping" : "",
            ms->next_frame, ms->skipped, cfg->master.drop == DS_DROP_LATEST ? "latest" : "none");
     if (ms->n_frames)
@@ -999,7 +1002,7 @@ static int master_drain(master *ms, int sent)
         if (rec(ms, f)->state == FRAME_IN_FLIGHT)
             fail_frame(ms, f, ms->interrupted ? "interrupted before its result came"
                                               : "the master stopped before its result came");
-    ms->skipped = ds_capture_skipped(ms->capture);
+    ms->skipped = ds_capture_skipped(ms->capture) - ms->skipped_before;
     pthread_mutex_unlock(&ms->lock);
     if (ms->interrupted)
         ds_log_warn("interrupted");
@@ -1021,8 +1024,9 @@ static int open_input(master *ms, ds_error *err)
     const ds_config *cfg = ms->cfg;
     ds_capture_opts co = {
         .path = cfg->video_path,
-        .video = {cfg->frame_rows, cfg->frame_cols, cfg->video.format, cfg->video.fps,
-                  cfg->video.input_rows, cfg->video.input_cols, cfg->video.timeout},
+        .video = {.rows = cfg->frame_rows, .cols = cfg->frame_cols, .format = cfg->video.format,
+                  .fps = cfg->video.fps, .input_rows = cfg->video.input_rows,
+                  .input_cols = cfg->video.input_cols, .timeout = cfg->video.timeout},
         .loop = cfg->video.loop,
         .drop = cfg->master.drop,
     };
@@ -1041,7 +1045,8 @@ static int open_input(master *ms, ds_error *err)
         return ds_errorf(err, "%s: the network input has %lld channels; frames have 3",
                          ms->model.name, (long long)ms->model.layers[0].out_shape.dims[1]);
     ds_log_info("%s (%d layers), %s %s at %dx%d, %d workers, mode %s, drop %s", ms->model.name,
-                ms->model.n_layers, ds_source_kind_name(cfg->video.kind), cfg->video_path, ms->rows,
+                ms->model.n_layers, ds_source_kind_name(cfg->video.kind),
+                ds_capture_info(ms->capture)->path, ms->rows,
                 ms->cols, ms->n_workers, ds_mode_name(cfg->mode),
                 cfg->master.drop == DS_DROP_LATEST ? "latest" : "none");
     return 0;

@@ -93,7 +93,8 @@ typedef struct master {
     int64_t low;            /* frames before it are done or failed */
     int64_t finished, failed;
     int in_flight, resent, local;
-    uint64_t skipped;       /* by the capture (drop latest) */
+    uint64_t skipped;       /* by the capture (drop latest), once the run started */
+    uint64_t skipped_before; /* ... and before */
     char *failures[DS_MASTER_FAILURES_SHOWN]; /* the first failed frames' reasons */
     int64_t failure_ids[DS_MASTER_FAILURES_SHOWN];
     int n_failures;
