@@ -83,7 +83,7 @@ set(ds_man_pages
   "deltaslice-trace|merge deltaslice trace files into a timeline|trace"
   "deltaslice-dag|draw a model's layer DAG with costs and cut points|dag"
   "deltaslice-zoo|write a built-in CNN trunk as an ONNX file|zoo"
-  "deltaslice-infer|run a model on one raw float32 tensor|infer")
+  "deltaslice-infer|run a model on one raw float32 tensor or on a video's frames|infer")
 set(ds_man_dir ${CMAKE_BINARY_DIR}/man)
 set(ds_man_outputs "")
 if(ds_man_ok)

@@ -22,7 +22,7 @@ static const command commands[] = {
     {"trace", ds_cmd_trace, "merge trace files into a timeline (Perfetto JSON or SVG)"},
     {"dag", ds_cmd_dag, "draw a model's layer DAG with costs and cut points (Graphviz SVG or DOT)"},
     {"zoo", ds_cmd_zoo, "write a built-in CNN trunk (alexnet, vgg16, ...) as an ONNX file"},
-    {"infer", ds_cmd_infer, "run a model on one raw float32 tensor (MODEL --input --shape --output)"},
+    {"infer", ds_cmd_infer, "run a model on one raw float32 tensor, or on a video's frames (--video)"},
 };
 
 static void usage(FILE *out)

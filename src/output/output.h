@@ -12,12 +12,17 @@
  * top_k indices by score, highest first (ties: lower index first), with
  * the class name from output.labels (one per line, line i = class i):
  *   "top":[{"index":281,"score":0.91,"label":"tabby cat"}, ...]
- * Floats are written with %.9g, so a float32 reads back bit for bit.
+ * Floats are written with %.9g, so a float32 reads back bit for bit; JSON
+ * has no NaN or infinity, so those are null (a NaN score ranks last, NaNs
+ * are skipped by min, max and argmax).  Names and labels are escaped, and
+ * bytes that are not UTF-8 become U+FFFD, so every line is valid JSON.
  *
  * tensors (output.tensors: DIR): one .npy file per frame and output,
  * DIR/f<frame, 9 digits>_o<output index>.npy (NumPy format 1.0, '<f4',
  * C order, the output's shape), e.g. f000000042_o0.npy; numpy.load reads
- * it.  DIR is created when missing.
+ * it.  DIR is created when missing.  Each file is written under a hidden
+ * name (.f000000042_o0.npy.part) and renamed, so a reader watching DIR
+ * never opens a partial file.
  *
  * Errors name the file and what failed; a labels file with fewer lines
  * than an output's classes is an error at the first such frame. */
