@@ -13,6 +13,7 @@ packages=(
   libcmocka-dev clang libclang-rt-14-dev     # tests, sanitizers, libFuzzer
   openssl                                    # TLS certificates: tests/unit/certs.h, scripts/make-certs.sh
   python3-onnx libonnx-testdata              # ONNX checker and node test cases
+  python3-grpcio python3-grpc-tools python3-numpy  # examples/subscribe.py (tests/e2e/subscribe.sh)
   iproute2                                   # the namespace testbed (ip, tc)
   graphviz                                   # deltaslice dag -o X.svg
   help2man systemd                           # the .deb: man pages from --help, systemd-analyze

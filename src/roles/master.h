@@ -198,5 +198,7 @@ void ds_subscribers_publish(ds_subscribers *s, const ds_result *r);
 int ds_subscribers_count(ds_subscribers *s);
 /* Ends every stream (OK) and stops the server; NULL: nothing. */
 void ds_subscribers_stop(ds_subscribers *s);
+/* The port it serves on (the one picked when port_master is 0: tests). */
+int ds_subscribers_port(const ds_subscribers *s);
 
 #endif

@@ -13,6 +13,7 @@
 #include "rpc/rpc.h"
 #include "rpc/security.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -315,6 +316,7 @@ struct ds_rpc_server {
 struct ds_rpc_stream {
     tag closed_tag, send_tag, status_tag, md_tag;
     pthread_mutex_t mu;
+    pthread_cond_t ended; /* signalled when gone is set (ds_rpc_stream_close_wait) */
     ds_rpc_server *srv; /* valid while grpc_refs > 0 */
     grpc_call *call;    /* NULL once gRPC is done with the call */
     size_t max_msg;
@@ -502,6 +504,7 @@ static void stream_free(ds_rpc_stream *s)
 {
     ds_queue_free(s->q, bb_free);
     free(s->close_msg);
+    pthread_cond_destroy(&s->ended);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -607,6 +610,8 @@ static void stream_event(tag *t, int success)
         stream_drop_queue(s);
         break;
     }
+    if (s->gone)
+        pthread_cond_broadcast(&s->ended);
     int free_it = stream_grpc_unref(s);
     pthread_mutex_unlock(&s->mu);
     if (free_it)
@@ -660,6 +665,7 @@ static void handle_stream(worker_thread *w, method *m, grpc_call *call,
         return;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->ended, NULL);
     s->closed_tag = (tag){TAG_STREAM_CLOSED, s};
     s->send_tag = (tag){TAG_STREAM_SEND, s};
     s->status_tag = (tag){TAG_STREAM_STATUS, s};
@@ -758,9 +764,9 @@ const char *ds_rpc_stream_peer(const ds_rpc_stream *s)
     return s->peer;
 }
 
-void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
+/* s->mu held. */
+static void stream_close_locked(ds_rpc_stream *s, int code, const char *message)
 {
-    pthread_mutex_lock(&s->mu);
     if (!s->close_requested) {
         s->close_requested = 1;
         ds_queue_close(s->q); /* queued messages still go out, before the status */
@@ -768,8 +774,31 @@ void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
         s->close_msg = message ? dup_str(message) : NULL;
         stream_pump(s);
     }
+}
+
+void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message)
+{
+    pthread_mutex_lock(&s->mu);
+    stream_close_locked(s, code, message);
     pthread_mutex_unlock(&s->mu);
     stream_release(s);
+}
+
+int ds_rpc_stream_close_wait(ds_rpc_stream *s, int code, const char *message, double timeout_s)
+{
+    struct timespec until = ds_deadline(timeout_s);
+    pthread_mutex_lock(&s->mu);
+    stream_close_locked(s, code, message);
+    /* gone is set by the call's RECV_CLOSE_ON_SERVER, which completes once
+     * the status is sent (or the call is cancelled); without a call left
+     * (never started, or already over) there is nothing to wait for. */
+    while (!s->gone && s->call)
+        if (pthread_cond_timedwait(&s->ended, &s->mu, &until) == ETIMEDOUT)
+            break;
+    int ended = s->gone || !s->call;
+    pthread_mutex_unlock(&s->mu);
+    stream_release(s);
+    return ended ? 0 : -1;
 }
 
 /* ---- server threads */

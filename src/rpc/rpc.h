@@ -79,6 +79,7 @@ const char *ds_rpc_code_name(int code);
 #define DS_RPC_WORKER_CLOCK "/deltaslice.Worker/Clock"
 #define DS_RPC_TRAINER_PREDICTORS "/deltaslice.Trainer/Predictors"
 #define DS_RPC_TRAINER_CLOCK "/deltaslice.Trainer/Clock"
+#define DS_RPC_MASTER_RESULTS "/deltaslice.Master/Results"
 
 /* Keepalive: peers ping each other every `seconds` (default 30, clamped to
  * [0.1, 3600]) on open calls and drop a connection whose pings go
@@ -198,6 +199,12 @@ const char *ds_rpc_stream_peer(const ds_rpc_stream *s);
  * for a clean end) and message (may be NULL), and drops the handler's
  * reference: s is invalid afterwards. */
 void ds_rpc_stream_close(ds_rpc_stream *s, int code, const char *message);
+/* ds_rpc_stream_close, then waits up to timeout_s for the call to end (its
+ * status sent, or the peer gone): for a clean end right before
+ * ds_rpc_server_shutdown, which cancels the calls still open.  0 when the
+ * call ended in time, -1 otherwise (a peer that reads nothing: the server's
+ * shutdown ends it).  s is invalid afterwards either way. */
+int ds_rpc_stream_close_wait(ds_rpc_stream *s, int code, const char *message, double timeout_s);
 
 /* ---------------------------------------------------------------- client */
 
