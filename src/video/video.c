@@ -1,6 +1,7 @@
 /* video.c - FFmpeg demux + decode + swscale to RGB24 (see video.h). */
 #include "video.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -12,7 +13,7 @@
 #include <sys/stat.h>
 
 #include <libavcodec/avcodec.h>
-#include <libavdevice/avdevice.h>
+#include <libavdevice/version.h>
 #include <libavformat/avformat.h>
 #include <libavutil/pixdesc.h>
 #include <libavutil/time.h>
@@ -100,14 +101,37 @@ static const char *av_error_detail(char *buf, size_t len)
 
 static pthread_once_t log_setup_once = PTHREAD_ONCE_INIT;
 
-/* Once per process: our log callback, the devices (v4l2, lavfi) and the
- * network (TLS libraries for https://, rtsps://). */
+/* Once per process: our log callback and the network (TLS libraries for
+ * https://, rtsps://). */
 static void av_log_setup(void)
 {
     av_log_set_level(AV_LOG_WARNING);
     av_log_set_callback(av_log_to_ds);
-    avdevice_register_all();
     avformat_network_init();
+}
+
+/* The devices (v4l2, lavfi) come from libavdevice, loaded the first time a
+ * device is opened rather than linked: it pulls some 80 libraries (SDL, X11,
+ * PulseAudio, ...) and 18 MB of resident memory into every process, worker
+ * and file reader included. */
+static pthread_once_t devices_once = PTHREAD_ONCE_INIT;
+static char devices_error[320];
+
+static void devices_load(void)
+{
+    char name[32];
+    snprintf(name, sizeof name, "libavdevice.so.%d", LIBAVDEVICE_VERSION_MAJOR);
+    void *lib = dlopen(name, RTLD_NOW | RTLD_GLOBAL);
+    void (*register_all)(void) = NULL;
+    if (lib)
+        *(void **)&register_all = dlsym(lib, "avdevice_register_all");
+    if (!register_all) {
+        snprintf(devices_error, sizeof devices_error,
+                 "cameras and lavfi: sources need %s, which cannot be loaded (%s; Debian: apt "
+                 "install libavdevice%d)", name, dlerror(), LIBAVDEVICE_VERSION_MAJOR);
+        return;
+    }
+    register_all();
 }
 
 static const char *av_strerr(int code, char *buf, size_t len)
@@ -358,6 +382,9 @@ static int open_input(ds_video *v, ds_error *err)
     const AVInputFormat *ifmt = NULL;
     if (v->info.kind == DS_SOURCE_CAMERA || v->info.kind == DS_SOURCE_VIRTUAL) {
         const char *name = v->info.kind == DS_SOURCE_CAMERA ? "v4l2" : "lavfi";
+        pthread_once(&devices_once, devices_load);
+        if (devices_error[0])
+            return ds_errorf(err, "%s: %s", path, devices_error);
         if (!(ifmt = av_find_input_format(name)))
             return ds_errorf(err, "%s: this FFmpeg's libavdevice has no %s input", path, name);
     }
