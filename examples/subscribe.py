@@ -164,14 +164,20 @@ def main():
                                    request_serializer=pb.SubscribeRequest.SerializeToString,
                                    response_deserializer=pb.Result.FromString)
     metadata = [("authorization", "Bearer " + args.token)] if args.token else None
-    # The master starts its server once its workers answer: wait for it.
-    try:
-        grpc.channel_ready_future(channel).result(timeout=args.wait)
-    except grpc.FutureTimeoutError:
-        fail("%s: no master server within %g s (is output.subscribe on? TLS files right?)"
-             % (args.target, args.wait))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    # The master may not be up yet.  A channel whose connection failed may
+    # fall idle and stop trying: each round asks it to connect again.
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            grpc.channel_ready_future(channel).result(
+                timeout=max(0.01, min(0.5, deadline - time.monotonic())))
+            break
+        except grpc.FutureTimeoutError:
+            if time.monotonic() >= deadline:
+                fail("%s: no master server within %g s (is output.subscribe on? TLS files right?)"
+                     % (args.target, args.wait))
+        except KeyboardInterrupt:
+            sys.exit(130)
 
     received = 0
     call = results(pb.SubscribeRequest(), metadata=metadata)
