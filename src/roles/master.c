@@ -907,7 +907,10 @@ static int master_send(master *ms)
             return end == WAIT_INTERRUPTED ? 1 : -1;
         frame_rec *fr = rec(ms, f); /* the window has room: its frame is done */
         ds_error err;
-        int r = read_frame(ms, f, fr, &err);
+        pthread_mutex_lock(&ms->lock);
+        int draining = ms->draining;
+        pthread_mutex_unlock(&ms->lock);
+        int r = draining ? 0 : read_frame(ms, f, fr, &err);
         if (r == 0)
             break;
         if (r < 0 || plan_frame(ms, f, fr, &err)) {
