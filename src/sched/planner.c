@@ -8,6 +8,11 @@
 #include "common/log.h"
 
 #define HOP_LATENCY_S 0.002  /* one RPC hop with encode and decode, measured on loopback */
+/* A link neither configured nor measured yet is priced at this rate (a LAN
+ * or good Wi-Fi) for planning, though the run gets no prediction from it:
+ * free, it invited plans that put a 3 MB tensor on a 1 MB/s link for the
+ * frames before the measurement (three transfers) and the next re-plan. */
+#define UNKNOWN_LINK_BPS 10e6
 #define MAX_PLANS 2000000L
 
 /* The prices: the model's bytes times the layer's measured ratio, if any.
@@ -119,9 +124,7 @@ static int init(ds_planner *p, const ds_config *cfg, const ds_model *m, double *
         total0 += p->costs[0][l];
     for (int i = 0; i < cfg->n_workers; i++) {
         p->cm.compute[i] = p->costs[i];
-        /* An unknown link is free until measured: the plan of frame 0
-         * weighs compute only. */
-        p->cm.bandwidth[i] = cfg->master.bandwidth_given ? cfg->master.bandwidth[i] * 1e6 : 0;
+        p->cm.bandwidth[i] = cfg->master.bandwidth_given ? cfg->master.bandwidth[i] * 1e6 : UNKNOWN_LINK_BPS;
         p->cm.hop_latency[i] = HOP_LATENCY_S;
         p->link_known[i] = cfg->master.bandwidth_given;
         p->cold_seconds[i] = -1;
@@ -462,6 +465,14 @@ void ds_planner_observe_link(ds_planner *p, int frame, int k, double bytes, doub
     p->ratio_model[full][l] = p->ratio_model[full][l] * keep + model;
 }
 
+/* Worker k's layer costs: its profile times what it measured against it. */
+static void scale_costs(ds_planner *p, int k)
+{
+    double scale = p->busy_profiled[k] > 0 ? p->busy[k] / p->busy_profiled[k] : 1.0;
+    for (int l = 0; l < p->model->n_layers; l++)
+        p->costs[k][l] = p->profiled[k][l] * scale;
+}
+
 void ds_planner_observe_compute(ds_planner *p, int frame, int k, double seconds)
 {
     if (k < 0 || k >= p->cm.n_workers || frame < p->seg_start || !(seconds >= 0))
@@ -475,12 +486,45 @@ void ds_planner_observe_compute(ds_planner *p, int frame, int k, double seconds)
         double keep = 1.0 - DS_LINKRATE_DECAY;
         p->busy[k] = p->busy[k] * keep + seconds;
         p->busy_profiled[k] = p->busy_profiled[k] * keep + job;
-        double scale = p->busy[k] / p->busy_profiled[k];
-        for (int l = 0; l < p->model->n_layers; l++)
-            p->costs[k][l] = p->profiled[k][l] * scale;
+        scale_costs(p, k);
     }
     if (job > 0 && p->busy_profiled[k] > 0 && p->cold_seconds[k] >= 0)
         p->cm.cold[k] = fmax(0, p->cold_seconds[k] - job * p->busy[k] / p->busy_profiled[k]);
+}
+
+void ds_planner_inherit(ds_planner *p, const int *ids, const ds_planner *from, const int *from_ids)
+{
+    int n = p->cm.n_workers, m = from->cm.n_workers;
+    for (int k = 0; k < n; k++)
+        for (int j = 0; j < m; j++) {
+            if (ids[k] != from_ids[j])
+                continue;
+            /* The same worker: its time against its profile. */
+            p->busy[k] = from->busy[j];
+            p->busy_profiled[k] = from->busy_profiled[j];
+            p->cm.cold[k] = from->cm.cold[j];
+            scale_costs(p, k);
+            /* The same link: from the master, or from the same worker. */
+            if ((k == 0) != (j == 0) || (k && ids[k - 1] != from_ids[j - 1]))
+                continue;
+            p->link[k] = from->link[j];
+            p->link_rate[k] = from->link_rate[j];
+            p->link_latency[k] = from->link_latency[j];
+            if (!p->cfg->master.bandwidth_given && from->link_known[j]) {
+                p->cm.bandwidth[k] = from->cm.bandwidth[j];
+                p->cm.hop_latency[k] = from->cm.hop_latency[j];
+                p->link_known[k] = 1;
+            }
+        }
+    p->source_sum = from->source_sum;
+    p->source_w = from->source_w;
+    p->cm.source = from->cm.source;
+    if (p->model->n_layers == from->model->n_layers)
+        for (int f = 0; f < 2; f++) {
+            memcpy(p->ratio_act[f], from->ratio_act[f], sizeof(double) * (size_t)p->model->n_layers);
+            memcpy(p->ratio_model[f], from->ratio_model[f], sizeof(double) * (size_t)p->model->n_layers);
+        }
+    price_layers(p, p->full_raw, p->dif_raw, p->full_bytes, p->dif_bytes);
 }
 
 void ds_planner_observe_source(ds_planner *p, double seconds)

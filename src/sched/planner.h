@@ -33,7 +33,9 @@
  * bytes each link carried against the size model's for the layer crossing
  * it (the model's compression constants come from synthetic maps: a video's
  * exact u8 deltas compress to about 0.6 of them).  Until a link that the
- * plan uses is configured or measured, there is no run prediction. */
+ * plan uses is configured or measured, there is no run prediction, and the
+ * plans price it at 10 MB/s.  A new planner (a new epoch) may inherit what
+ * the previous one measured. */
 #ifndef DS_SCHED_PLANNER_H
 #define DS_SCHED_PLANNER_H
 
@@ -141,6 +143,12 @@ void ds_planner_observe_compute(ds_planner *p, int frame, int k, double seconds)
 /* The master's own time on a frame before sending it (read, change, plan,
  * encode). */
 void ds_planner_observe_source(ds_planner *p, double seconds);
+/* Carries into p (just made, not yet planned) what an earlier planner
+ * measured, for another epoch and maybe another chain: each worker's time
+ * against its profile, the links between the same two workers (or from the
+ * master into the same first worker), the master's own time and the
+ * payload sizes.  ids, from_ids: the workers' ids in the whole chain. */
+void ds_planner_inherit(ds_planner *p, const int *ids, const ds_planner *from, const int *from_ids);
 /* What was measured, for the summary: "m->w0 3.9 MB/s (configured 4),
  * w0 0.48x its profile, ..." into buf ("" before any measurement). */
 char *ds_planner_measured_str(const ds_planner *p, char *buf, size_t len);

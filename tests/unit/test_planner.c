@@ -434,6 +434,8 @@ static void test_unconfigured_links_are_measured(void **state)
      * no prediction until the links the plan uses are measured. */
     setup_planner(&f, &unmeasured, "lbc", "itg", 0);
     assert_int_equal(f.cfg.master.bandwidth_given, 0);
+    /* Plans price an unknown link at 10 MB/s, not as free. */
+    assert_true(f.p.cm.bandwidth[0] == 10e6 && f.p.cm.bandwidth[1] == 10e6);
     assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
     ds_plan halves = {2, {3, N_LAYERS - 1}};
     assert_true(same_plan(&f.p.current, &halves)); /* both links carry a tensor */
@@ -555,6 +557,52 @@ static void test_payload_sizes_measured(void **state)
     teardown_planner(&f);
 }
 
+/* A new epoch's planner starts from what the previous one measured, for
+ * the same workers and the same links only. */
+static void test_inherit_measurements(void **state)
+{
+    (void)state;
+    fixture a, b, c;
+    ds_error err;
+    int changed;
+    setup_planner(&a, &unmeasured, "lbc", "itg", 0);
+    assert_int_equal(ds_planner_plan(&a.p, 0, NULL, &changed, &err), 0);
+    feed_link(&a.p, 0, 2e3, 0.004, 4, 100);
+    feed_link(&a.p, 1, 500, 0.001, 4, 100);
+    for (int k = 1; k < 4; k++) {
+        ds_planner_observe_compute(&a.p, k, 0, 0.030 * 0.5);
+        ds_planner_observe_compute(&a.p, k, 1, 0.020 * 3);
+    }
+    ds_planner_observe_source(&a.p, 0.007);
+    const int ids[2] = {0, 1};
+    /* The same chain: everything carries over. */
+    setup_planner(&b, &unmeasured, "lbc", "itg", 0);
+    ds_planner_inherit(&b.p, ids, &a.p, ids);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(b.p.link_known[k], 1);
+        assert_true(b.p.cm.bandwidth[k] == a.p.cm.bandwidth[k] && b.p.cm.hop_latency[k] == a.p.cm.hop_latency[k]);
+        for (int l = 0; l < N_LAYERS; l++)
+            assert_true(b.p.cm.compute[k][l] == a.p.cm.compute[k][l]);
+    }
+    assert_true(fabs(b.p.cm.compute[1][1] - 0.030) < 1e-12);
+    assert_true(b.p.cm.source == 0.007);
+    assert_int_equal(ds_planner_plan(&b.p, 0, NULL, &changed, &err), 0);
+    assert_false(isnan(ds_planner_predicted_per_frame(&b.p, FRAMES)));
+    /* Before: worker 5 fed worker 1.  Worker 1 keeps its measurement, but
+     * the link w0->w1 is not w5->w1, nor is m->w0 the same as m->w5. */
+    const int before[2] = {5, 1};
+    setup_planner(&c, &unmeasured, "lbc", "itg", 0);
+    ds_planner_inherit(&c.p, ids, &a.p, before);
+    assert_int_equal(c.p.link_known[0], 0);
+    assert_int_equal(c.p.link_known[1], 0);
+    assert_true(c.p.cm.bandwidth[1] == 10e6);
+    assert_true(fabs(c.p.cm.compute[1][1] - 0.030) < 1e-12); /* worker 1: 3x its profile */
+    assert_true(c.p.cm.compute[0][1] == 0.010);              /* worker 0 was not measured */
+    teardown_planner(&a);
+    teardown_planner(&b);
+    teardown_planner(&c);
+}
+
 static void test_init_failure_releases(void **state)
 {
     (void)state;
@@ -590,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_unconfigured_links_are_measured),
         cmocka_unit_test(test_compute_measured),
         cmocka_unit_test(test_payload_sizes_measured),
+        cmocka_unit_test(test_inherit_measurements),
         cmocka_unit_test(test_init_failure_releases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
