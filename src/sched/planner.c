@@ -23,7 +23,7 @@ static double ratio(const ds_planner *p, int full, int l)
     return p->ratio_model[full][l] > 0 ? p->ratio_act[full][l] / p->ratio_model[full][l] : 1.0;
 }
 
-static void price_layers(ds_planner *p, const double *full_raw, const double *dif_raw, double *full,
+static void price_layers(const ds_planner *p, const double *full_raw, const double *dif_raw, double *full,
                          double *dif)
 {
     for (int l = 0; l < p->model->n_layers; l++) {
@@ -197,29 +197,55 @@ static int links_known(const ds_planner *p, const ds_plan *pl)
     return 1;
 }
 
-/* Closes the segment [seg_start, end) into the run's prediction, priced
- * with what is known now. */
+/* Seconds of `frames` frames under plan pl, their payloads from the size
+ * model (full_raw; dif_raw: the updates' mean), priced with what is known
+ * now. */
+static double price_segment(const ds_planner *p, const ds_plan *pl, const double *full_raw, const double *dif_raw,
+                            int frames)
+{
+    int n = p->model->n_layers;
+    double *buf = malloc(sizeof(double) * 2 * (size_t)n);
+    if (!buf)
+        return NAN;
+    price_layers(p, full_raw, dif_raw, buf, buf + n);
+    ds_sim_result r;
+    ds_cost_simulate(&p->cm, pl, buf, p->cfg->mode == DS_MODE_DIF ? buf + n : NULL, frames, 1, &r);
+    free(buf);
+    return r.makespan;
+}
+
+/* Closes the segment [seg_start, end) into the run's prediction.  A plan
+ * using a link not yet measured is kept aside (the first plans of a run
+ * come before any measurement) and priced when the prediction is asked
+ * for; beyond DS_PLANNER_PENDING of them, the run has no prediction. */
 static void close_segment(ds_planner *p, int end)
 {
     if (end <= p->seg_start)
         return;
     int n = p->model->n_layers;
-    double *buf = malloc(sizeof(double) * 3 * (size_t)n);
-    if (!buf) {
+    double *dif_raw = malloc(sizeof(double) * (size_t)n);
+    if (!dif_raw) {
         p->run_unknown = 1;
         return;
     }
-    double *dif_raw = buf, *full = buf + n, *dif = buf + 2 * n;
     for (int l = 0; l < n; l++)
         dif_raw[l] = p->seg_dif_frames ? p->seg_dif_sum[l] / p->seg_dif_frames : p->seg_full[l];
-    price_layers(p, p->seg_full, dif_raw, full, dif);
-    ds_sim_result r;
-    ds_cost_simulate(&p->cm, &p->current, full, p->cfg->mode == DS_MODE_DIF ? dif : NULL, end - p->seg_start, 1,
-                     &r);
-    free(buf);
-    p->predicted_run += r.makespan;
-    if (!links_known(p, &p->current))
+    if (links_known(p, &p->current)) {
+        p->predicted_run += price_segment(p, &p->current, p->seg_full, dif_raw, end - p->seg_start);
+        free(dif_raw);
+        return;
+    }
+    ds_planner_pending *k = &p->pending[p->n_pending];
+    if (p->n_pending == DS_PLANNER_PENDING || !(k->full = malloc(sizeof(double) * (size_t)n))) {
         p->run_unknown = 1;
+        free(dif_raw);
+        return;
+    }
+    memcpy(k->full, p->seg_full, sizeof(double) * (size_t)n);
+    k->dif = dif_raw;
+    k->plan = p->current;
+    k->frames = end - p->seg_start;
+    p->n_pending++;
 }
 
 static void open_segment(ds_planner *p, int start)
@@ -395,13 +421,24 @@ double ds_planner_predicted_per_frame(ds_planner *p, int n_frames)
     if (n_frames <= 0)
         return 0;
     double closed = p->predicted_run;
-    int unknown = p->run_unknown;
+    int unknown = p->run_unknown, pending = p->n_pending;
     close_segment(p, n_frames);
     double total = p->predicted_run;
     int now_unknown = p->run_unknown;
-    p->predicted_run = closed; /* the open segment may still grow */
+    for (int i = 0; i < p->n_pending; i++) {
+        const ds_planner_pending *k = &p->pending[i];
+        now_unknown |= !links_known(p, &k->plan);
+        total += price_segment(p, &k->plan, k->full, k->dif, k->frames);
+    }
+    /* The open segment may still grow: back to what was closed. */
+    for (int i = pending; i < p->n_pending; i++) {
+        free(p->pending[i].full);
+        free(p->pending[i].dif);
+    }
+    p->n_pending = pending;
+    p->predicted_run = closed;
     p->run_unknown = unknown;
-    return now_unknown ? NAN : total / n_frames;
+    return now_unknown || isnan(total) ? NAN : total / n_frames;
 }
 
 /* ------------------------------------------------------------ measuring */
@@ -592,6 +629,10 @@ void ds_planner_free(ds_planner *p)
     }
     for (int i = 0; i < DS_MAX_WORKERS; i++)
         free(p->profiled[i]);
+    for (int i = 0; i < p->n_pending; i++) {
+        free(p->pending[i].full);
+        free(p->pending[i].dif);
+    }
     free(p->seg_full);
     free(p->seg_dif_sum);
     ds_predictors_free(p->pred);

@@ -52,6 +52,14 @@
 
 struct ds_planner;
 
+/* A closed segment of the run kept aside until its links are measured. */
+#define DS_PLANNER_PENDING 8
+typedef struct ds_planner_pending {
+    ds_plan plan;
+    int frames;
+    double *full, *dif; /* owned: the size model's bytes per layer */
+} ds_planner_pending;
+
 typedef struct ds_sched_policy {
     ds_scheduler id;  /* its name and need of predictors: common/config.h */
     int horizon;      /* frames a proposal is judged over; 0 = the rest of the run */
@@ -100,8 +108,10 @@ typedef struct ds_planner {
     int seg_dif_frames;
     double *seg_full, *seg_dif_sum;
     double predicted_run;          /* seconds of the closed segments */
-    int run_unknown;               /* a closed segment used a link neither
-                                      configured nor measured */
+    int run_unknown;               /* a closed segment could not be priced */
+    ds_planner_pending pending[DS_PLANNER_PENDING]; /* closed before their links
+                                                       were measured */
+    int n_pending;
     /* Measurements (ds_planner_observe_*), per link and worker of the chain: */
     double *profiled[DS_MAX_WORKERS]; /* owned: the profiles; costs = profiled x scale */
     double busy[DS_MAX_WORKERS], busy_profiled[DS_MAX_WORKERS]; /* decayed sums */

@@ -557,6 +557,42 @@ static void test_payload_sizes_measured(void **state)
     teardown_planner(&f);
 }
 
+/* Plans switched before the links were measured are priced once they are:
+ * then the run's prediction is the one of a twin whose configuration gives
+ * the rates measured. */
+static void test_early_plans_priced_later(void **state)
+{
+    (void)state;
+    static const scenario configured = {
+        {{0, 0.010, 0.010, 0.010, 0.010, 0.010}, {0, 0.010, 0.010, 0.010, 0.010, 0.010}}, "10, 10"};
+    fixture f, twin;
+    ds_error err;
+    int changed, twin_changed;
+    setup_planner(&f, &unmeasured, "opt", "dif", 1);
+    setup_planner(&twin, &configured, "opt", "dif", 1);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    assert_int_equal(ds_planner_plan(&twin.p, 0, NULL, &twin_changed, &err), 0);
+    int switches = 0;
+    for (int k = 1; k < FRAMES; k++) {
+        float frac[3] = {change_at(k), change_at(k), change_at(k)};
+        assert_int_equal(ds_planner_plan(&f.p, k, frac, &changed, &err), 0);
+        assert_int_equal(ds_planner_plan(&twin.p, k, frac, &twin_changed, &err), 0);
+        assert_int_equal(changed, twin_changed);
+        switches += changed;
+    }
+    /* Frame 0 alone on one worker, then the pipeline over both. */
+    assert_true(switches >= 1 && f.p.n_pending >= 1);
+    assert_true(isnan(ds_planner_predicted_per_frame(&f.p, FRAMES)));
+    feed_link(&f.p, 0, 10e6, 0.002, DS_LINKRATE_MIN, 100);
+    feed_link(&f.p, 1, 10e6, 0.002, DS_LINKRATE_MIN, 100);
+    double got = ds_planner_predicted_per_frame(&f.p, FRAMES), want = ds_planner_predicted_per_frame(&twin.p, FRAMES);
+    if (!(fabs(got - want) <= 1e-9 * want))
+        fail_msg("predicted %.9f s per frame, the configured twin %.9f", got, want);
+    assert_true(ds_planner_predicted_per_frame(&f.p, FRAMES) == got); /* asking does not close anything */
+    teardown_planner(&f);
+    teardown_planner(&twin);
+}
+
 /* A new epoch's planner starts from what the previous one measured, for
  * the same workers and the same links only. */
 static void test_inherit_measurements(void **state)
@@ -639,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_compute_measured),
         cmocka_unit_test(test_payload_sizes_measured),
         cmocka_unit_test(test_inherit_measurements),
+        cmocka_unit_test(test_early_plans_priced_later),
         cmocka_unit_test(test_init_failure_releases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
