@@ -46,6 +46,8 @@ options:
   --cache DIR        profiles and predictors (default .cache)
   --bin FILE         the deltaslice binary (default build/deltaslice)
   --config-out FILE  keep the generated config there
+  --unconfigured     shape the links but leave master.bandwidth out of the
+                     config: the master measures them
   --dry-run          print the commands instead of running them
   -h, --help         show this help
 EOF
@@ -56,7 +58,7 @@ die() { echo "testbed: $*" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 bandwidth="4,1" model="zoo:alexnet" size="480x720" mode="dif" frames=50 pd_num=2
 scheduler="lbc" check=false train_frames=400 video="$root/data/sample.mp4" trace="" cache="$root/.cache"
-bin="$root/build/deltaslice" config_out="" dry=0 cpu="" cpu_period=10000
+bin="$root/build/deltaslice" config_out="" dry=0 cpu="" cpu_period=10000 unconfigured=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bandwidth) bandwidth=${2:?}; shift 2 ;;
@@ -75,6 +77,7 @@ while [ $# -gt 0 ]; do
     --cache) cache=${2:?}; shift 2 ;;
     --bin) bin=${2:?}; shift 2 ;;
     --config-out) config_out=${2:?}; shift 2 ;;
+    --unconfigured) unconfigured=1; shift ;;
     --dry-run) dry=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option '$1'" ;;
@@ -196,7 +199,11 @@ if [ $need_trainer -eq 1 ]; then add_ns "$ns_t"; link "$ns_m" "$ns_t" 200 ""; fi
   echo "frame_size: [$rows, $cols]"
   echo "mode: $mode"
   echo "check: $check"
-  echo "master: {ifr_num: $frames, pd_num: $pd_num, scheduler: $scheduler, bandwidth: [$bandwidth]}"
+  if [ $unconfigured -eq 1 ]; then
+    echo "master: {ifr_num: $frames, pd_num: $pd_num, scheduler: $scheduler}"
+  else
+    echo "master: {ifr_num: $frames, pd_num: $pd_num, scheduler: $scheduler, bandwidth: [$bandwidth]}"
+  fi
   echo "trainer: {frame_num: $train_frames}"
   echo "trace_dir: '$trace'"
   echo "cache_dir: $cache"

@@ -997,6 +997,7 @@ int ds_config_parse(const char *text, size_t len, const char *label, const char 
         fail(&c, root, "video_path", "missing (expected the path of a video file)");
         goto out;
     }
+    cfg->master.bandwidth_given = s.bandwidth != NULL;
     if (!s.bandwidth)
         for (int i = 0; i < cfg->n_workers; i++)
             cfg->master.bandwidth[i] = 1e6; /* unshaped */

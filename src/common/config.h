@@ -116,7 +116,9 @@ typedef struct ds_config {
         int pd_num;      /* frames in flight at most; 0 = unlimited */
         double itv_time; /* seconds between sends */
         ds_scheduler scheduler;
-        double bandwidth[DS_MAX_WORKERS]; /* MB/s: m->w0, w0->w1, ... */
+        double bandwidth[DS_MAX_WORKERS]; /* MB/s: m->w0, w0->w1, ... (absent: 1e6, unshaped) */
+        int bandwidth_given;              /* master.bandwidth is in the file; else the
+                                             planner measures the links */
         int threads;
         double connect_timeout; /* s to wait for every worker at start */
         int no_workers_wait;    /* none usable: wait (1) or compute locally (0) */

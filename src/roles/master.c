@@ -328,6 +328,77 @@ static int64_t oldest(master *ms)
     return ms->low;
 }
 
+/* Queues a measurement for the planner (lock held). */
+static void push_obs(master *ms, plan_obs o)
+{
+    if (ms->n_obs == DS_MASTER_OBS) {
+        memmove(ms->obs, ms->obs + 1, sizeof *ms->obs * (DS_MASTER_OBS - 1));
+        ms->n_obs--;
+    }
+    ms->obs[ms->n_obs++] = o;
+}
+
+/* What a finished frame's report measured (lock held): each chain worker's
+ * decode + execute + encode, and each link between workers from the
+ * sender's encode end to the receiver's arrival (on the master's clock). */
+static void observe_report(master *ms, const Deltaslice__FinishReport *r)
+{
+    double busy[DS_MAX_WORKERS] = {0}, ready[DS_MAX_WORKERS] = {0}, arrive[DS_MAX_WORKERS] = {0};
+    int seen[DS_MAX_WORKERS] = {0};
+    int at[DS_MAX_WORKERS]; /* chain index of each worker id, or -1 */
+    for (int i = 0; i < ms->n_workers; i++)
+        at[i] = -1;
+    for (int k = 0; k < ms->chain_len; k++)
+        at[ms->chain[k]] = k;
+    for (size_t i = 0; i < r->n_timings; i++) {
+        const Deltaslice__StageTiming *t = r->timings[i];
+        int k = at[t->worker]; /* worker < n_workers: checked by the reader */
+        if (k < 0)
+            continue;
+        double off = (double)ms->link[t->worker].clock_offset_us;
+        seen[k] = 1;
+        if (!strcmp(t->stage, "receive"))
+            arrive[k] = ((double)t->start_us - off) * 1e-6;
+        else
+            busy[k] += (double)(t->end_us - t->start_us) * 1e-6;
+        if (!strcmp(t->stage, "encode"))
+            ready[k] = ((double)t->end_us - off) * 1e-6;
+    }
+    for (int k = 0; k < ms->chain_len; k++) {
+        if (!seen[k])
+            continue;
+        push_obs(ms, (plan_obs){(int64_t)r->frame_id, r->epoch, k, 0, 0, 0, busy[k]});
+        char name[32];
+        snprintf(name, sizeof name, "w%d->w%d", k ? ms->chain[k - 1] : 0, ms->chain[k]);
+        for (size_t i = 0; k && seen[k - 1] && i < r->n_bytes; i++)
+            if (!strcmp(r->bytes[i]->link, name))
+                push_obs(ms, (plan_obs){(int64_t)r->frame_id, r->epoch, k, 1, (double)r->bytes[i]->bytes,
+                                        ready[k - 1], arrive[k]});
+    }
+}
+
+/* Hands the queued measurements of this epoch to the planner (main
+ * thread). */
+static void feed_planner(master *ms)
+{
+    plan_obs o[DS_MASTER_OBS];
+    pthread_mutex_lock(&ms->lock);
+    int n = ms->n_obs;
+    uint32_t epoch = ms->epoch;
+    memcpy(o, ms->obs, sizeof *o * (size_t)n);
+    ms->n_obs = 0;
+    pthread_mutex_unlock(&ms->lock);
+    for (int i = 0; ms->planner_ready && i < n; i++) {
+        if (o[i].epoch != epoch)
+            continue;
+        int frame = (int)(o[i].frame - ms->plan_base);
+        if (o[i].link)
+            ds_planner_observe_link(&ms->planner, frame, o[i].k, o[i].bytes, o[i].start, o[i].end);
+        else
+            ds_planner_observe_compute(&ms->planner, frame, o[i].k, o[i].end);
+    }
+}
+
 /* The counts of a finished frame's report. */
 static void account(master *ms, const Deltaslice__FinishReport *r, size_t len)
 {
@@ -341,6 +412,7 @@ static void account(master *ms, const Deltaslice__FinishReport *r, size_t len)
         snprintf(name, sizeof name, "w%u %s", r->timings[i]->worker, r->timings[i]->stage);
         add_stage(ms, name, (double)(r->timings[i]->end_us - r->timings[i]->start_us) * 1e-6);
     }
+    observe_report(ms, r);
 }
 
 /* The record of the frame r is about, when that frame is in flight in the
@@ -590,8 +662,10 @@ static int use_plan(master *ms, ds_error *err)
  * worker: frames are computed here, or wait). */
 static int use_chain(master *ms, const int *ids, int n, int64_t from, ds_error *err)
 {
-    if (ms->planner_ready)
-        ds_planner_free(&ms->planner);
+    /* The old planner's measurements carry over to the new one. */
+    ds_planner old = ms->planner;
+    int had = ms->planner_ready, old_ids[DS_MAX_WORKERS];
+    memcpy(old_ids, ms->chain, sizeof old_ids);
     ms->planner_ready = 0;
     pthread_mutex_lock(&ms->lock);
     memcpy(ms->chain, ids, sizeof *ids * (size_t)n);
@@ -599,16 +673,19 @@ static int use_chain(master *ms, const int *ids, int n, int64_t from, ds_error *
     pthread_mutex_unlock(&ms->lock);
     for (int k = 0; k < n; k++)
         ms->chain_ids[k] = (uint32_t)ids[k];
-    if (n == 0)
-        return 0;
-    if (chain_planner(ms, ids, n, from, &ms->seg_cfg, &ms->planner, err))
-        return -1;
+    int rc = n ? chain_planner(ms, ids, n, from, &ms->seg_cfg, &ms->planner, err) : 0;
+    if (n && rc == 0 && had)
+        ds_planner_inherit(&ms->planner, ids, &old, old_ids);
+    if (had)
+        ds_planner_free(&old);
+    if (n == 0 || rc)
+        return rc;
     ms->planner.ids = ms->chain;
     ms->planner_ready = 1;
     ms->plan_base = from;
     int changed;
     ms->planner.quiet = 1; /* the epoch's log line names its first plan */
-    int rc = ds_planner_plan(&ms->planner, 0, NULL, &changed, err);
+    rc = ds_planner_plan(&ms->planner, 0, NULL, &changed, err);
     ms->planner.quiet = 0;
     return rc ? -1 : use_plan(ms, err);
 }
@@ -654,6 +731,7 @@ static int plan_frame(master *ms, int64_t f, const frame_rec *fr, ds_error *err)
         ds_input_change(&ms->prev_frame, &fr->frame, ms->input_frac);
     if (ds_tensor_copy(&ms->prev_frame, &fr->frame, err))
         return -1;
+    feed_planner(ms);
     if (ms->planner_ready && f > ms->plan_base &&
         (ds_planner_plan(&ms->planner, (int)(f - ms->plan_base), ms->input_frac, &changed, err) ||
          (changed && use_plan(ms, err))))
@@ -696,9 +774,17 @@ static int submit_frame(master *ms, int64_t f, const ds_tensor *u8, uint32_t epo
     double mbps = ms->cfg->master.bandwidth[0];
     double deadline = 2.0 + 3.0 * (double)ms->req.len / (mbps * 1e6);
     ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_START);
+    double start = ds_now();
     int rc = ds_rpc_call_unary(ms->link[ms->chain[0]].ch, DS_RPC_WORKER_SUBMIT, ms->req.data,
                                ms->req.len, deadline, &ms->resp, code, err);
+    double end = ds_now();
     ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_FINISH);
+    /* The link into the chain and the master's own time, as the planner
+     * prices them (a re-send's time is the recovery's, not a frame's). */
+    if (rc == 0 && rec(ms, f)->sends == 1) {
+        ds_planner_observe_source(&ms->planner, start - ms->frame_t0);
+        ds_planner_observe_link(&ms->planner, (int)(f - ms->plan_base), 0, (double)ms->req.len, start, end);
+    }
     return rc;
 }
 
@@ -910,6 +996,7 @@ static int master_send(master *ms)
         pthread_mutex_lock(&ms->lock);
         int draining = ms->draining;
         pthread_mutex_unlock(&ms->lock);
+        ms->frame_t0 = ds_now();
         int r = draining ? 0 : read_frame(ms, f, fr, &err);
         if (r == 0)
             break;
@@ -950,10 +1037,18 @@ static void print_summary(master *ms)
     printf("model: %s %dx%d, mode %s, scheduler %s, plan %s on %s\n", ms->model.name, ms->rows,
            ms->cols, ds_mode_name(cfg->mode), ds_scheduler_name(cfg->master.scheduler), plan_text,
            chain_str(ms, seg, sizeof seg));
-    if (ms->planner_ready)
-        printf("plans: %d used, predicted %.4f s per frame%s\n", ms->plan_changes,
-               ds_planner_predicted_per_frame(&ms->planner, (int)(ms->next_frame - ms->plan_base)),
-               ms->planner.pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: full tensor sizes)");
+    if (ms->planner_ready) {
+        feed_planner(ms);
+        double predicted = ds_planner_predicted_per_frame(&ms->planner, (int)(ms->next_frame - ms->plan_base));
+        char measured[512];
+        if (isnan(predicted))
+            printf("plans: %d used, no prediction (links neither configured nor measured)\n", ms->plan_changes);
+        else
+            printf("plans: %d used, predicted %.4f s per frame%s\n", ms->plan_changes, predicted,
+                   ms->planner.pred || cfg->mode == DS_MODE_ITG ? "" : " (no predictors: update sizes measured)");
+        if (ds_planner_measured_str(&ms->planner, measured, sizeof measured)[0])
+            printf("measured: %s\n", measured);
+    }
     printf("source: %s (%s%s), %" PRId64 " frames read, %" PRIu64 " skipped (drop %s)\n",
            ms->capture ? ds_capture_info(ms->capture)->path : "?", ds_source_kind_name(cfg->video.kind),
            cfg->video.kind == DS_SOURCE_FILE && cfg->video.loop ? ", looping" : "",

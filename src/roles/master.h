@@ -59,11 +59,23 @@ typedef struct worker_link {
     int lost;         /* not up: the watch thread probes it */
     double *costs;    /* seconds per layer, from its last Costs answer */
     double heartbeat; /* seconds a heartbeat may take */
+    int64_t clock_offset_us; /* its wall clock = the master's + this (lock) */
     /* Its final outputs as last received (dif: the reference of the next
      * update) and the frame id + 1 they belong to; its reader thread's. */
     ds_dif_cache results;
     uint64_t results_next;
 } worker_link;
+
+/* What a result report measured for the planner, queued by the reader
+ * thread (under lock) for the main thread, which owns the planner: worker
+ * k's time on the frame (link 0), or a transfer into worker k (link 1). */
+typedef struct plan_obs {
+    int64_t frame;
+    uint32_t epoch;
+    int k, link;
+    double bytes, start, end; /* seconds on the master's clock */
+} plan_obs;
+#define DS_MASTER_OBS 64 /* queued at most; older ones are dropped */
 
 typedef struct link_total {
     char name[24];
@@ -117,6 +129,8 @@ typedef struct master {
     int64_t finished_shown; /* at the last status line */
     double last_status;     /* ds_now() of the last status line (main thread) */
     int source_ended;       /* the source has no more frames (main thread) */
+    plan_obs obs[DS_MASTER_OBS]; /* for the planner, oldest first */
+    int n_obs;
 
     double check_max_abs, check_max_rel; /* of the results that counted */
     int checked;
@@ -157,6 +171,7 @@ typedef struct master {
     ds_dif_cache cache; /* what the first worker holds of the input */
     ds_buf payload, req, resp;
     double t_start, elapsed;
+    double frame_t0;         /* when the main thread began the frame it sends */
     pthread_t watch_th, signal_th;
     int watch_started, signal_started;
 } master;

@@ -156,13 +156,17 @@ static int join(master *ms, int w, int takeover, int *code, ds_error *err)
     return 0;
 }
 
-/* Clock offsets for aligning traces: peer = master + offset. */
+/* Clock offsets for aligning traces and for timing the links between
+ * workers from their reports: peer = master + offset. */
 static void align_clock(master *ms, int w)
 {
     int64_t offset, rtt;
     ds_error probe_err; /* no offset: the trace goes unaligned */
     if (ds_rpc_call_clock(ms->link[w].ch, DS_RPC_WORKER_CLOCK, CLOCK_PROBES, &offset, &rtt,
                           &probe_err) == 0) {
+        pthread_mutex_lock(&ms->lock);
+        ms->link[w].clock_offset_us = offset;
+        pthread_mutex_unlock(&ms->lock);
         char name[24];
         snprintf(name, sizeof name, "worker%d", w);
         ds_trace_clock(ms->trace, name, offset, rtt);

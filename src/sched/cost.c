@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Stage durations of one frame: stages alternate link, compute, link, ...
- * up to the last worker with work. Returns the number of stages. */
-static int frame_stages(const ds_cost_model *cm, const ds_plan *p, const double *bytes, double *dur)
+/* Stage durations of one frame (full: the first under the plan): stages
+ * alternate link, compute, link, ... up to the last worker with work.
+ * Returns the number of stages. */
+static int frame_stages(const ds_cost_model *cm, const ds_plan *p, const double *bytes, int full,
+                        double *dur)
 {
     int last = 0, prev = 0;
     for (int i = 0; i < p->n_workers; i++)
@@ -15,8 +17,8 @@ static int frame_stages(const ds_cost_model *cm, const ds_plan *p, const double 
     int n = 0, crossing = 0; /* layer whose tensor travels on the next link */
     for (int i = 0; i <= last; i++) {
         double bw = cm->bandwidth[i] > 0 ? cm->bandwidth[i] : 1e30;
-        dur[n++] = bytes[crossing] / bw + cm->hop_latency;
-        double c = 0;
+        dur[n++] = (i ? 0 : cm->source) + bytes[crossing] / bw + cm->hop_latency[i];
+        double c = full ? cm->cold[i] : 0;
         for (int l = prev + 1; l <= p->cut[i]; l++)
             c += cm->compute[i][l];
         dur[n++] = c;
@@ -32,8 +34,8 @@ void ds_cost_simulate(const ds_cost_model *cm, const ds_plan *p, const double *f
 {
     enum { MAX_STAGES = 2 * DS_MAX_WORKERS };
     double full_dur[MAX_STAGES], dif_dur[MAX_STAGES];
-    int n_stages = frame_stages(cm, p, full_bytes, full_dur);
-    frame_stages(cm, p, dif_bytes ? dif_bytes : full_bytes, dif_dur);
+    int n_stages = frame_stages(cm, p, full_bytes, 1, full_dur);
+    frame_stages(cm, p, dif_bytes ? dif_bytes : full_bytes, 0, dif_dur);
     memset(out, 0, sizeof *out);
     if (n_frames < 1)
         n_frames = 1;

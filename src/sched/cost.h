@@ -6,15 +6,19 @@
  * see nothing; the result report is small and ignored).  A worker with an
  * empty job only forwards, so its outgoing link carries what it received.
  *
- *   transfer time = bytes / bandwidth + per-hop latency
- *   compute time  = sum of the worker's profiled layer times
+ *   transfer time = bytes / bandwidth + the link's latency
+ *                   (link 0 also: the master's own time on the frame)
+ *   compute time  = sum of the worker's layer times
+ *                   (+ its cold start on a frame that travels in full)
  *
  * Each stage serves frames in order, one at a time; a frame enters link 0
  * when the previous frame has left it and, with a window of pd_num frames in
  * flight, when frame f - pd_num has finished.  The simulation over n frames
  * gives the makespan (time per frame = makespan / n) and mean latency.
  * The first frame after a plan change travels in full (the receivers hold
- * nothing yet): its transfers use full_bytes, the others dif_bytes. */
+ * nothing yet): its transfers use full_bytes, the others dif_bytes, and the
+ * workers pay their cold start on it (buffers and kernels set up for a new
+ * job, full tensors decoded), which the planner measures; 0 until then. */
 #ifndef DS_SCHED_COST_H
 #define DS_SCHED_COST_H
 
@@ -24,9 +28,14 @@ typedef struct ds_cost_model {
     int n_layers;
     int n_workers;
     const double *compute[DS_MAX_WORKERS]; /* seconds per layer, per worker */
-    double bandwidth[DS_MAX_WORKERS];      /* bytes/s into worker i (m->w0, w0->w1, ...) */
-    double hop_latency;                    /* seconds per transfer (RPC, encode, decode) */
+    double bandwidth[DS_MAX_WORKERS];      /* bytes/s into worker i (m->w0, w0->w1, ...);
+                                              <= 0: free */
+    double hop_latency[DS_MAX_WORKERS];    /* seconds per transfer on link i (RPC, encode,
+                                              decode) */
     int pd_num;                            /* frames in flight; 0 = unlimited */
+    double source;                         /* the master's seconds per frame before it
+                                              sends (read, input change, encode) */
+    double cold[DS_MAX_WORKERS];           /* worker i's extra seconds on a full frame */
 } ds_cost_model;
 
 typedef struct ds_sim_result {

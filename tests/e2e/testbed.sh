@@ -22,6 +22,10 @@ grep -q "tc qdisc add dev .* root tbf rate 4000kbps" "$tmp/dry" || fail "dry run
 grep -q "tc qdisc add dev .* root tbf rate 1000kbps" "$tmp/dry" || fail "dry run: no 1 MB/s limit on w0->w1"
 grep -q "m->w0: '10.77.0.2:" "$tmp/dry" || fail "dry run: no m->w0 route in the config"
 [ "$(ip netns list | grep -c "^ds")" = 0 ] || fail "dry run created namespaces"
+"$src/scripts/testbed.sh" --dry-run --unconfigured --bin "$bin" >"$tmp/dry_unconf" || fail "dry run --unconfigured failed"
+grep -q "tc qdisc add dev .* root tbf rate 1000kbps" "$tmp/dry_unconf" || fail "--unconfigured: links not shaped"
+grep -q "^# master: {ifr_num: 50, pd_num: 2, scheduler: lbc}$" "$tmp/dry_unconf" ||
+  fail "--unconfigured: the config should claim no bandwidth"
 "$src/scripts/testbed.sh" --dry-run --cpu w0=25% --bin "$bin" >"$tmp/dry_cpu" || fail "dry run with --cpu failed"
 grep -qE "^echo (2500 > .*/ds[0-9]+-w0/cpu\.cfs_quota_us|'2500 10000' > .*/ds[0-9]+-w0/cpu\.max)$" "$tmp/dry_cpu" ||
   fail "dry run: no 25% quota (2.5 ms per 10 ms) for w0"

@@ -40,7 +40,10 @@ static void test_repo_config(void **state)
     assert_int_equal(cfg.master.ifr_num, 50);
     assert_int_equal(cfg.master.pd_num, 2);
     assert_int_equal(cfg.master.scheduler, DS_SCHED_LBC);
-    assert_true(cfg.master.bandwidth[0] == 4.0 && cfg.master.bandwidth[1] == 1.0);
+    /* Loopback links: none claimed, the master measures them (and the codec
+     * takes them as fast). */
+    assert_int_equal(cfg.master.bandwidth_given, 0);
+    assert_true(cfg.master.bandwidth[0] == 1e6 && cfg.master.bandwidth[1] == 1e6);
     assert_int_equal(cfg.worker.prof_niter, 5);
     assert_int_equal(cfg.trainer.frame_num, 400);
     assert_int_equal(cfg.codec.compress, DS_COMPRESS_AUTO);
@@ -216,6 +219,15 @@ static void test_bandwidth_count(void **state)
     (void)state;
     expect_error_after_base("master: {bandwidth: [4]}\n",
                             "config.yml:5:21: master.bandwidth: expected 2 entries (one per link m->w0, w0->w1, ...), got 1");
+    /* Given: the planner prices with it (absent: it measures the links). */
+    char text[2048];
+    snprintf(text, sizeof text, "%smaster: {bandwidth: [4, 0.5]}\n", base);
+    ds_config cfg;
+    ds_error err = {{0}};
+    assert_int_equal(ds_config_parse(text, strlen(text), "config.yml", ".", &cfg, &err), 0);
+    assert_int_equal(cfg.master.bandwidth_given, 1);
+    assert_true(cfg.master.bandwidth[0] == 4.0 && cfg.master.bandwidth[1] == 0.5);
+    ds_config_free(&cfg);
 }
 
 static void test_syntax_and_files(void **state)

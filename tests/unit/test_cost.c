@@ -17,7 +17,7 @@ static void test_simulation_by_hand(void **state)
     (void)state;
     /* 3 layers; worker 0 runs 1..1, worker 1 runs 2..3. */
     double c0[] = {0, 1, 5, 5}, c1[] = {0, 1, 2, 1};
-    ds_cost_model cm = {4, 2, {c0, c1}, {10, 5}, 0, 0};
+    ds_cost_model cm = {4, 2, {c0, c1}, {10, 5}, {0}, 0, 0, {0}};
     double full[] = {20, 10, 40, 8}, dif[] = {10, 5, 20, 4};
     ds_plan p = {2, {1, 3}};
     ds_sim_result r;
@@ -44,6 +44,30 @@ static void test_simulation_by_hand(void **state)
     ds_plan all0 = {2, {3, 3}};
     ds_cost_simulate(&cm, &all0, full, dif, 1, 0, &r);
     assert_true(fabs(r.makespan - (1 + 11)) < 1e-12);
+}
+
+static void test_measured_terms_by_hand(void **state)
+{
+    (void)state;
+    /* The plan of test_simulation_by_hand; the master spends 0.5 s on each
+     * frame before link 0, link 0 takes 0.25 s more per transfer, and
+     * worker 1 needs 2 s more on the first frame (cold). */
+    double c0[] = {0, 1, 5, 5}, c1[] = {0, 1, 2, 1};
+    ds_cost_model cm = {4, 2, {c0, c1}, {10, 5}, {0.25, 0}, 0, 0.5, {0, 2}};
+    double full[] = {20, 10, 40, 8}, dif[] = {10, 5, 20, 4};
+    ds_plan p = {2, {1, 3}};
+    ds_sim_result r;
+    /* A dif frame alone: link0 0.5 + 1 + 0.25, w0 1, link1 1, w1 3; no cold. */
+    ds_cost_simulate(&cm, &p, full, dif, 1, 0, &r);
+    assert_true(fabs(r.makespan - 6.75) < 1e-12);
+    /* First in full: link0 0.5 + 2 + 0.25 = 2.75, w0 1 (3.75), link1 2
+     * (5.75), w1 3 + 2 cold (10.75); then w1 is the bottleneck: +3 each. */
+    ds_cost_simulate(&cm, &p, full, dif, 4, 1, &r);
+    assert_true(fabs(r.makespan - 19.75) < 1e-12);
+    /* itg: every frame in full, only the first one cold. */
+    ds_cost_simulate(&cm, &p, full, NULL, 2, 1, &r);
+    assert_true(fabs(r.makespan - 13.75) < 1e-12);
+    assert_true(fabs(r.stage_busy[3] - (5 + 3)) < 1e-12);
 }
 
 /* Independent brute force over 3 workers with nested loops. */
@@ -89,7 +113,7 @@ static void test_optimal_matches_brute_force(void **state)
             allowed[l] = rnd(&seed) < 0.7;
         }
         ds_cost_model cm = {n, 3, {c[0], c[1], c[2]}, {1 + rnd(&seed) * 50, 1 + rnd(&seed) * 50, 1 + rnd(&seed) * 50},
-                            0.01, (int)(rnd(&seed) * 3)};
+                            {0.01, 0.01, 0.01}, (int)(rnd(&seed) * 3), 0, {0}};
         ds_plan bf, opt, nsc;
         ds_sim_result ro, rn;
         ds_error err;
@@ -126,7 +150,7 @@ static void test_nsc_moves_alexnet_cut_past_the_slow_link(void **state)
     int allowed[14];
     for (int l = 0; l < 14; l++)
         allowed[l] = 1;
-    ds_cost_model cm = {14, 2, {c, c}, {4e6, 1e6}, 0.002, 2};
+    ds_cost_model cm = {14, 2, {c, c}, {4e6, 1e6}, {0.002, 0.002}, 2, 0, {0}};
     ds_plan lbc = {2, {6, 13}}, got;
     ds_sim_result r0, r, rn;
     /* Frame 0 (full tensors, planned on its own), then 49 frames of updates. */
@@ -154,7 +178,7 @@ static void test_nsc_left_worker_keeps_a_layer(void **state)
 {
     (void)state;
     double slow[5] = {0, 1, 1, 1, 1}, fast[5] = {0, 0.1, 0.1, 0.1, 0.1}, b[5] = {10, 10, 10, 10, 10};
-    ds_cost_model cm = {5, 2, {slow, fast}, {1e6, 1e6}, 0, 0};
+    ds_cost_model cm = {5, 2, {slow, fast}, {1e6, 1e6}, {0}, 0, 0, {0}};
     ds_plan start = {2, {2, 4}}, nsc, opt;
     ds_sim_result rn, ro;
     ds_error err;
@@ -169,7 +193,7 @@ static void test_optimal_refuses_huge_spaces(void **state)
 {
     (void)state;
     double c[200] = {0}, b[200] = {0};
-    ds_cost_model cm = {200, 8, {c, c, c, c, c, c, c, c}, {1, 1, 1, 1, 1, 1, 1, 1}, 0, 0};
+    ds_cost_model cm = {200, 8, {c, c, c, c, c, c, c, c}, {1, 1, 1, 1, 1, 1, 1, 1}, {0}, 0, 0, {0}};
     ds_plan p;
     ds_sim_result r;
     ds_error err;
@@ -181,6 +205,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simulation_by_hand),
+        cmocka_unit_test(test_measured_terms_by_hand),
         cmocka_unit_test(test_optimal_matches_brute_force),
         cmocka_unit_test(test_nsc_moves_alexnet_cut_past_the_slow_link),
         cmocka_unit_test(test_nsc_left_worker_keeps_a_layer),

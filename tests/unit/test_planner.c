@@ -71,6 +71,9 @@ static const scenario tight_link = {
 /* Equal workers, equal links. */
 static const scenario equal = {
     {{0, 0.010, 0.010, 0.010, 0.010, 0.010}, {0, 0.010, 0.010, 0.010, 0.010, 0.010}}, "1, 1"};
+/* Equal workers, links not configured. */
+static const scenario unmeasured = {
+    {{0, 0.010, 0.010, 0.010, 0.010, 0.010}, {0, 0.010, 0.010, 0.010, 0.010, 0.010}}, NULL};
 
 typedef struct fixture {
     ds_model m;
@@ -82,11 +85,13 @@ static void setup_run(fixture *f, const scenario *s, const char *sched, const ch
                       int frames)
 {
     make_chain(&f->m);
-    char text[512];
+    char text[512], bw[64] = "";
+    if (s->bandwidth) /* NULL: not configured, the planner measures the links */
+        snprintf(bw, sizeof bw, ", bandwidth: [%s]", s->bandwidth);
     snprintf(text, sizeof text,
              "port: {worker: [1, 2]}\nnet: {m->w0: 'h:1', w0->w1: 'h:2', m->w1: 'h:2', m->t: 'h:3'}\n"
-             "video_path: v.mp4\ninsecure: true\nmode: %s\nmaster: {ifr_num: %d, pd_num: 2, scheduler: %s, bandwidth: [%s]}\n",
-             mode, frames, sched, s->bandwidth);
+             "video_path: v.mp4\ninsecure: true\nmode: %s\nmaster: {ifr_num: %d, pd_num: 2, scheduler: %s%s}\n",
+             mode, frames, sched, bw);
     ds_error err;
     if (ds_config_parse(text, strlen(text), "test.yml", ".", &f->cfg, &err))
         fail_msg("%s", err.msg);
@@ -405,6 +410,235 @@ static void test_run_prediction(void **state)
     teardown_planner(&f);
 }
 
+/* Transfers of link k at `rate` bytes/s and `latency` s, one a second from
+ * t0: a large one, then smaller ones (sizes apart, so the line is fitted).
+ * They are of frames planned before the plan in force: they measure the
+ * link, not the sizes of what the current plan sends. */
+static void feed_link(ds_planner *p, int k, double rate, double latency, int frames, double t0)
+{
+    double t = t0;
+    for (int f = 0; f < frames; f++) {
+        double bytes = f == 0 ? 768 : 100 + 50 * (f % 3);
+        ds_planner_observe_link(p, -1, k, bytes, t, t + bytes / rate + latency);
+        t += 1;
+    }
+}
+
+static void test_unconfigured_links_are_measured(void **state)
+{
+    (void)state;
+    fixture f;
+    ds_error err;
+    int changed;
+    /* Nothing configured: the first plan weighs compute only, and there is
+     * no prediction until the links the plan uses are measured. */
+    setup_planner(&f, &unmeasured, "lbc", "itg", 0);
+    assert_int_equal(f.cfg.master.bandwidth_given, 0);
+    /* Plans price an unknown link at 10 MB/s, not as free. */
+    assert_true(f.p.cm.bandwidth[0] == 10e6 && f.p.cm.bandwidth[1] == 10e6);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    ds_plan halves = {2, {3, N_LAYERS - 1}};
+    assert_true(same_plan(&f.p.current, &halves)); /* both links carry a tensor */
+    assert_true(isnan(ds_planner_predicted_per_frame(&f.p, FRAMES)));
+    char text[256];
+    assert_string_equal(ds_planner_measured_str(&f.p, text, sizeof text), "");
+    feed_link(&f.p, 0, 2e3, 0.004, 2, 100); /* too few transfers: still nothing */
+    assert_true(isnan(ds_planner_predicted_per_frame(&f.p, FRAMES)));
+    feed_link(&f.p, 0, 2e3, 0.004, DS_LINKRATE_MIN, 200);
+    assert_true(isnan(ds_planner_predicted_per_frame(&f.p, FRAMES))); /* w0->w1 unknown */
+    feed_link(&f.p, 1, 500, 0.001, DS_LINKRATE_MIN, 200);
+    for (int k = 1; k < FRAMES; k++)
+        assert_int_equal(ds_planner_plan(&f.p, k, NULL, &changed, &err), 0);
+    /* The prediction is the simulation with the measured links. */
+    assert_true(fabs(f.p.cm.bandwidth[0] - 2e3) < 1e-6 && fabs(f.p.cm.hop_latency[0] - 0.004) < 1e-9);
+    assert_true(fabs(f.p.cm.bandwidth[1] - 500) < 1e-6 && fabs(f.p.cm.hop_latency[1] - 0.001) < 1e-9);
+    ds_cost_model cm = f.p.cm;
+    cm.bandwidth[0] = 2e3, cm.hop_latency[0] = 0.004, cm.bandwidth[1] = 500, cm.hop_latency[1] = 0.001;
+    ds_sim_result r;
+    ds_cost_simulate(&cm, &halves, f.p.full_bytes, NULL, FRAMES, 1, &r);
+    double got = ds_planner_predicted_per_frame(&f.p, FRAMES);
+    if (!(fabs(got - r.per_frame) < 1e-12))
+        fail_msg("predicted %.6f s per frame, the measured links give %.6f", got, r.per_frame);
+    assert_non_null(strstr(ds_planner_measured_str(&f.p, text, sizeof text), "m->w0 0.002 MB/s, w0->w1 0.0005 MB/s"));
+    teardown_planner(&f);
+
+    /* Configured bandwidths stay what the planner prices with. */
+    setup_planner(&f, &equal, "lbc", "itg", 0);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    double before = ds_planner_predicted_per_frame(&f.p, FRAMES);
+    feed_link(&f.p, 0, 2e3, 0.004, 5, 100);
+    assert_true(f.p.cm.bandwidth[0] == 1e6 && f.p.cm.hop_latency[0] == 0.002);
+    assert_true(ds_planner_predicted_per_frame(&f.p, FRAMES) == before);
+    assert_non_null(strstr(ds_planner_measured_str(&f.p, text, sizeof text), "m->w0 0.002 MB/s (configured 1)"));
+    teardown_planner(&f);
+}
+
+/* Profiles taken while other processes ran are off by their load: the
+ * workers' measured times scale them, and the first frame gives the cold
+ * start. */
+static void test_compute_measured(void **state)
+{
+    (void)state;
+    fixture f;
+    ds_error err;
+    int changed;
+    setup_planner(&f, &equal, "lbc", "itg", 0);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    ds_plan halves = {2, {3, N_LAYERS - 1}};
+    assert_true(same_plan(&f.p.current, &halves));
+    double profiled[2] = {0.030, 0.020}; /* jobs: layers 1..3, 4..5 */
+    double before = ds_planner_predicted_per_frame(&f.p, FRAMES);
+    ds_planner_observe_compute(&f.p, 0, 0, 0.5); /* cold */
+    ds_planner_observe_compute(&f.p, 0, 1, 0.2);
+    for (int k = 1; k < 6; k++) { /* worker 0 at half its profile, worker 1 at twice */
+        ds_planner_observe_compute(&f.p, k, 0, profiled[0] * 0.5);
+        ds_planner_observe_compute(&f.p, k, 1, profiled[1] * 2);
+    }
+    for (int l = 1; l < N_LAYERS; l++) {
+        assert_true(fabs(f.p.cm.compute[0][l] - 0.005) < 1e-12);
+        assert_true(fabs(f.p.cm.compute[1][l] - 0.020) < 1e-12);
+    }
+    assert_true(fabs(f.p.cm.cold[0] - (0.5 - 0.015)) < 1e-12);
+    assert_true(fabs(f.p.cm.cold[1] - (0.2 - 0.040)) < 1e-12);
+    ds_planner_observe_source(&f.p, 0.010);
+    ds_planner_observe_source(&f.p, 0.010);
+    assert_true(fabs(f.p.cm.source - 0.010) < 1e-12);
+    /* By hand: the measured model simulated over the run. */
+    double c0[N_LAYERS], c1[N_LAYERS];
+    for (int l = 0; l < N_LAYERS; l++)
+        c0[l] = l ? 0.005 : 0, c1[l] = l ? 0.020 : 0;
+    ds_cost_model cm = f.p.cm;
+    cm.compute[0] = c0, cm.compute[1] = c1;
+    cm.cold[0] = 0.485, cm.cold[1] = 0.16, cm.source = 0.010;
+    ds_sim_result r;
+    ds_cost_simulate(&cm, &halves, f.p.full_bytes, NULL, FRAMES, 1, &r);
+    double got = ds_planner_predicted_per_frame(&f.p, FRAMES);
+    if (!(fabs(got - r.per_frame) < 1e-12) || got == before)
+        fail_msg("predicted %.6f s per frame (%.6f before measuring), the measurements give %.6f", got, before,
+                 r.per_frame);
+    char text[256];
+    assert_non_null(strstr(ds_planner_measured_str(&f.p, text, sizeof text),
+                           "w0 0.50x its profile (+0.485 s cold), w1 2.00x its profile (+0.160 s cold), "
+                           "master 10.0 ms per frame"));
+    /* A worker off its plan's frames (a frame planned before the plan in
+     * force) or a bad time changes nothing. */
+    ds_planner_observe_compute(&f.p, -1, 0, 9.0);
+    ds_planner_observe_compute(&f.p, 7, 0, NAN);
+    ds_planner_observe_compute(&f.p, 7, 5, 1.0);
+    assert_true(fabs(f.p.cm.compute[0][1] - 0.005) < 1e-12);
+    teardown_planner(&f);
+}
+
+/* The bytes a link carried against the size model's for the layer that
+ * crossed it: the updates of the input cost what they measured. */
+static void test_payload_sizes_measured(void **state)
+{
+    (void)state;
+    fixture f;
+    ds_error err;
+    int changed;
+    setup_planner(&f, &slow_second_link, "opt", "dif", 1);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    double full0 = f.p.full_raw[0];
+    ds_planner_observe_link(&f.p, 0, 0, 0.75 * full0, 0, 1); /* frame 0 in full */
+    float frac[3] = {0.5f, 0.5f, 0.5f};
+    for (int k = 1; k < DS_REPLAN_FRAMES; k++) {
+        assert_int_equal(ds_planner_plan(&f.p, k, frac, &changed, &err), 0);
+        ds_planner_observe_link(&f.p, k, 0, 0.5 * f.p.dif_raw[0], k, k + 0.5);
+    }
+    double model = f.p.dif_raw[0];
+    assert_true(model > 0 && f.p.dif_bytes[0] == model); /* priced before the evaluation */
+    assert_int_equal(ds_planner_plan(&f.p, DS_REPLAN_FRAMES, frac, &changed, &err), 0);
+    assert_true(fabs(f.p.dif_bytes[0] - 0.5 * model) < 1e-9);
+    assert_true(fabs(f.p.full_bytes[0] - 0.75 * full0) < 1e-9);
+    assert_true(f.p.dif_bytes[1] == f.p.dif_raw[1]); /* no measurement: the model */
+    char text[256];
+    assert_non_null(strstr(ds_planner_measured_str(&f.p, text, sizeof text), "input updates 0.50x the size model"));
+    teardown_planner(&f);
+}
+
+/* Plans switched before the links were measured are priced once they are:
+ * then the run's prediction is the one of a twin whose configuration gives
+ * the rates measured. */
+static void test_early_plans_priced_later(void **state)
+{
+    (void)state;
+    static const scenario configured = {
+        {{0, 0.010, 0.010, 0.010, 0.010, 0.010}, {0, 0.010, 0.010, 0.010, 0.010, 0.010}}, "10, 10"};
+    fixture f, twin;
+    ds_error err;
+    int changed, twin_changed;
+    setup_planner(&f, &unmeasured, "opt", "dif", 1);
+    setup_planner(&twin, &configured, "opt", "dif", 1);
+    assert_int_equal(ds_planner_plan(&f.p, 0, NULL, &changed, &err), 0);
+    assert_int_equal(ds_planner_plan(&twin.p, 0, NULL, &twin_changed, &err), 0);
+    int switches = 0;
+    for (int k = 1; k < FRAMES; k++) {
+        float frac[3] = {change_at(k), change_at(k), change_at(k)};
+        assert_int_equal(ds_planner_plan(&f.p, k, frac, &changed, &err), 0);
+        assert_int_equal(ds_planner_plan(&twin.p, k, frac, &twin_changed, &err), 0);
+        assert_int_equal(changed, twin_changed);
+        switches += changed;
+    }
+    /* Frame 0 alone on one worker, then the pipeline over both. */
+    assert_true(switches >= 1 && f.p.n_pending >= 1);
+    assert_true(isnan(ds_planner_predicted_per_frame(&f.p, FRAMES)));
+    feed_link(&f.p, 0, 10e6, 0.002, DS_LINKRATE_MIN, 100);
+    feed_link(&f.p, 1, 10e6, 0.002, DS_LINKRATE_MIN, 100);
+    double got = ds_planner_predicted_per_frame(&f.p, FRAMES), want = ds_planner_predicted_per_frame(&twin.p, FRAMES);
+    if (!(fabs(got - want) <= 1e-9 * want))
+        fail_msg("predicted %.9f s per frame, the configured twin %.9f", got, want);
+    assert_true(ds_planner_predicted_per_frame(&f.p, FRAMES) == got); /* asking does not close anything */
+    teardown_planner(&f);
+    teardown_planner(&twin);
+}
+
+/* A new epoch's planner starts from what the previous one measured, for
+ * the same workers and the same links only. */
+static void test_inherit_measurements(void **state)
+{
+    (void)state;
+    fixture a, b, c;
+    ds_error err;
+    int changed;
+    setup_planner(&a, &unmeasured, "lbc", "itg", 0);
+    assert_int_equal(ds_planner_plan(&a.p, 0, NULL, &changed, &err), 0);
+    feed_link(&a.p, 0, 2e3, 0.004, 4, 100);
+    feed_link(&a.p, 1, 500, 0.001, 4, 100);
+    for (int k = 1; k < 4; k++) {
+        ds_planner_observe_compute(&a.p, k, 0, 0.030 * 0.5);
+        ds_planner_observe_compute(&a.p, k, 1, 0.020 * 3);
+    }
+    ds_planner_observe_source(&a.p, 0.007);
+    const int ids[2] = {0, 1};
+    /* The same chain: everything carries over. */
+    setup_planner(&b, &unmeasured, "lbc", "itg", 0);
+    ds_planner_inherit(&b.p, ids, &a.p, ids);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(b.p.link_known[k], 1);
+        assert_true(b.p.cm.bandwidth[k] == a.p.cm.bandwidth[k] && b.p.cm.hop_latency[k] == a.p.cm.hop_latency[k]);
+        for (int l = 0; l < N_LAYERS; l++)
+            assert_true(b.p.cm.compute[k][l] == a.p.cm.compute[k][l]);
+    }
+    assert_true(fabs(b.p.cm.compute[1][1] - 0.030) < 1e-12);
+    assert_true(b.p.cm.source == 0.007);
+    assert_int_equal(ds_planner_plan(&b.p, 0, NULL, &changed, &err), 0);
+    assert_false(isnan(ds_planner_predicted_per_frame(&b.p, FRAMES)));
+    /* Before: worker 5 fed worker 1.  Worker 1 keeps its measurement, but
+     * the link w0->w1 is not w5->w1, nor is m->w0 the same as m->w5. */
+    const int before[2] = {5, 1};
+    setup_planner(&c, &unmeasured, "lbc", "itg", 0);
+    ds_planner_inherit(&c.p, ids, &a.p, before);
+    assert_int_equal(c.p.link_known[0], 0);
+    assert_int_equal(c.p.link_known[1], 0);
+    assert_true(c.p.cm.bandwidth[1] == 10e6);
+    assert_true(fabs(c.p.cm.compute[1][1] - 0.030) < 1e-12); /* worker 1: 3x its profile */
+    assert_true(c.p.cm.compute[0][1] == 0.010);              /* worker 0 was not measured */
+    teardown_planner(&a);
+    teardown_planner(&b);
+    teardown_planner(&c);
+}
+
 static void test_init_failure_releases(void **state)
 {
     (void)state;
@@ -437,6 +671,11 @@ int main(void)
         cmocka_unit_test(test_nsc_plans_updates_once),
         cmocka_unit_test(test_no_predictors_means_lbc),
         cmocka_unit_test(test_run_prediction),
+        cmocka_unit_test(test_unconfigured_links_are_measured),
+        cmocka_unit_test(test_compute_measured),
+        cmocka_unit_test(test_payload_sizes_measured),
+        cmocka_unit_test(test_inherit_measurements),
+        cmocka_unit_test(test_early_plans_priced_later),
         cmocka_unit_test(test_init_failure_releases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
