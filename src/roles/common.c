@@ -16,6 +16,11 @@ ds_rpc_security *ds_role_security(const ds_config *cfg, const char *role, ds_err
     return ds_rpc_security_new(&o, err);
 }
 
+double ds_link_deadline_mbps(const ds_config *cfg, int i)
+{
+    return cfg->master.bandwidth_given ? cfg->master.bandwidth[i] : 1.0;
+}
+
 ds_codec_opts ds_link_codec(const ds_config *cfg, double mbps)
 {
     ds_codec_opts o = {DS_COMPRESS_NONE, cfg->codec.zstd_level,

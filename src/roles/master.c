@@ -771,7 +771,7 @@ static int submit_frame(master *ms, int64_t f, const ds_tensor *u8, uint32_t epo
     if (ds_rpc_pack(&fr.base, &ms->req, err))
         return -1;
     /* Submit returns once queued: a longer call means a hung worker. */
-    double mbps = ms->cfg->master.bandwidth[0];
+    double mbps = ds_link_deadline_mbps(ms->cfg, ms->chain[0]);
     double deadline = 2.0 + 3.0 * (double)ms->req.len / (mbps * 1e6);
     ds_trace_event(ms->trace, (uint64_t)f, "send", DS_TRACE_START);
     double start = ds_now();
@@ -909,7 +909,7 @@ static double frame_deadline(const master *ms)
 {
     if (!ms->chain_len)
         return INFINITY;
-    double full = 3.0 * ms->rows * ms->cols / (ms->cfg->master.bandwidth[0] * 1e6);
+    double full = 3.0 * ms->rows * ms->cols / (ds_link_deadline_mbps(ms->cfg, ms->chain[0]) * 1e6);
     double latency = fmax(ms->planner.predicted.mean_latency, ms->latency_seen);
     return fmax(MIN_FRAME_DEADLINE_S, DEADLINE_FACTOR * latency) + full;
 }

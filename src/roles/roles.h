@@ -20,6 +20,10 @@ int ds_run_main(const ds_config *cfg, const char *config_path, const char *self_
 /* Codec options for a link of mbps MB/s: updates in dif mode; compression
  * as configured (auto: lz4 on fast links, zstd below 10 MB/s). */
 ds_codec_opts ds_link_codec(const ds_config *cfg, double mbps);
+/* The MB/s a transfer's deadline assumes on link i (m->w0 = 0, wI->wI+1 =
+ * I+1): master.bandwidth, or 1 MB/s when it is not configured (a slow link
+ * must not look like a hung peer). */
+double ds_link_deadline_mbps(const ds_config *cfg, int i);
 /* The slowest link's compression: what the planner prices every payload
  * with (its size model takes one). */
 ds_compress ds_slowest_link_compress(const ds_config *cfg);

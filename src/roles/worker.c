@@ -733,7 +733,7 @@ static int forward(worker *w, const send_msg *s, ds_buf *resp, ds_error *err)
         if (ds_rpc_wait_ready(ch, CONNECT_NEXT_S, err))
             return -1;
     }
-    double mbps = w->cfg->master.bandwidth[s->to];
+    double mbps = ds_link_deadline_mbps(w->cfg, s->to);
     double deadline = FORWARD_DEADLINE_S + 3.0 * (double)s->buf.len / (mbps * 1e6);
     return ds_rpc_call_submit(ch, &s->buf, deadline, resp, err);
 }
