@@ -36,7 +36,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_PROTO = os.path.join(HERE, "..", "src", "rpc", "deltaslice.proto")
+# Next to this script where the package installs both, else the repository's.
+DEFAULT_PROTO = next((p for p in (os.path.join(HERE, "deltaslice.proto"),
+                                  os.path.join(HERE, "..", "src", "rpc", "deltaslice.proto"))
+                      if os.path.isfile(p)), os.path.join(HERE, "deltaslice.proto"))
 METHOD = "/deltaslice.Master/Results"
 
 

@@ -142,6 +142,11 @@ install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/docs/experiments
 install(FILES ${CMAKE_SOURCE_DIR}/data/README.md DESTINATION /usr/share/doc/deltaslice RENAME sample.md)
 install(FILES ${ds_pkg}/examples/worker-limits.conf ${ds_pkg}/examples/master-limits.conf
   DESTINATION /usr/share/doc/deltaslice/examples)
+# The results subscriber and the messages it compiles at start-up.
+install(PROGRAMS ${CMAKE_SOURCE_DIR}/examples/subscribe.py
+  DESTINATION /usr/share/doc/deltaslice/examples)
+install(FILES ${CMAKE_SOURCE_DIR}/src/rpc/deltaslice.proto
+  DESTINATION /usr/share/doc/deltaslice/examples)
 
 # --- the .deb -------------------------------------------------------------------
 # Depends: dpkg-shlibdeps on a native build (exact), else bookworm's runtime
