@@ -38,9 +38,10 @@ esac
 # The quick subset: what the Pi fixes touch (infer against the executor, the
 # file GCC 12.2 crashed on; video against the target's ffmpeg; RPC limits and security;
 # inputs over 2 GiB; `deltaslice run` through DS_EMULATOR), the command line,
-# a worker service and the cheap unit tests.  The slow ones (zoo models,
-# partitions, the trainer) are left to the full run.
-QUICK='^(test_codec|test_config|test_rpc|test_rpc_msg|test_rpc_security|test_rpc_accept|test_sched|test_engine_infer|test_video|test_worker_service|e2e_cli|e2e_system)$'
+# a worker service, live sources (libavdevice loaded at run time from the
+# target's libraries), the .npy layout and the cheap unit tests.  The slow
+# ones (zoo models, partitions, the trainer) are left to the full run.
+QUICK='^(test_codec|test_config|test_rpc|test_rpc_msg|test_rpc_security|test_rpc_accept|test_sched|test_engine_infer|test_video|test_capture|test_output|test_stats|test_worker_service|e2e_cli|e2e_system)$'
 
 suite=bookworm
 mirror=${DS_CROSS_MIRROR:-http://deb.debian.org/debian}
