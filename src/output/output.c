@@ -38,15 +38,6 @@ struct ds_output {
 
 /* --- small helpers --- */
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 static int appendf(ds_buf *b, ds_error *err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -138,7 +129,7 @@ static int append_str(ds_buf *b, const char *s, ds_error *err)
 /* mkdir -p: every missing folder of path. */
 static int make_dirs(const char *path, ds_error *err)
 {
-    char *p = dup_str(path);
+    char *p = strdup(path);
     if (!p)
         return ds_errorf(err, "%s: out of memory", path);
     int rc = 0;
@@ -195,7 +186,7 @@ static int read_labels(ds_output *o, const char *path, ds_error *err)
 /* A copy of s into *out; -1 with a message when memory runs out. */
 static int keep_str(const char *s, char **out, ds_error *err)
 {
-    if (!(*out = dup_str(s)))
+    if (!(*out = strdup(s)))
         return ds_errorf(err, "out of memory opening the outputs");
     return 0;
 }
