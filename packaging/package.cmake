@@ -153,11 +153,14 @@ install(FILES ${CMAKE_SOURCE_DIR}/src/rpc/deltaslice.proto
 # packages of the libraries the binary links (the same on arm64 and armhf;
 # tests/e2e/package.sh checks this list against dpkg-shlibdeps natively).
 set(DS_DEB_LIB_DEPENDS
-  "libavcodec59 (>= 7:5.0), libavdevice59 (>= 7:5.0), libavformat59 (>= 7:5.0), libavutil57 (>= 7:5.0), libswscale6 (>= 7:5.0), \
+  "libavcodec59 (>= 7:5.0), libavformat59 (>= 7:5.0), libavutil57 (>= 7:5.0), libswscale6 (>= 7:5.0), \
 libc6 (>= 2.34), libgrpc29 (>= 1.51.1), liblbfgs0 (>= 1.10), liblz4-1 (>= 0.0~r130), \
 libprotobuf-c1 (>= 1.0.1), libpthreadpool0, libxnnpack0, libyaml-0-2, libzstd1 (>= 1.5.2)")
+# The library video.c loads when a camera or lavfi source is opened
+# (dlopen: dpkg-shlibdeps cannot see it).
+set(ds_dlopen_depends "libavdevice59 (>= 7:5.0)")
 # The limit scripts (bash, tc, setpriv) and the units' user creation.
-set(ds_script_depends "bash, iproute2, util-linux, systemd | adduser")
+set(ds_script_depends "bash, iproute2, util-linux, systemd | adduser, ${ds_dlopen_depends}")
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME deltaslice)
@@ -192,4 +195,5 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 # For the test: the explicit list, to compare with dpkg-shlibdeps.
 file(WRITE ${CMAKE_BINARY_DIR}/packaging/lib-depends.txt "${DS_DEB_LIB_DEPENDS}\n")
+file(WRITE ${CMAKE_BINARY_DIR}/packaging/dlopen-depends.txt "${ds_dlopen_depends}\n")
 include(CPack)
