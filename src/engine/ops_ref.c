@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "ops_eltwise.h"
+
 /* Dilation 0 (attribute absent) means 1. */
 static int dil(const ds_layer *l, int i)
 {
@@ -322,12 +324,9 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     case DS_OP_CONCAT:
         ref_concat(l, n_in, in, out);
         break;
-    case DS_OP_ADD: {
-        const float *x2 = ds_tensor_f32(in[1]);
-        for (int64_t i = 0; i < numel; i++)
-            y[i] = x[i] + x2[i];
+    case DS_OP_ADD: /* ONNX broadcasting (ops_eltwise.c) */
+        ds_ref_eltwise(l, in, out);
         break;
-    }
     case DS_OP_FLATTEN:
         memmove(y, x, (size_t)numel * sizeof(float));
         break;
@@ -338,6 +337,17 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     case DS_OP_SOFTMAX:
     case DS_OP_BATCHNORM:
         ref_axis_op(l, in[0], out);
+        break;
+    case DS_OP_CLIP:
+    case DS_OP_SIGMOID:
+    case DS_OP_HARDSIGMOID:
+    case DS_OP_HARDSWISH:
+    case DS_OP_LEAKYRELU:
+    case DS_OP_MUL:
+    case DS_OP_SUB:
+    case DS_OP_DIV:
+    case DS_OP_PRELU:
+        ds_ref_eltwise(l, in, out);
         break;
     default:
         return fail(err, l, "no reference kernel for this op");

@@ -11,6 +11,7 @@
 
 #include "ops.h"
 #include "winograd.h"
+#include "xnn_eltwise.h"
 
 typedef struct xlayer {
     xnn_operator_t op;      /* the layer's operator (conv: without Relu) */
@@ -335,7 +336,8 @@ static int xnn_conv(ds_xnn *x, const ds_layer *l, xlayer *s, int fuse_relu, cons
     return run_op(x, l, *op, st, err);
 }
 
-/* Relu and Add: element-wise over the flat data, whatever the layout. */
+/* Relu: element-wise over the flat data, whatever the layout (Add and the
+ * other element-wise ops: xnn_eltwise.c). */
 static int xnn_eltwise(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor *const *in,
                        ds_tensor *out, ds_error *err)
 {
@@ -343,16 +345,9 @@ static int xnn_eltwise(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor 
     const float *xp = ds_tensor_f32(in[0]);
     float *yp = ds_tensor_f32(out);
     enum xnn_status st;
-    if (l->op == DS_OP_RELU) {
-        if (!s->op && (st = xnn_create_clamp_nc_f32(1, 1, 1, 0.0f, INFINITY, 0, &s->op)) !=
-                          xnn_status_success)
-            return xfail(err, l, "clamp create", st);
-        st = xnn_setup_clamp_nc_f32(s->op, numel, xp, yp, x->pool);
-    } else {
-        if (!s->op && (st = xnn_create_add_nd_f32(-INFINITY, INFINITY, 0, &s->op)) != xnn_status_success)
-            return xfail(err, l, "add create", st);
-        st = xnn_setup_add_nd_f32(s->op, 1, &numel, 1, &numel, xp, ds_tensor_f32(in[1]), yp, x->pool);
-    }
+    if (!s->op && (st = xnn_create_clamp_nc_f32(1, 1, 1, 0.0f, INFINITY, 0, &s->op)) != xnn_status_success)
+        return xfail(err, l, "clamp create", st);
+    st = xnn_setup_clamp_nc_f32(s->op, numel, xp, yp, x->pool);
     return run_op(x, l, s->op, st, err);
 }
 
@@ -474,7 +469,6 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_CONV:
         return xnn_conv(x, l, s, fuse_relu, in[0], out, err);
     case DS_OP_RELU:
-    case DS_OP_ADD:
         return xnn_eltwise(x, l, s, in, out, err);
     case DS_OP_MAXPOOL:
     case DS_OP_AVGPOOL:
@@ -490,6 +484,17 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_BATCHNORM:
         plain_op(l, n_in, in, out);
         return 0;
+    case DS_OP_ADD:
+    case DS_OP_CLIP:
+    case DS_OP_SIGMOID:
+    case DS_OP_HARDSIGMOID:
+    case DS_OP_HARDSWISH:
+    case DS_OP_LEAKYRELU:
+    case DS_OP_MUL:
+    case DS_OP_SUB:
+    case DS_OP_DIV:
+    case DS_OP_PRELU:
+        return ds_xnn_eltwise_run(x->pool, l, &s->op, in, out, err);
     default:
         return ds_errorf(err, "layer %d (%s): op not supported by the XNNPACK backend", id,
                          ds_op_name(l->op));

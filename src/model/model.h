@@ -28,6 +28,15 @@ typedef enum ds_op {
     DS_OP_LRN,
     DS_OP_SOFTMAX,
     DS_OP_BATCHNORM, /* not folded: y = x * scale[c] + shift[c] */
+    DS_OP_CLIP,        /* clip_min..clip_max (+-INFINITY when absent) */
+    DS_OP_SIGMOID,
+    DS_OP_HARDSIGMOID, /* max(0, min(1, alpha x + beta)) */
+    DS_OP_HARDSWISH,
+    DS_OP_LEAKYRELU,   /* alpha */
+    DS_OP_MUL,         /* Mul/Sub/Div (and Add): ONNX broadcasting; one operand */
+    DS_OP_SUB,         /* may be a constant (weight; const_first: it comes first) */
+    DS_OP_DIV,
+    DS_OP_PRELU,       /* slope in weight, broadcast to the input's shape */
     DS_OP_COUNT
 } ds_op;
 
@@ -76,6 +85,12 @@ typedef struct ds_layer {
      * batchnorm: scale and shift, C each (from gamma/beta/mean/var/eps). */
     ds_tensor weight;
     ds_tensor bias;
+
+    /* Element-wise ops (Clip, HardSigmoid, LeakyRelu) and binary ops with
+     * a constant operand held in weight (Add, Mul, Sub, Div). */
+    float clip_min, clip_max;
+    float alpha, beta;
+    int const_first;   /* the constant is the first operand (Sub, Div) */
 
     /* Conv and pools: 0 = pads as given; 1 VALID, 2 SAME_UPPER,
      * 3 SAME_LOWER: pads[] are then recomputed for the input size by

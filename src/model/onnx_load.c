@@ -788,7 +788,7 @@ int ds_onnx_parse_add(ctx *c, const Onnx__NodeProto *n, ds_op op)
             bind_output(c, n, other->layer);
             return 0;
         }
-        return node_err(c, n, "adding a constant is supported only as the bias of a MatMul");
+        return ds_onnx_parse_binary(c, n, op);
     }
     int x = layer_input(c, n, 0), y = x < 0 ? -1 : layer_input(c, n, 1);
     if (y < 0)
@@ -1436,4 +1436,106 @@ int ds_model_load_onnx_bound(const void *buf, size_t len, const char *label, con
                              int n_bound, ds_model *m, ds_error *err)
 {
     return load(buf, len, label, bound, n_bound, m, err);
+}
+
+/* ---- element-wise ops (issue 15) ---------------------------------------- */
+
+/* Clip's bound from input i (opset 11+): absent is unbounded; else a
+ * one-element float constant. */
+static int clip_bound(ctx *c, const Onnx__NodeProto *n, int i, float def, float *out)
+{
+    *out = def;
+    if (!node_input(c, n, i))
+        return 0;
+    ds_tensor t;
+    if (const_input(c, n, i, i == 1 ? "min" : "max", &t))
+        return -1;
+    int64_t k = ds_shape_numel(&t.shape);
+    if (k == 1)
+        *out = ds_tensor_f32(&t)[0];
+    ds_tensor_free(&t);
+    if (k != 1)
+        return node_err(c, n, "%s has %" PRId64 " elements; a scalar is expected", i == 1 ? "min" : "max", k);
+    if (isnan(*out))
+        return node_err(c, n, "%s is NaN", i == 1 ? "min" : "max");
+    return 0;
+}
+
+/* Clip, Sigmoid, HardSigmoid, HardSwish, LeakyRelu: one layer input. */
+int ds_onnx_parse_eltwise(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    static const char *const knone[] = {NULL};
+    static const char *const kclip6[] = {"min", "max", NULL};
+    static const char *const kalpha[] = {"alpha", NULL};
+    static const char *const kalphabeta[] = {"alpha", "beta", NULL};
+    int clip_inputs = op == DS_OP_CLIP && c->opset >= 11;
+    const char *const *known = op == DS_OP_CLIP && !clip_inputs ? kclip6
+                               : op == DS_OP_LEAKYRELU          ? kalpha
+                               : op == DS_OP_HARDSIGMOID        ? kalphabeta
+                                                                : knone;
+    if (check_arity(c, n, 1, clip_inputs ? 3 : 1, 1) || attr_check_known(c, n, known))
+        return -1;
+    int x = layer_input(c, n, 0);
+    if (x < 0)
+        return -1;
+    float lo = -INFINITY, hi = INFINITY, alpha = 0, beta = 0;
+    if (op == DS_OP_CLIP) {
+        if (clip_inputs ? clip_bound(c, n, 1, -INFINITY, &lo) || clip_bound(c, n, 2, INFINITY, &hi)
+                        : attr_float(c, n, "min", -INFINITY, &lo) || attr_float(c, n, "max", INFINITY, &hi))
+            return -1;
+    } else if (op == DS_OP_LEAKYRELU) {
+        if (attr_float(c, n, "alpha", 0.01f, &alpha))
+            return -1;
+    } else if (op == DS_OP_HARDSIGMOID) {
+        if (attr_float(c, n, "alpha", 0.2f, &alpha) || attr_float(c, n, "beta", 0.5f, &beta))
+            return -1;
+    }
+    int id = new_layer(c, n, op, 1);
+    if (id < 0)
+        return -1;
+    ds_layer *l = &c->m->layers[id];
+    l->inputs[0] = x;
+    l->clip_min = lo;
+    l->clip_max = hi;
+    l->alpha = alpha;
+    l->beta = beta;
+    bind_output(c, n, id);
+    return 0;
+}
+
+/* Mul, Sub, Div, PRelu and Add of a constant: two layer inputs, or one
+ * and a constant (the layer's weight). */
+int ds_onnx_parse_binary(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    static const char *const knone[] = {NULL};
+    if (check_arity(c, n, 2, 2, 1) || attr_check_known(c, n, knone))
+        return -1;
+    value *a = node_input(c, n, 0), *b = node_input(c, n, 1);
+    if (!a || !b)
+        return node_err(c, n, "input %d is missing", a ? 1 : 0);
+    if (a->kind == V_CONST && b->kind == V_CONST)
+        return node_err(c, n, "both operands are constants (constant folding is not supported)");
+    int ci = a->kind == V_CONST ? 0 : b->kind == V_CONST ? 1 : -1;
+    if (op == DS_OP_PRELU && ci != 1)
+        return node_err(c, n, ci == 0 ? "the input X is a constant" : "the slope must be an initializer or Constant");
+    int x = layer_input(c, n, ci == 0 ? 1 : 0);
+    int y = x < 0 || ci >= 0 ? -1 : layer_input(c, n, 1);
+    if (x < 0 || (ci < 0 && y < 0))
+        return -1;
+    ds_tensor k = {0};
+    if (ci >= 0 && const_input(c, n, ci, op == DS_OP_PRELU ? "slope" : "constant operand", &k))
+        return -1;
+    int id = new_layer(c, n, op, ci >= 0 ? 1 : 2);
+    if (id < 0) {
+        ds_tensor_free(&k);
+        return -1;
+    }
+    ds_layer *l = &c->m->layers[id];
+    l->inputs[0] = x;
+    if (ci < 0)
+        l->inputs[1] = y;
+    l->weight = k;
+    l->const_first = ci == 0;
+    bind_output(c, n, id);
+    return 0;
 }

@@ -186,16 +186,6 @@ static int shape_batchnorm(const ds_model *m, ds_layer *l, const ds_shape *const
     return 0;
 }
 
-static int shape_add(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
-{
-    char a[64], b[64];
-    if (!ds_shape_equal(in[0], in[1]))
-        return FAIL("shapes differ: %s + %s (no broadcasting)", ds_shape_str(in[0], a, sizeof a),
-                    ds_shape_str(in[1], b, sizeof b));
-    l->out_shape = *in[0];
-    return 0;
-}
-
 /* ONNX: equal ranks, equal dims but on the axis. */
 static int shape_concat(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
 {
@@ -309,7 +299,7 @@ static double flops_lrn(const ds_model *m, const ds_layer *l)
 /* ---- the table --------------------------------------------------------- */
 
 /* Adding an op: a ds_op value, its entry here, its kernels in src/engine. */
-_Static_assert(DS_OP_COUNT == 13, "an op was added or removed: update ds_op_defs");
+_Static_assert(DS_OP_COUNT == 22, "an op was added or removed: update ds_op_defs");
 
 const ds_op_def ds_op_defs[DS_OP_COUNT] = {
     [DS_OP_INPUT] = {.name = "Input", .arity = 0, .flops = flops_none, .pred = DS_PRED_PASS},
@@ -327,8 +317,8 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
                              .flops = flops_global_pool, .pred = DS_PRED_LINEAR},
     [DS_OP_CONCAT] = {.name = "Concat", .onnx_types = {"Concat"}, .arity = -1, .parse = ds_onnx_parse_concat,
                       .shape = shape_concat, .pred = DS_PRED_CONCAT},
-    [DS_OP_ADD] = {.name = "Add", .onnx_types = {"Add"}, .arity = 2, .parse = ds_onnx_parse_add,
-                   .shape = shape_add, .pred = DS_PRED_LINEAR},
+    [DS_OP_ADD] = {.name = "Add", .onnx_types = {"Add"}, .arity = -1, .parse = ds_onnx_parse_add,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
     [DS_OP_FLATTEN] = {.name = "Flatten", .onnx_types = {"Flatten"}, .arity = 1, .parse = ds_onnx_parse_unary,
                        .shape = shape_flatten, .flops = flops_none, .pred = DS_PRED_MEAN},
     [DS_OP_GEMM] = {.name = "Gemm", .onnx_types = {"Gemm", "MatMul"}, .arity = 1, .parse = ds_onnx_parse_gemm,
@@ -339,4 +329,22 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
                        .shape = shape_softmax, .pred = DS_PRED_LINEAR},
     [DS_OP_BATCHNORM] = {.name = "BatchNormalization", .onnx_types = {"BatchNormalization"}, .arity = 1,
                          .parse = ds_onnx_parse_batchnorm, .shape = shape_batchnorm, .pred = DS_PRED_LINEAR},
+    [DS_OP_CLIP] = {.name = "Clip", .onnx_types = {"Clip"}, .arity = 1, .parse = ds_onnx_parse_eltwise,
+                    .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_SIGMOID] = {.name = "Sigmoid", .onnx_types = {"Sigmoid"}, .arity = 1, .parse = ds_onnx_parse_eltwise,
+                       .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_HARDSIGMOID] = {.name = "HardSigmoid", .onnx_types = {"HardSigmoid"}, .arity = 1,
+                           .parse = ds_onnx_parse_eltwise, .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_HARDSWISH] = {.name = "HardSwish", .onnx_types = {"HardSwish"}, .arity = 1,
+                         .parse = ds_onnx_parse_eltwise, .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_LEAKYRELU] = {.name = "LeakyRelu", .onnx_types = {"LeakyRelu"}, .arity = 1,
+                         .parse = ds_onnx_parse_eltwise, .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_MUL] = {.name = "Mul", .onnx_types = {"Mul"}, .arity = -1, .parse = ds_onnx_parse_binary,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
+    [DS_OP_SUB] = {.name = "Sub", .onnx_types = {"Sub"}, .arity = -1, .parse = ds_onnx_parse_binary,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
+    [DS_OP_DIV] = {.name = "Div", .onnx_types = {"Div"}, .arity = -1, .parse = ds_onnx_parse_binary,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
+    [DS_OP_PRELU] = {.name = "PRelu", .onnx_types = {"PRelu"}, .arity = 1, .parse = ds_onnx_parse_binary,
+                     .shape = ds_shape_prelu, .pred = DS_PRED_LINEAR},
 };

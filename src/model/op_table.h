@@ -51,6 +51,21 @@ int ds_onnx_parse_add(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op)
 int ds_onnx_parse_gemm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
 int ds_onnx_parse_batchnorm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
 
+/* The parse functions and shape rules of the element-wise ops (issue 15):
+ * parsers in onnx_load.c, shape rules in op_eltwise.c. */
+int ds_onnx_parse_eltwise(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_binary(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_shape_unary_eltwise(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_binary(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_prelu(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+/* ONNX multidirectional broadcast of a and b (right-aligned; dims equal or
+ * 1); -1 when they do not broadcast. */
+int ds_bcast_shape(const ds_shape *a, const ds_shape *b, ds_shape *out);
+/* The two operand shapes of a binary layer in ONNX order (a constant operand
+ * is the layer's weight); -1 when it does not have exactly two. */
+int ds_binary_operands(const ds_layer *l, const ds_shape *const *in, const ds_shape **a,
+                       const ds_shape **b);
+
 /* "MODEL: layer ID "NAME" (OP): input SHAPE: message" (in: the first
  * input's shape, or NULL). */
 int ds_layer_shape_err(ds_error *err, const ds_model *m, const ds_layer *l, const ds_shape *in,
