@@ -35,6 +35,12 @@ void ds_unary_eltwise(const ds_layer *l, const float *x, float *y, int64_t n)
     }
 }
 
+void ds_clamp(float *y, int64_t n, float lo, float hi)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = y[i] < lo ? lo : y[i] > hi ? hi : y[i];
+}
+
 void ds_bcast_dims4(const ds_shape *s, int64_t *out)
 {
     for (int d = 0; d < 4; d++) {

@@ -17,6 +17,9 @@
 /* y[i] = f(x[i]) for the activation of layer l, exact ONNX formulas. */
 void ds_unary_eltwise(const ds_layer *l, const float *x, float *y, int64_t n);
 
+/* y[i] = min(max(y[i], lo), hi): a conv's fused Clip. */
+void ds_clamp(float *y, int64_t n, float lo, float hi);
+
 /* s's dims right-aligned into 4 (leading 1s). */
 void ds_bcast_dims4(const ds_shape *s, int64_t *out);
 

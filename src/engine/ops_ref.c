@@ -309,6 +309,8 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     switch (l->op) {
     case DS_OP_CONV:
         ref_conv(l, in[0], out);
+        if (l->act) /* a folded Clip */
+            ds_clamp(y, numel, l->clip_min, l->clip_max);
         break;
     case DS_OP_RELU:
         for (int64_t i = 0; i < numel; i++)

@@ -11,6 +11,7 @@
 
 #include "ops.h"
 #include "winograd.h"
+#include "ops_eltwise.h"
 #include "xnn_eltwise.h"
 
 typedef struct xlayer {
@@ -144,6 +145,13 @@ static int dil(const ds_layer *l, int i)
     return l->dilation[i] > 0 ? l->dilation[i] : 1;
 }
 
+/* A conv's output clamp: its folded Clip, and the runtime-fused Relu. */
+static float conv_min(const ds_layer *l, int relu)
+{
+    float lo = l->act ? l->clip_min : -INFINITY;
+    return relu && lo < 0.0f ? 0.0f : lo;
+}
+
 static int make_conv(const ds_layer *l, int relu, int pt, int pb, xnn_operator_t *op,
                      ds_error *err)
 {
@@ -163,7 +171,7 @@ static int make_conv(const ds_layer *l, int relu, int pt, int pb, xnn_operator_t
         (uint32_t)pt, (uint32_t)l->pads[3], (uint32_t)pb, (uint32_t)l->pads[1], (uint32_t)KH, (uint32_t)KW, (uint32_t)l->stride[0], (uint32_t)l->stride[1],
         (uint32_t)dil(l, 0), (uint32_t)dil(l, 1), (uint32_t)G, (size_t)Cg, (size_t)(O / G),
         (size_t)(Cg * G), (size_t)O, t, l->bias.shape.ndim ? ds_tensor_f32(&l->bias) : NULL,
-        relu ? 0.0f : -INFINITY, INFINITY, 0, op);
+        conv_min(l, relu), l->act ? l->clip_max : INFINITY, 0, op);
     free(t);
     return st == xnn_status_success ? 0 : xfail(err, l, "convolution create", st);
 }
@@ -323,8 +331,12 @@ static int xnn_conv(ds_xnn *x, const ds_layer *l, xlayer *s, int fuse_relu, cons
     if (x->winograd && ds_wino_suitable(l)) {
         if (!s->wino && !(s->wino = ds_wino_new(l, err)))
             return -1;
-        return ds_wino_run(s->wino, xp, xd[0], xd[2], xd[3], yp, yd[2], yd[3], fuse_relu, x->pool,
-                           &x->ws, err);
+        if (ds_wino_run(s->wino, xp, xd[0], xd[2], xd[3], yp, yd[2], yd[3], fuse_relu && !l->act, x->pool,
+                        &x->ws, err))
+            return -1;
+        if (l->act) /* Winograd fuses a Relu only: the folded Clip after it */
+            ds_clamp(yp, ds_shape_numel(&out->shape), conv_min(l, fuse_relu), l->clip_max);
+        return 0;
     }
     if (banded(l, xd, yd))
         return run_banded(x, l, s, fuse_relu, xp, xd, yp, yd, err);

@@ -2,8 +2,9 @@
  * caches key on.
  *
  * Layer 0 is the network input.  Every computing ONNX node becomes one layer
- * (Dropout/Identity are removed; a BatchNormalization whose input is a Conv
- * with no other consumer is folded into that Conv).  Ids are a topological
+ * (Dropout/Identity are removed; a BatchNormalization, a Mul or Add of a
+ * per-channel or scalar constant, or a Clip, whose input is a Conv with no
+ * other consumer is folded into that Conv).  Ids are a topological
  * order: every layer's inputs have smaller ids.  Tensors are NCHW. */
 #ifndef DS_MODEL_H
 #define DS_MODEL_H
@@ -91,6 +92,8 @@ typedef struct ds_layer {
     float clip_min, clip_max;
     float alpha, beta;
     int const_first;   /* the constant is the first operand (Sub, Div) */
+    int act;           /* conv: 1 = output clamped to clip_min..clip_max (a
+                        * Clip folded at load) */
 
     /* Conv and pools: 0 = pads as given; 1 VALID, 2 SAME_UPPER,
      * 3 SAME_LOWER: pads[] are then recomputed for the input size by

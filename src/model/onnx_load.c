@@ -893,7 +893,7 @@ int ds_onnx_parse_batchnorm(ctx *c, const Onnx__NodeProto *n, ds_op op)
     int64_t C;
     int rc = bn_params(c, n, eps, p, &C);
     if (!rc)
-        rc = c->m->layers[x].op == DS_OP_CONV && c->layer_refs[x] == 1
+        rc = c->m->layers[x].op == DS_OP_CONV && c->layer_refs[x] == 1 && !c->m->layers[x].act
                  ? bn_fold(c, n, &c->m->layers[x], p, C, eps)
                  : bn_layer(c, n, x, p, C, eps);
     for (int i = 0; i < 4; i++)
@@ -1461,6 +1461,65 @@ static int clip_bound(ctx *c, const Onnx__NodeProto *n, int i, float def, float 
     return 0;
 }
 
+/* A Conv whose output nothing else reads and which has no folded Clip yet:
+ * what comes after it may be folded into it. */
+static ds_layer *foldable_conv(ctx *c, int x)
+{
+    ds_layer *l = &c->m->layers[x];
+    return l->op == DS_OP_CONV && c->layer_refs[x] == 1 && !l->act ? l : NULL;
+}
+
+/* Clip after such a Conv becomes its output clamp (XNNPACK's output_min/max).
+ * Only for hi > 0, so that a Relu the XNNPACK backend fuses at run time
+ * still leaves a non-empty clamp. */
+static int fold_clip(ctx *c, const Onnx__NodeProto *n, int x, float lo, float hi)
+{
+    ds_layer *conv = foldable_conv(c, x);
+    if (!conv || !(lo < hi) || !(hi > 0))
+        return 0;
+    conv->act = 1;
+    conv->clip_min = lo;
+    conv->clip_max = hi;
+    bind_output(c, n, x);
+    return 1;
+}
+
+/* Mul or Add of a constant k after such a Conv: into its weights and bias
+ * when k is one value or one per output channel (shape ..., O, 1, 1). */
+static int fold_scale_shift(ctx *c, const Onnx__NodeProto *n, int x, ds_op op, const ds_tensor *k)
+{
+    ds_layer *conv = foldable_conv(c, x);
+    if (!conv)
+        return 0;
+    int64_t O = conv->weight.shape.dims[0], kn = ds_shape_numel(&k->shape);
+    int r = k->shape.ndim, per_channel = kn == O && r >= 3 && k->shape.dims[r - 3] == O &&
+                                         k->shape.dims[r - 2] == 1 && k->shape.dims[r - 1] == 1;
+    if (kn != 1 && !per_channel)
+        return 0;
+    if (!conv->bias.data && op == DS_OP_ADD) {
+        ds_shape s = ds_shape_make(1, &O);
+        if (ds_tensor_reserve(&conv->bias, &s, DS_F32, NULL))
+            return node_err(c, n, "out of memory");
+        memset(conv->bias.data, 0, (size_t)O * sizeof(float));
+    }
+    int64_t per = ds_shape_numel(&conv->weight.shape) / O;
+    float *w = ds_tensor_f32(&conv->weight), *b = conv->bias.data ? ds_tensor_f32(&conv->bias) : NULL;
+    const float *kv = ds_tensor_f32(k);
+    for (int64_t o = 0; o < O; o++) {
+        float v = kv[kn == 1 ? 0 : o];
+        if (op == DS_OP_MUL) {
+            for (int64_t j = 0; j < per; j++)
+                w[o * per + j] *= v;
+            if (b)
+                b[o] *= v;
+        } else {
+            b[o] += v;
+        }
+    }
+    bind_output(c, n, x);
+    return 1;
+}
+
 /* Clip, Sigmoid, HardSigmoid, HardSwish, LeakyRelu: one layer input. */
 int ds_onnx_parse_eltwise(ctx *c, const Onnx__NodeProto *n, ds_op op)
 {
@@ -1483,6 +1542,8 @@ int ds_onnx_parse_eltwise(ctx *c, const Onnx__NodeProto *n, ds_op op)
         if (clip_inputs ? clip_bound(c, n, 1, -INFINITY, &lo) || clip_bound(c, n, 2, INFINITY, &hi)
                         : attr_float(c, n, "min", -INFINITY, &lo) || attr_float(c, n, "max", INFINITY, &hi))
             return -1;
+        if (fold_clip(c, n, x, lo, hi))
+            return 0;
     } else if (op == DS_OP_LEAKYRELU) {
         if (attr_float(c, n, "alpha", 0.01f, &alpha))
             return -1;
@@ -1525,6 +1586,13 @@ int ds_onnx_parse_binary(ctx *c, const Onnx__NodeProto *n, ds_op op)
     ds_tensor k = {0};
     if (ci >= 0 && const_input(c, n, ci, op == DS_OP_PRELU ? "slope" : "constant operand", &k))
         return -1;
+    if (ci >= 0 && (op == DS_OP_MUL || op == DS_OP_ADD)) {
+        int folded = fold_scale_shift(c, n, x, op, &k);
+        if (folded) {
+            ds_tensor_free(&k);
+            return folded < 0 ? -1 : 0;
+        }
+    }
     int id = new_layer(c, n, op, ci >= 0 ? 1 : 2);
     if (id < 0) {
         ds_tensor_free(&k);

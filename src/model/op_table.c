@@ -132,6 +132,8 @@ static int shape_conv(const ds_model *m, ds_layer *l, const ds_shape *const *in,
     }
     if (!bias_fits(&l->bias, wd[0]))
         return FAIL("bias has %" PRId64 " values, %" PRId64 " expected", ds_shape_numel(&l->bias.shape), wd[0]);
+    if (l->act && !(l->clip_min < l->clip_max))
+        return FAIL("fused clip bounds %g..%g are empty", (double)l->clip_min, (double)l->clip_max);
     return shape_window(m, l, in, wd[0], err);
 }
 

@@ -167,6 +167,13 @@ static Onnx__AttributeProto *attr(Onnx__NodeProto *n, const char *name, int type
     return a;
 }
 
+static void a_ints(Onnx__NodeProto *n, const char *name, int count, const int64_t *v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    for (int i = 0; i < count; i++)
+        PUSH(a->ints, a->n_ints, v[i]);
+}
+
 static void a_float(Onnx__NodeProto *n, const char *name, float v)
 {
     Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
@@ -560,6 +567,158 @@ static void test_silu(void **state)
     }
 }
 
+/* Naive NCHW conv, stride 1, symmetric pad p, group 1. */
+static void naive_conv(const float *x, int C, int H, int W, const float *w, const float *bias, int O, int k, int p,
+                       float *y)
+{
+    int OH = H + 2 * p - k + 1, OW = W + 2 * p - k + 1;
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++) {
+                double acc = bias ? bias[o] : 0;
+                for (int c = 0; c < C; c++)
+                    for (int a = 0; a < k; a++)
+                        for (int bb = 0; bb < k; bb++) {
+                            int yy = i + a - p, xx = j + bb - p;
+                            if (yy >= 0 && yy < H && xx >= 0 && xx < W)
+                                acc += (double)x[(c * H + yy) * W + xx] * w[((o * C + c) * k + a) * k + bb];
+                        }
+                y[(o * OH + i) * OW + j] = (float)acc;
+            }
+}
+
+/* ---- folds at load ------------------------------------------------------ */
+
+enum { FC = 3, FO = 4, FK = 3, FH = 6, FW = 6, FN = FO * FH * FW };
+
+/* x -> Conv (3x3, pad 1, bias when given) -> "c"; the caller adds the rest. */
+static tb conv_graph(int opset, const float *w, const float *bias)
+{
+    tb b = tb_new(opset);
+    tb_input(&b, "x", 1, FC, FH, FW);
+    tb_init(&b, "W", 4, (int64_t[]){FO, FC, FK, FK}, w);
+    if (bias)
+        tb_init(&b, "B", 1, (int64_t[]){FO}, bias);
+    Onnx__NodeProto *n = tb_node(&b, "Conv", "conv", bias ? "x,W,B" : "x,W", "c");
+    a_ints(n, "pads", 4, (int64_t[]){1, 1, 1, 1});
+    return b;
+}
+
+static void test_fold_scale_shift_clip(void **state)
+{
+    (void)state;
+    float x[FC * FH * FW], w[FO * FC * FK * FK], bias[FO], sc[FO], sh[FO], conv[FN], want[FN];
+    fill(x, FC * FH * FW, 1);
+    fill(w, FO * FC * FK * FK, 2);
+    fill(bias, FO, 3);
+    fill(sc, FO, 4);
+    fill(sh, FO, 5);
+    const int64_t dims[4] = {1, FC, FH, FW};
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        naive_conv(x, FC, FH, FW, w, with_bias ? bias : NULL, FO, FK, 1, conv);
+        /* Conv -> Mul(scale[O,1,1], constant first) -> Add(shift[1,O,1,1]) -> Add(2.5) -> Mul(0.5) -> Clip(0,6):
+         * one layer */
+        tb b = conv_graph(13, w, with_bias ? bias : NULL);
+        tb_init(&b, "s", 3, (int64_t[]){FO, 1, 1}, sc);
+        tb_init(&b, "t", 4, (int64_t[]){1, FO, 1, 1}, sh);
+        tb_init(&b, "k", 0, NULL, (float[]){2.5f});
+        tb_init(&b, "h", 1, (int64_t[]){1}, (float[]){0.5f});
+        tb_init(&b, "lo", 0, NULL, (float[]){0.0f});
+        tb_init(&b, "hi", 0, NULL, (float[]){6.0f});
+        tb_node(&b, "Mul", "mul", "s,c", "m");
+        tb_node(&b, "Add", "add", "m,t", "a");
+        tb_node(&b, "Add", "add2", "a,k", "a2");
+        tb_node(&b, "Mul", "mul2", "a2,h", "m2");
+        tb_node(&b, "Clip", "relu6", "m2,lo,hi", "y");
+        tb_output(&b, "y");
+        for (int i = 0; i < FN; i++) {
+            int o = i / (FH * FW);
+            float v = ((conv[i] * sc[o] + sh[o]) + 2.5f) * 0.5f;
+            want[i] = v < 0 ? 0 : v > 6 ? 6 : v;
+        }
+        check_model(&b, dims, x, want, FN, 2);
+    }
+    /* a Conv whose output has two consumers is not folded */
+    naive_conv(x, FC, FH, FW, w, bias, FO, FK, 1, conv);
+    tb b = conv_graph(13, w, bias);
+    tb_init(&b, "s", 3, (int64_t[]){FO, 1, 1}, sc);
+    tb_node(&b, "Mul", "mul", "c,s", "m");
+    tb_node(&b, "Add", "res", "m,c", "y");
+    tb_output(&b, "y");
+    for (int i = 0; i < FN; i++)
+        want[i] = conv[i] * sc[i / (FH * FW)] + conv[i];
+    check_model(&b, dims, x, want, FN, 4);
+    /* ... nor is it when the conv's output is also a graph output */
+    b = conv_graph(13, w, bias);
+    tb_node(&b, "Clip", "clip", "c", "y");
+    tb_output(&b, "y");
+    tb_output(&b, "c");
+    check_model(&b, dims, x, conv, FN, 3);
+    /* a constant that is not per channel (varies along W) stays a layer */
+    float row[FW];
+    fill(row, FW, 6);
+    b = conv_graph(13, w, bias);
+    tb_init(&b, "r", 4, (int64_t[]){1, 1, 1, FW}, row);
+    tb_node(&b, "Mul", "mul", "c,r", "y");
+    tb_output(&b, "y");
+    for (int i = 0; i < FN; i++)
+        want[i] = conv[i] * row[i % FW];
+    check_model(&b, dims, x, want, FN, 3);
+    /* Clip folds; a Mul after the clamp does not; Sub never does */
+    b = conv_graph(11, w, bias);
+    tb_init(&b, "lo", 0, NULL, (float[]){-0.5f});
+    tb_init(&b, "s", 3, (int64_t[]){FO, 1, 1}, sc);
+    tb_node(&b, "Clip", "clip", "c,lo", "cl");
+    tb_node(&b, "Mul", "mul", "cl,s", "m");
+    tb_node(&b, "Sub", "sub", "m,s", "y");
+    tb_output(&b, "y");
+    for (int i = 0; i < FN; i++) {
+        int o = i / (FH * FW);
+        want[i] = (conv[i] < -0.5f ? -0.5f : conv[i]) * sc[o] - sc[o];
+    }
+    check_model(&b, dims, x, want, FN, 4);
+    /* Clip then Relu: the XNNPACK backend fuses the Relu into the clamp */
+    b = conv_graph(9, w, bias);
+    Onnx__NodeProto *n = tb_node(&b, "Clip", "clip", "c", "cl");
+    a_float(n, "min", -0.5f);
+    a_float(n, "max", 0.75f);
+    tb_node(&b, "Relu", "relu", "cl", "y");
+    tb_output(&b, "y");
+    for (int i = 0; i < FN; i++)
+        want[i] = conv[i] < 0 ? 0 : conv[i] > 0.75f ? 0.75f : conv[i];
+    check_model(&b, dims, x, want, FN, 3);
+}
+
+/* The Winograd path (3x3, >= 16 channels) with a folded Clip. */
+static void test_fold_clip_winograd(void **state)
+{
+    (void)state;
+    enum { C = 16, O = 16, H = 8, W = 8, N = O * H * W };
+    static float x[C * H * W], w[O * C * 9], bias[O], conv[N], want[N];
+    fill(x, C * H * W, 11);
+    fill(w, O * C * 9, 12);
+    fill(bias, O, 13);
+    naive_conv(x, C, H, W, w, bias, O, 3, 1, conv);
+    for (int relu = 0; relu < 2; relu++) {
+        tb b = tb_new(13);
+        tb_input(&b, "x", 1, C, H, W);
+        tb_init(&b, "W", 4, (int64_t[]){O, C, 3, 3}, w);
+        tb_init(&b, "B", 1, (int64_t[]){O}, bias);
+        tb_init(&b, "lo", 0, NULL, (float[]){-1.0f});
+        tb_init(&b, "hi", 0, NULL, (float[]){1.0f});
+        a_ints(tb_node(&b, "Conv", "conv", "x,W,B", "c"), "pads", 4, (int64_t[]){1, 1, 1, 1});
+        tb_node(&b, "Clip", "clip", "c,lo,hi", relu ? "cl" : "y");
+        if (relu)
+            tb_node(&b, "Relu", "relu", "cl", "y");
+        tb_output(&b, "y");
+        for (int i = 0; i < N; i++) {
+            float lo = relu ? 0.0f : -1.0f;
+            want[i] = conv[i] < lo ? lo : conv[i] > 1.0f ? 1.0f : conv[i];
+        }
+        check_model(&b, (int64_t[]){1, C, H, W}, x, want, N, 2 + relu);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +728,8 @@ int main(void)
         cmocka_unit_test(test_mul_squeeze_excite),
         cmocka_unit_test(test_binary_const),
         cmocka_unit_test(test_silu),
+        cmocka_unit_test(test_fold_scale_shift_clip),
+        cmocka_unit_test(test_fold_clip_winograd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
