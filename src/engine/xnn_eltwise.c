@@ -71,9 +71,48 @@ static const float *as_nhwc(const ds_tensor *t, int stored_nhwc, int64_t *pd, fl
     return *tmp;
 }
 
+/* PRelu with one slope or one per channel (the stored layout's last axis:
+ * C of a rank-4 value, else the last dim): XNNPACK's prelu_nc.  Returns 1
+ * for other slopes (plain C then). */
+static int prelu(pthreadpool_t pool, const ds_layer *l, xnn_operator_t *op, const ds_tensor *in, ds_tensor *out,
+                 ds_error *err)
+{
+    const ds_shape *xs = &in->shape;
+    int64_t sd[4], kn = ds_shape_numel(&l->weight.shape);
+    ds_bcast_dims4(&l->weight.shape, sd);
+    int64_t ch = xs->dims[xs->ndim == 4 ? 1 : xs->ndim - 1];
+    if (!(kn == 1 || (kn == ch && sd[xs->ndim == 4 ? 1 : 3] == ch)))
+        return 1;
+    enum xnn_status st;
+    if (!*op) {
+        float *slope = malloc((size_t)ch * sizeof *slope);
+        if (!slope)
+            return ds_errorf(err, "layer %d (%s): out of memory", l->id, ds_op_name(l->op));
+        for (int64_t c = 0; c < ch; c++)
+            slope[c] = ds_tensor_f32(&l->weight)[kn == 1 ? 0 : c];
+        st = xnn_create_prelu_nc_f32((size_t)ch, (size_t)ch, (size_t)ch, slope, 0, op); /* packs a copy */
+        free(slope);
+        if (st != xnn_status_success) {
+            *op = NULL;
+            return 1;
+        }
+    }
+    st = xnn_setup_prelu_nc_f32(*op, (size_t)(ds_shape_numel(xs) / ch), ds_tensor_f32(in), ds_tensor_f32(out),
+                                pool);
+    if (st != xnn_status_success)
+        return xerr(err, l, "setup", st);
+    st = xnn_run_operator(*op, pool);
+    return st == xnn_status_success ? 0 : xerr(err, l, "run", st);
+}
+
 static int binary(pthreadpool_t pool, const ds_layer *l, xnn_operator_t *op, const ds_tensor *const *in,
                   ds_tensor *out, ds_error *err)
 {
+    if (l->op == DS_OP_PRELU) {
+        int r = prelu(pool, l, op, in[0], out, err);
+        if (r != 1)
+            return r;
+    }
     const ds_tensor *t[2] = {in[0], l->n_inputs == 2 ? in[1] : &l->weight};
     int is_layer[2] = {1, l->n_inputs == 2};
     if (l->n_inputs == 1 && l->const_first) {

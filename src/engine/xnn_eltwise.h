@@ -1,8 +1,9 @@
 /* xnn_eltwise.h - the XNNPACK backend's element-wise ops (issue 15): Clip,
  * Sigmoid, HardSwish, LeakyRelu as XNNPACK's nc operators over the flat
  * data; Add, Mul, Sub, Div as its nd operators with broadcasting on the
- * stored layout (rank-4 values NHWC, see backend_xnn.h); HardSigmoid, PRelu
- * and what XNNPACK refuses in plain C (ops_eltwise.h) on the same layout. */
+ * stored layout (rank-4 values NHWC, see backend_xnn.h); PRelu with a scalar
+ * or per-channel slope as its prelu_nc; HardSigmoid, other PRelu slopes and
+ * what XNNPACK refuses in plain C (ops_eltwise.h) on the same layout. */
 #ifndef DS_ENGINE_XNN_ELTWISE_H
 #define DS_ENGINE_XNN_ELTWISE_H
 

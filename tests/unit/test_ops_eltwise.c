@@ -315,6 +315,16 @@ static void test_clip(void **state)
     for (int i = 0; i < NUMEL1; i++)
         want[i] = x[i] < 0 ? 0 : x[i] > 6 ? 6 : x[i];
     check_model(&b, dims1, x, want, NUMEL1, 2);
+    /* bounds from Constant nodes, as PyTorch exports ReLU6 */
+    b = tb_new(17);
+    tb_input(&b, "x", N1, C1, H1, W1);
+    Onnx__NodeProto *k = tb_node(&b, "Constant", "k0", "", "lo");
+    attr(k, "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR)->t = tensor("lo", 0, NULL, (float[]){0.0f});
+    k = tb_node(&b, "Constant", "k1", "", "hi");
+    attr(k, "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR)->t = tensor("hi", 0, NULL, (float[]){6.0f});
+    tb_node(&b, "Clip", "relu6", "x,lo,hi", "y");
+    tb_output(&b, "y");
+    check_model(&b, dims1, x, want, NUMEL1, 2);
     /* a missing bound is unbounded */
     b = tb_new(17);
     tb_input(&b, "x", N1, C1, H1, W1);
