@@ -10,8 +10,8 @@
 #include <xnnpack.h>
 
 #include "ops.h"
-#include "winograd.h"
 #include "ops_eltwise.h"
+#include "winograd.h"
 #include "xnn_eltwise.h"
 
 typedef struct xlayer {
