@@ -10,6 +10,7 @@
 #include <xnnpack.h>
 
 #include "ops.h"
+#include "ops_shape.h"
 #include "winograd.h"
 
 typedef struct xlayer {
@@ -490,6 +491,14 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_BATCHNORM:
         plain_op(l, n_in, in, out);
         return 0;
+    case DS_OP_RESHAPE:
+    case DS_OP_TRANSPOSE: { /* on the stored layout: 4-D tensors are NHWC */
+        int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
+        ds_layout_strides(&in[0]->shape, 1, xst);
+        ds_layout_strides(&l->out_shape, 1, yst);
+        ds_shape_op_run(l, ds_tensor_f32(in[0]), &in[0]->shape, xst, ds_tensor_f32(out), yst);
+        return 0;
+    }
     default:
         return ds_errorf(err, "layer %d (%s): op not supported by the XNNPACK backend", id,
                          ds_op_name(l->op));

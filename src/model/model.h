@@ -28,6 +28,8 @@ typedef enum ds_op {
     DS_OP_LRN,
     DS_OP_SOFTMAX,
     DS_OP_BATCHNORM, /* not folded: y = x * scale[c] + shift[c] */
+    DS_OP_RESHAPE,   /* Reshape, or Squeeze/Unsqueeze of data: the values in another shape */
+    DS_OP_TRANSPOSE,
     DS_OP_COUNT
 } ds_op;
 
@@ -81,6 +83,17 @@ typedef struct ds_layer {
      * 3 SAME_LOWER: pads[] are then recomputed for the input size by
      * ds_model_set_input. */
     int auto_pad;
+
+    /* Reshape: reshape_mode 0 takes its target from the model's shape
+     * program value shape_sv - 1 (0 entries copy the input's dim unless
+     * allowzero, one -1 is inferred); 1 squeezes axes[0..n_axes-1] (all unit
+     * dims when n_axes is 0); 2 unsqueezes them.  Transpose: perm in
+     * axes[0..n_axes-1] (n_axes 0: reversed).  Axes are >= 0 once shaped. */
+    int reshape_mode;
+    int shape_sv;
+    int allowzero;
+    int n_axes;
+    int axes[DS_MAX_DIMS];
 } ds_layer;
 
 typedef struct ds_model {
@@ -93,6 +106,8 @@ typedef struct ds_model {
     ds_shape input_shape; /* as declared by the file; dims <= 0 are free;
                            * ndim 0 when the file declares no shape */
     int opset;         /* default-domain opset of the file (9..17) */
+    struct ds_sprog *sprog; /* shape arithmetic folded by ds_model_set_input
+                             * (model/shape_prog.h); NULL when none */
 } ds_model;
 
 /* Loads "zoo:NAME" (built in memory, see zoo.h) or an .onnx file path. */
@@ -138,7 +153,9 @@ ds_pred_kind ds_op_pred_kind(ds_op op);
 void ds_model_free(ds_model *m);
 
 /* Reads an ONNX TensorProto (float32 data, raw_data or float_data), as found
- * in the ONNX backend test cases' input_N.pb/output_N.pb files. */
+ * in the ONNX backend test cases' input_N.pb/output_N.pb files; int64 and
+ * int32 tensors (their shapes, axes, indices) become float32, exactly
+ * (|v| <= 2^24, else an error). */
 int ds_onnx_read_tensor(const void *buf, size_t len, ds_tensor *out, ds_error *err);
 
 #endif

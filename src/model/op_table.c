@@ -309,7 +309,7 @@ static double flops_lrn(const ds_model *m, const ds_layer *l)
 /* ---- the table --------------------------------------------------------- */
 
 /* Adding an op: a ds_op value, its entry here, its kernels in src/engine. */
-_Static_assert(DS_OP_COUNT == 13, "an op was added or removed: update ds_op_defs");
+_Static_assert(DS_OP_COUNT == 15, "an op was added or removed: update ds_op_defs");
 
 const ds_op_def ds_op_defs[DS_OP_COUNT] = {
     [DS_OP_INPUT] = {.name = "Input", .arity = 0, .flops = flops_none, .pred = DS_PRED_PASS},
@@ -339,4 +339,12 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
                        .shape = shape_softmax, .pred = DS_PRED_LINEAR},
     [DS_OP_BATCHNORM] = {.name = "BatchNormalization", .onnx_types = {"BatchNormalization"}, .arity = 1,
                          .parse = ds_onnx_parse_batchnorm, .shape = shape_batchnorm, .pred = DS_PRED_LINEAR},
+    /* Squeeze and Unsqueeze of data become Reshape layers too, through
+     * ds_onnx_try_fold (which folds them when they are shape arithmetic). */
+    [DS_OP_RESHAPE] = {.name = "Reshape", .onnx_types = {"Reshape"}, .arity = 1,
+                       .parse = ds_onnx_parse_reshape, .shape = ds_shape_reshape, .flops = flops_none,
+                       .pred = DS_PRED_MEAN},
+    [DS_OP_TRANSPOSE] = {.name = "Transpose", .onnx_types = {"Transpose"}, .arity = 1,
+                         .parse = ds_onnx_parse_transpose, .shape = ds_shape_transpose, .flops = flops_none,
+                         .pred = DS_PRED_LINEAR},
 };

@@ -126,6 +126,20 @@ static const node_case cases[] = {
     {"test_softmax_example", RUN, NULL},
     {"test_softmax_large_number", RUN, NULL},
     {"test_softmax_negative_axis", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
+    /* Structural ops and shape arithmetic (most cases have a 3-D input this
+     * harness cannot feed; tests/unit/test_ops_shape.c runs 4-D ones). */
+    {"test_squeeze", RUN, NULL},
+    {"test_squeeze_negative_axes", RUN, NULL},
+    {"test_reshape_reordered_all_dims", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
+    {"test_reshape_zero_and_negative_dim", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
+    {"test_transpose_default", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
+    {"test_transpose_all_permutations_0", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
+    {"test_unsqueeze_axis_0", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
+    {"test_unsqueeze_two_axes", REJECT, "ONNX tensor \"y\": 5 dimensions (at most 4 supported)"},
+    {"test_shape", REJECT, "graph output \"y\" is shape arithmetic (folded, not a tensor of data), not a layer output"},
+    {"test_shape_start_1_end_negative_1", REJECT, "graph output \"y\" is shape arithmetic (folded, not a tensor of data), not a layer output"},
+    {"test_gather_0", REJECT, "node \"y\" (Gather): unsupported op type"},
+    {"test_constantofshape_int_zeros", REJECT, "network input \"x\" has element type int64; float expected"},
 };
 
 static int read_file(const char *path, uint8_t **buf, size_t *len)

@@ -1,0 +1,126 @@
+/* op_shape.c - shape rules of the structural ops (op table rows Reshape and
+ * Transpose): ONNX semantics, the values never change. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model/op_table.h"
+#include "model/shape_prog.h"
+
+#define FAIL(...) ds_layer_shape_err(err, m, l, in[0], __VA_ARGS__)
+
+/* Axes of a rank-r tensor made non-negative, each once. */
+static int norm_axes(ds_layer *l, int r)
+{
+    unsigned seen = 0;
+    for (int i = 0; i < l->n_axes; i++) {
+        int a = l->axes[i] < 0 ? l->axes[i] + r : l->axes[i];
+        if (a < 0 || a >= r || (seen >> a & 1))
+            return -1;
+        seen |= 1u << a;
+        l->axes[i] = a;
+    }
+    return 0;
+}
+
+static int reshape_target(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
+{
+    const ds_shape *x = in[0];
+    const ds_sval *t = ds_sprog_get(m, l->shape_sv - 1);
+    if (!t)
+        return FAIL("no target shape");
+    if (t->rank != 1 || t->n < 1 || t->n > DS_MAX_DIMS)
+        return FAIL("the target shape has %d elements; 1..%d supported", t->rank ? t->n : 0, DS_MAX_DIMS);
+    ds_shape s = {.ndim = t->n};
+    int infer = -1;
+    int64_t known = 1;
+    for (int i = 0; i < t->n; i++) {
+        int64_t d = t->v[i];
+        if (d == 0 && !l->allowzero) {
+            if (i >= x->ndim)
+                return FAIL("target dim %d is 0 (copy) but the input has rank %d", i, x->ndim);
+            d = x->dims[i];
+        }
+        if (d == -1) {
+            if (infer >= 0)
+                return FAIL("the target shape has more than one -1");
+            infer = i;
+            continue;
+        }
+        if (d < 1)
+            return FAIL("target dim %d is %" PRId64 " (empty or negative shapes are not supported)", i, d);
+        known *= d;
+        if (known > ds_shape_numel(x))
+            break;
+        s.dims[i] = d;
+    }
+    int64_t numel = ds_shape_numel(x);
+    if (infer >= 0 && known <= numel && numel % known == 0)
+        s.dims[infer] = numel / known;
+    if (known > numel || (infer >= 0 ? numel % known : known != numel)) {
+        char b[64] = "";
+        for (int i = 0; i < t->n; i++)
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%" PRId64, i ? "," : "", t->v[i]);
+        return FAIL("cannot reshape %" PRId64 " elements to [%s]", numel, b);
+    }
+    l->out_shape = s;
+    return 0;
+}
+
+int ds_shape_reshape(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
+{
+    const ds_shape *x = in[0];
+    if (l->reshape_mode == 0)
+        return reshape_target(m, l, in, err);
+    if (l->n_axes < 0 || l->n_axes > DS_MAX_DIMS)
+        return FAIL("%d axes", l->n_axes);
+    ds_shape s = {0};
+    if (l->reshape_mode == 1) { /* squeeze */
+        if (norm_axes(l, x->ndim))
+            return FAIL("axes out of range or repeated for rank %d", x->ndim);
+        for (int d = 0; d < x->ndim; d++) {
+            int listed = l->n_axes == 0 && x->dims[d] == 1;
+            for (int i = 0; i < l->n_axes; i++)
+                listed |= l->axes[i] == d;
+            if (listed && x->dims[d] != 1)
+                return FAIL("axis %d has %" PRId64 " elements, 1 expected to squeeze it", d, x->dims[d]);
+            if (!listed)
+                s.dims[s.ndim++] = x->dims[d];
+        }
+        if (s.ndim == 0)
+            return FAIL("squeezing to a scalar is not supported");
+    } else if (l->reshape_mode == 2) { /* unsqueeze */
+        int r = x->ndim + l->n_axes;
+        if (r > DS_MAX_DIMS || l->n_axes < 1 || norm_axes(l, r))
+            return FAIL("%d axes out of range or repeated for output rank %d (at most %d)", l->n_axes, r,
+                        DS_MAX_DIMS);
+        s.ndim = r;
+        for (int d = 0, k = 0; d < r; d++) {
+            int listed = 0;
+            for (int i = 0; i < l->n_axes; i++)
+                listed |= l->axes[i] == d;
+            s.dims[d] = listed ? 1 : x->dims[k++];
+        }
+    } else {
+        return FAIL("reshape mode %d", l->reshape_mode);
+    }
+    l->out_shape = s;
+    return 0;
+}
+
+int ds_shape_transpose(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
+{
+    const ds_shape *x = in[0];
+    if (l->n_axes == 0) { /* default: reversed */
+        l->n_axes = x->ndim;
+        for (int i = 0; i < x->ndim; i++)
+            l->axes[i] = x->ndim - 1 - i;
+    }
+    if (l->n_axes != x->ndim || norm_axes(l, x->ndim))
+        return FAIL("perm of %d axes is not a permutation of rank %d", l->n_axes, x->ndim);
+    ds_shape s = {.ndim = x->ndim};
+    for (int i = 0; i < x->ndim; i++)
+        s.dims[i] = x->dims[l->axes[i]];
+    l->out_shape = s;
+    return 0;
+}

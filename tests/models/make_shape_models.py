@@ -1,0 +1,166 @@
+#!/usr/bin/python3
+"""Makes tests/data/onnx_shape: the export patterns of structural ops and
+shape arithmetic (as PyTorch 1.13 emits them), each a directory laid out as
+the ONNX node tests are (model.onnx, test_data_set_0/input_0.pb,
+output_0.pb; expected outputs from numpy), plus bad_*.onnx models the loader
+must refuse.  Run with python3-onnx: tests/models/make_shape_models.py"""
+import os
+import sys
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper, save
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "onnx_shape")
+rng = np.random.default_rng(15)
+I64 = TensorProto.INT64
+
+
+def c64(name, vals):
+    return helper.make_node("Constant", [], [name], name=name,
+                            value=numpy_helper.from_array(np.array(vals, dtype=np.int64), name))
+
+
+def model(nodes, x_shape, y_name, opset, inits=()):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info(y_name, TensorProto.FLOAT, None)], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def write(name, m, x, y):
+    d = os.path.join(OUT, name)
+    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+    save(m, os.path.join(d, "model.onnx"))
+    for f, t in (("input_0.pb", x), ("output_0.pb", y)):
+        with open(os.path.join(d, "test_data_set_0", f), "wb") as fh:
+            fh.write(numpy_helper.from_array(t.astype(np.float32)).SerializeToString())
+
+
+def unsq(name, src, opset):
+    if opset >= 13:
+        return [c64(name + "_axes", [0]), helper.make_node("Unsqueeze", [src, name + "_axes"], [name], name=name)]
+    return [helper.make_node("Unsqueeze", [src], [name], name=name, axes=[0])]
+
+
+def flatten_view(opset):
+    """torchvision's x = self.conv(x); x.view(x.size(0), -1)"""
+    x = rng.standard_normal((1, 8, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Shape", ["c"], ["s"], name="shape"),
+             c64("zero", 0),
+             helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0)]
+    nodes += unsq("n1", "n", opset)
+    nodes += [c64("minus1", [-1]),
+              helper.make_node("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
+              helper.make_node("Reshape", ["c", "target"], ["y"], name="view")]
+    y = np.einsum("nchw,oc->nohw", x, w[:, :, 0, 0]).reshape(1, -1)
+    write("flatten_view_opset%d" % opset,
+          model(nodes, [1, 8, 3, 3], "y", opset, [numpy_helper.from_array(w, "w")]), x, y)
+
+
+def channel_shuffle(opset):
+    """ShuffleNetV2's channel shuffle, 4-D: N, C, H, W = x.size();
+    x.view(N, g, C // g, H * W).transpose(1, 2).reshape(N, -1, H, W)"""
+    x = rng.standard_normal((1, 6, 4, 5)).astype(np.float32)
+    w = rng.standard_normal((6, 6, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Shape", ["c"], ["s"], name="shape")]
+    for i, d in enumerate(("n", "c_", "h", "w_")):
+        nodes += [c64("i" + d, i), helper.make_node("Gather", ["s", "i" + d], [d], name="gather_" + d, axis=0)]
+    nodes += [c64("groups", 2),
+              helper.make_node("Div", ["c_", "groups"], ["cpg"], name="div"),
+              helper.make_node("Mul", ["h", "w_"], ["hw"], name="mul"),
+              helper.make_node("Cast", ["hw"], ["hw64"], name="cast", to=I64)]
+    for src in ("n", "groups", "cpg", "hw64"):
+        nodes += unsq("u_" + src, src, opset)
+    nodes += [helper.make_node("Concat", ["u_n", "u_groups", "u_cpg", "u_hw64"], ["t1"], name="concat1", axis=0),
+              helper.make_node("Reshape", ["c", "t1"], ["r1"], name="view"),
+              helper.make_node("Transpose", ["r1"], ["tr"], name="transpose", perm=[0, 2, 1, 3])]
+    for src in ("h", "w_"):
+        nodes += unsq("v_" + src, src, opset)
+    nodes += [c64("m1", [-1]), helper.make_node("Concat", ["u_n", "m1", "v_h", "v_w_"], ["t2"], name="concat2",
+                                                axis=0),
+              helper.make_node("Reshape", ["tr", "t2"], ["y"], name="reshape")]
+    c = np.einsum("nchw,oc->nohw", x, w[:, :, 0, 0])
+    y = c.reshape(1, 2, 3, 20).transpose(0, 2, 1, 3).reshape(1, -1, 4, 5)
+    write("channel_shuffle_opset%d" % opset,
+          model(nodes, ["N", 6, "H", "W"], "y", opset, [numpy_helper.from_array(w, "w")]), x, y)
+
+
+def squeeze_transpose(opset):
+    """Squeeze/Unsqueeze of data, Transpose with the default perm and a 4-D perm."""
+    x = rng.standard_normal((2, 4, 1, 5)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    if opset >= 13:
+        nodes += [c64("ax2", [2]), helper.make_node("Squeeze", ["r", "ax2"], ["sq"], name="squeeze"),
+                  c64("ax0", [-1]), helper.make_node("Unsqueeze", ["sq", "ax0"], ["us"], name="unsqueeze")]
+    else:
+        nodes += [helper.make_node("Squeeze", ["r"], ["sq"], name="squeeze", axes=[2]),
+                  helper.make_node("Unsqueeze", ["sq"], ["us"], name="unsqueeze", axes=[-1])]
+    nodes += [helper.make_node("Transpose", ["us"], ["t1"], name="transpose_perm", perm=[0, 2, 3, 1]),
+              helper.make_node("Transpose", ["t1"], ["y"], name="transpose_default")]
+    r = np.maximum(x, 0)
+    y = r.reshape(2, 4, 5, 1).transpose(0, 2, 3, 1).transpose(3, 2, 1, 0)
+    write("squeeze_transpose_opset%d" % opset, model(nodes, [2, 4, 1, 5], "y", opset), x, y)
+
+
+def shape_fill(opset):
+    """Shape(x)[2:] by Slice (opset 13) or Shape's start (15+); ConstantOfShape,
+    Sub, Mul, Concat into [0, -1, W]; Reshape's allowzero (14+) given 0."""
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    if opset >= 15:
+        nodes += [helper.make_node("Shape", ["r"], ["hw"], name="shape_hw", start=2)]
+    else:
+        nodes += [helper.make_node("Shape", ["r"], ["s"], name="shape"),
+                  c64("st", [2]), c64("en", [9223372036854775807]), c64("axs", [0]),
+                  helper.make_node("Slice", ["s", "st", "en", "axs"], ["hw"], name="slice")]
+    fill = numpy_helper.from_array(np.array([3], dtype=np.int64), "value")
+    nodes += [c64("one_len", [1]),
+              helper.make_node("ConstantOfShape", ["one_len"], ["three"], name="fill", value=fill),
+              c64("three_again", 3),
+              helper.make_node("Sub", ["three", "three_again"], ["zero"], name="sub"),   # [0]
+              helper.make_node("Concat", ["zero", "hw"], ["t0"], name="concat", axis=0),  # [0, H, W]
+              c64("mask", [1, 0, 1]),
+              helper.make_node("Mul", ["t0", "mask"], ["t1"], name="mul"),               # [0, 0, W]
+              c64("m1", [0, -1, 0]),
+              helper.make_node("Add", ["t1", "m1"], ["target"], name="add")]             # [0, -1, W]
+    kw = {"allowzero": 0} if opset >= 14 else {}
+    nodes += [helper.make_node("Reshape", ["r", "target"], ["y"], name="reshape", **kw)]
+    y = np.maximum(x, 0).reshape(1, -1, 5)
+    write("shape_fill_opset%d" % opset, model(nodes, [1, 3, 4, 5], "y", opset), x, y)
+
+
+def bad(name, nodes, opset=13, inits=()):
+    save(model(nodes, [1, 4, 2, 2], "y", opset, inits), os.path.join(OUT, "bad_%s.onnx" % name))
+
+
+def bad_models():
+    relu = helper.make_node("Relu", ["x"], ["r"], name="relu")
+    bad("transpose_5d", [relu, helper.make_node("Transpose", ["r"], ["y"], name="tr", perm=[0, 1, 2, 3, 4])])
+    bad("cast_float", [relu, helper.make_node("Shape", ["r"], ["s"], name="shape"),
+                       helper.make_node("Cast", ["s"], ["f"], name="cast", to=TensorProto.FLOAT),
+                       helper.make_node("Reshape", ["r", "f"], ["y"], name="reshape")])
+    bad("gather_axis1", [relu, helper.make_node("Shape", ["r"], ["s"], name="shape"), c64("i", 0),
+                         helper.make_node("Gather", ["s", "i"], ["y"], name="gather", axis=1)])
+    bad("reshape_by_layer", [relu, helper.make_node("Reshape", ["r", "r"], ["y"], name="reshape")])
+    bad("reshape_bad_size", [relu, c64("t", [3, -1]), helper.make_node("Reshape", ["r", "t"], ["y"],
+                                                                        name="reshape")])
+    bad("squeeze_non_unit", [relu, c64("a", [1]), helper.make_node("Squeeze", ["r", "a"], ["y"], name="squeeze")])
+    bad("shape_output", [relu, helper.make_node("Shape", ["r"], ["y"], name="shape")])
+    bad("allowzero_zero", [relu, c64("t", [0, 16]), helper.make_node("Reshape", ["r", "t"], ["y"], name="reshape",
+                                                                      allowzero=1)], opset=14)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    for opset in (11, 13, 17):
+        flatten_view(opset)
+        channel_shuffle(opset)
+        squeeze_transpose(opset)
+        shape_fill(opset)
+    bad_models()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
