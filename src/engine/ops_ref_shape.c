@@ -38,10 +38,36 @@ static void copy_strided(const float *x, const int64_t *xst, float *y, const int
     }
 }
 
+/* Slice and Pad: y[j] = x[off + j * step] per axis, fill outside x. */
+static void window_copy(const ds_layer *l, const float *x, const ds_shape *xs, const int64_t *xst, float *y,
+                        const int64_t *yst)
+{
+    const ds_shape *ys = &l->out_shape;
+    int r = ys->ndim;
+    int64_t j[DS_MAX_DIMS] = {0}, numel = ds_shape_numel(ys);
+    for (int64_t e = 0; e < numel; e++) {
+        int64_t xo = 0, yo = 0;
+        int inside = 1;
+        for (int a = 0; a < r; a++) {
+            int64_t i = l->win_off[a] + j[a] * l->win_step[a];
+            inside &= i >= 0 && i < xs->dims[a];
+            xo += i * xst[a];
+            yo += j[a] * yst[a];
+        }
+        y[yo] = inside ? x[xo] : l->pad_value;
+        for (int a = r - 1; a >= 0 && ++j[a] == ys->dims[a]; a--)
+            j[a] = 0;
+    }
+}
+
 void ds_shape_op_run(const ds_layer *l, const float *x, const ds_shape *xs, const int64_t *xst, float *y,
                      const int64_t *yst)
 {
     const ds_shape *ys = &l->out_shape;
+    if (l->op == DS_OP_SLICE || l->op == DS_OP_PAD) {
+        window_copy(l, x, xs, xst, y, yst);
+        return;
+    }
     if (l->op == DS_OP_TRANSPOSE) {
         int64_t xp[DS_MAX_DIMS];
         for (int k = 0; k < ys->ndim; k++)

@@ -492,7 +492,9 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
         plain_op(l, n_in, in, out);
         return 0;
     case DS_OP_RESHAPE:
-    case DS_OP_TRANSPOSE: { /* on the stored layout: 4-D tensors are NHWC */
+    case DS_OP_TRANSPOSE:
+    case DS_OP_SLICE:
+    case DS_OP_PAD: { /* on the stored layout: 4-D tensors are NHWC */
         int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
         ds_layout_strides(&in[0]->shape, 1, xst);
         ds_layout_strides(&l->out_shape, 1, yst);

@@ -30,6 +30,8 @@ typedef enum ds_op {
     DS_OP_BATCHNORM, /* not folded: y = x * scale[c] + shift[c] */
     DS_OP_RESHAPE,   /* Reshape, or Squeeze/Unsqueeze of data: the values in another shape */
     DS_OP_TRANSPOSE,
+    DS_OP_SLICE,
+    DS_OP_PAD,       /* mode constant */
     DS_OP_COUNT
 } ds_op;
 
@@ -94,6 +96,15 @@ typedef struct ds_layer {
     int allowzero;
     int n_axes;
     int axes[DS_MAX_DIMS];
+
+    /* Slice, Pad: y[j] = x[win_off[a] + j[a] * win_step[a]] on every axis a,
+     * pad_value where that falls outside x.  Slice reads starts, ends, axes,
+     * steps from the shape program values win_sv[0..3] - 1 (0: absent), Pad
+     * its pads from win_sv[0] - 1; the shape rule resolves win_off/win_step. */
+    int win_sv[4];
+    int64_t win_off[DS_MAX_DIMS];
+    int64_t win_step[DS_MAX_DIMS];
+    float pad_value;
 } ds_layer;
 
 typedef struct ds_model {

@@ -363,3 +363,112 @@ int ds_onnx_try_fold(ctx *c, const Onnx__NodeProto *n)
     ds_onnx_bind_sval(c, n, sv);
     return 1;
 }
+
+/* ---- Slice, Pad ---------------------------------------------------------- */
+
+/* Attribute ints (the opset < 10/11 forms) as a constant shape program value. */
+static int attr_sval(ctx *c, const Onnx__NodeProto *n, const char *name, int *sv)
+{
+    const Onnx__AttributeProto *a = attr(n, name);
+    *sv = 0;
+    if (!a)
+        return 0;
+    if (a->n_ints > DS_SV_MAX)
+        return ERR("attribute %s has %zu values (at most %d)", name, a->n_ints, DS_SV_MAX);
+    ds_sval v = {.op = DS_SV_CONST, .name = (char *)name, .rank = 1, .n = (int)a->n_ints};
+    for (size_t i = 0; i < a->n_ints; i++)
+        v.v[i] = a->ints[i];
+    int k = ds_sprog_add(ds_onnx_model(c), &v);
+    if (k < 0)
+        return ERR("out of memory");
+    *sv = k + 1;
+    return 0;
+}
+
+/* Input i as win_sv (value index + 1, 0 when absent): a constant or shape
+ * arithmetic, never a layer. */
+static int input_sval(ctx *c, const Onnx__NodeProto *n, int i, const char *what, int *out)
+{
+    int sv, r = sval_input(c, n, i, &sv);
+    if (r)
+        return r < 0 ? -1 : ERR("%s (input %d) must be a constant or shape arithmetic, not a layer's output",
+                                what, i);
+    *out = sv + 1;
+    return 0;
+}
+
+/* A float32 scalar constant (Pad's constant_value). */
+static int const_float(ctx *c, const Onnx__NodeProto *n, int i, float *out)
+{
+    ds_onnx_in in;
+    ds_onnx_input(c, n, i, &in);
+    if (in.kind == DS_IN_ABSENT)
+        return 0;
+    const Onnx__TensorProto *t = in.t;
+    if (in.kind != DS_IN_CONST || !t->has_data_type || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+        return ERR("constant_value \"%.60s\" must be a float constant", in.name);
+    if (t->has_raw_data && t->raw_data.len == 4)
+        memcpy(out, t->raw_data.data, 4);
+    else if (!(t->has_raw_data && t->raw_data.len) && t->n_float_data == 1)
+        *out = t->float_data[0];
+    else
+        return ERR("constant_value \"%.60s\" must hold one float", in.name);
+    return 0;
+}
+
+int ds_onnx_parse_window(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    static const char *const kslice9[] = {"starts", "ends", "axes", NULL};
+    static const char *const kpad10[] = {"mode", "pads", "value", NULL};
+    static const char *const kmode[] = {"mode", NULL};
+    static const char *const knone[] = {NULL};
+    int opset = ds_onnx_opset(c), sv[4] = {0};
+    float value = 0;
+    if (op == DS_OP_SLICE) {
+        if (opset < 10 ? ds_onnx_check(c, n, 1, 1, kslice9) : ds_onnx_check(c, n, 3, 5, knone))
+            return -1;
+        if (opset < 10) {
+            if (!attr(n, "starts") || !attr(n, "ends"))
+                return ERR("attributes starts and ends are required");
+            if (attr_sval(c, n, "starts", &sv[0]) || attr_sval(c, n, "ends", &sv[1]) ||
+                attr_sval(c, n, "axes", &sv[2]))
+                return -1;
+        } else {
+            static const char *const what[4] = {"starts", "ends", "axes", "steps"};
+            for (int i = 0; i < 4; i++)
+                if (input_sval(c, n, i + 1, what[i], &sv[i]))
+                    return -1;
+            if (!sv[0] || !sv[1])
+                return ERR("starts and ends are required");
+        }
+    } else {
+        if (opset < 11 ? ds_onnx_check(c, n, 1, 1, kpad10) : ds_onnx_check(c, n, 2, 3, kmode))
+            return -1;
+        const Onnx__AttributeProto *mode = attr(n, "mode");
+        if (mode && !(mode->s.len == 8 && !memcmp(mode->s.data, "constant", 8)))
+            return ERR("unsupported attribute mode=\"%.*s\" (only constant)", (int)(mode->s.len < 20 ? mode->s.len : 20),
+                       (const char *)mode->s.data);
+        if (opset < 11) {
+            const Onnx__AttributeProto *v = attr(n, "value");
+            if (!attr(n, "pads"))
+                return ERR("attribute pads is missing");
+            if (attr_sval(c, n, "pads", &sv[0]))
+                return -1;
+            value = v ? v->f : 0.0f;
+        } else if (input_sval(c, n, 1, "pads", &sv[0]) || const_float(c, n, 2, &value)) {
+            return -1;
+        }
+    }
+    int x = ds_onnx_layer_input(c, n, 0);
+    if (x < 0)
+        return -1;
+    int id = ds_onnx_new_layer(c, n, op, 1);
+    if (id < 0)
+        return -1;
+    ds_layer *l = &ds_onnx_model(c)->layers[id];
+    l->inputs[0] = x;
+    memcpy(l->win_sv, sv, sizeof sv);
+    l->pad_value = value;
+    ds_onnx_bind_layer(c, n, id);
+    return 0;
+}

@@ -124,3 +124,72 @@ int ds_shape_transpose(const ds_model *m, ds_layer *l, const ds_shape *const *in
     l->out_shape = s;
     return 0;
 }
+
+/* Shape program value win_sv[k] - 1 as a vector of want elements (want < 0:
+ * any); NULL when absent. */
+static const ds_sval *win_arg(const ds_model *m, const ds_layer *l, int k)
+{
+    return l->win_sv[k] ? ds_sprog_get(m, l->win_sv[k] - 1) : NULL;
+}
+
+/* ONNX Slice on one axis of dim d: start, end made non-negative and clamped
+ * (to 0..d for a positive step, to -1..d-1 for a negative one). */
+static int64_t slice_len(int64_t d, int64_t start, int64_t end, int64_t step, int64_t *off)
+{
+    if (start < 0)
+        start += d;
+    if (end < 0)
+        end += d;
+    int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? d : d - 1;
+    start = start < 0 ? 0 : start > hi ? hi : start;
+    end = end < lo ? lo : end > hi ? hi : end;
+    *off = start;
+    int64_t n = step > 0 ? (end - start + step - 1) / step : (start - end + (-step) - 1) / (-step);
+    return n > 0 ? n : 0;
+}
+
+int ds_shape_window(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
+{
+    const ds_shape *x = in[0];
+    int r = x->ndim;
+    ds_shape s = *x;
+    for (int a = 0; a < r; a++) {
+        l->win_off[a] = 0;
+        l->win_step[a] = 1;
+    }
+    if (l->op == DS_OP_PAD) {
+        const ds_sval *p = win_arg(m, l, 0);
+        if (!p || p->rank != 1 || p->n != 2 * r)
+            return FAIL("pads hold %d values; 2 x rank %d expected", p ? p->n : 0, r);
+        for (int a = 0; a < r; a++) {
+            int64_t b = p->v[a], e = p->v[a + r];
+            if (b < -x->dims[a] || e < -x->dims[a] || b > (1 << 20) || e > (1 << 20) || x->dims[a] + b + e < 1)
+                return FAIL("pads %" PRId64 ", %" PRId64 " on axis %d leave no elements or are out of range", b, e, a);
+            s.dims[a] = x->dims[a] + b + e;
+            l->win_off[a] = -b;
+        }
+        l->out_shape = s;
+        return 0;
+    }
+    const ds_sval *st = win_arg(m, l, 0), *en = win_arg(m, l, 1), *ax = win_arg(m, l, 2), *sp = win_arg(m, l, 3);
+    if (!st || !en || st->rank != 1 || en->n != st->n || (ax && ax->n != st->n) || (sp && sp->n != st->n) ||
+        st->n > r)
+        return FAIL("starts, ends, axes and steps must be vectors of one length <= rank %d", r);
+    unsigned seen = 0;
+    for (int i = 0; i < st->n; i++) {
+        int64_t a = ax ? ax->v[i] : i, step = sp ? sp->v[i] : 1;
+        if (a < 0)
+            a += r;
+        if (a < 0 || a >= r || (seen >> a & 1))
+            return FAIL("axis %" PRId64 " is out of range or repeated", ax ? ax->v[i] : i);
+        seen |= 1u << a;
+        if (step == 0)
+            return FAIL("step 0 on axis %" PRId64, a);
+        s.dims[a] = slice_len(x->dims[a], st->v[i], en->v[i], step, &l->win_off[a]);
+        l->win_step[a] = step;
+        if (s.dims[a] < 1)
+            return FAIL("the slice of axis %" PRId64 " is empty (empty tensors are not supported)", a);
+    }
+    l->out_shape = s;
+    return 0;
+}

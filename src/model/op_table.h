@@ -53,6 +53,7 @@ int ds_onnx_parse_batchnorm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_
 /* Structural ops and shape folding (onnx_ops_shape.c). */
 int ds_onnx_parse_reshape(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
 int ds_onnx_parse_transpose(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_window(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op); /* Slice, Pad */
 /* Folds node n into the model's shape program (shape_prog.h) when it is
  * shape arithmetic: Shape, or an integer op (Gather, Unsqueeze, Squeeze,
  * Concat, Add, Sub, Mul, Div, Cast, ConstantOfShape, Slice) none of whose
@@ -63,6 +64,7 @@ int ds_onnx_try_fold(struct ds_onnx_ctx *c, const Onnx__NodeProto *n);
 /* Shape rules of the structural ops (op_shape.c). */
 int ds_shape_reshape(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
 int ds_shape_transpose(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_window(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
 
 /* "MODEL: layer ID "NAME" (OP): input SHAPE: message" (in: the first
  * input's shape, or NULL). */

@@ -131,12 +131,41 @@ def shape_fill(opset):
     write("shape_fill_opset%d" % opset, model(nodes, [1, 3, 4, 5], "y", opset), x, y)
 
 
+def slice_pad(opset):
+    """x[:, 1:, 1:-1, ::-2] style Slices (negative, clamped, negative step),
+    F.pad with a constant; the opset 9 forms take attributes."""
+    x = rng.standard_normal((1, 5, 6, 7)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    big = 9223372036854775807
+    if opset < 10:
+        nodes += [helper.make_node("Slice", ["r"], ["s1"], name="slice1", starts=[1, 1], ends=[big, -1], axes=[1, 2])]
+    else:
+        nodes += [c64("st", [1, 1, -1]), c64("en", [big, -1, -big]), c64("ax", [1, -2, 3]), c64("sp", [1, 1, -2]),
+                  helper.make_node("Slice", ["r", "st", "en", "ax", "sp"], ["s1"], name="slice1")]
+    pads = [0, 0, 1, 2, 0, 1, 0, -1]
+    if opset < 11:
+        nodes += [helper.make_node("Pad", ["s1"], ["y"], name="pad", pads=pads, value=1.5)]
+    else:
+        nodes += [c64("pads", pads),
+                  helper.make_node("Constant", [], ["cv"], name="cv",
+                                   value=numpy_helper.from_array(np.array(1.5, dtype=np.float32), "cv")),
+                  helper.make_node("Pad", ["s1", "pads", "cv"], ["y"], name="pad", mode="constant")]
+    r = np.maximum(x, 0)
+    s1 = r[:, 1:, 1:-1, :] if opset < 10 else r[:, 1:, 1:-1, ::-2]
+    y = np.pad(s1, [(0, 0), (0, 1), (1, 0), (2, 0)], constant_values=1.5)[:, :, :, :-1]
+    write("slice_pad_opset%d" % opset, model(nodes, [1, 5, 6, 7], "y", opset), x, y)
+
+
 def bad(name, nodes, opset=13, inits=()):
     save(model(nodes, [1, 4, 2, 2], "y", opset, inits), os.path.join(OUT, "bad_%s.onnx" % name))
 
 
 def bad_models():
     relu = helper.make_node("Relu", ["x"], ["r"], name="relu")
+    bad("pad_reflect", [relu, c64("p", [0, 0, 1, 1, 0, 0, 1, 1]),
+                        helper.make_node("Pad", ["r", "p"], ["y"], name="pad", mode="reflect")])
+    bad("slice_empty", [relu, c64("st", [3]), c64("en", [1]), c64("ax", [1]),
+                        helper.make_node("Slice", ["r", "st", "en", "ax"], ["y"], name="slice")])
     bad("transpose_5d", [relu, helper.make_node("Transpose", ["r"], ["y"], name="tr", perm=[0, 1, 2, 3, 4])])
     bad("cast_float", [relu, helper.make_node("Shape", ["r"], ["s"], name="shape"),
                        helper.make_node("Cast", ["s"], ["f"], name="cast", to=TensorProto.FLOAT),
@@ -159,6 +188,8 @@ def main():
         channel_shuffle(opset)
         squeeze_transpose(opset)
         shape_fill(opset)
+    for opset in (9, 13, 17):
+        slice_pad(opset)
     bad_models()
 
 

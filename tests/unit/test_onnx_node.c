@@ -139,6 +139,10 @@ static const node_case cases[] = {
     {"test_shape", REJECT, "graph output \"y\" is shape arithmetic (folded, not a tensor of data), not a layer output"},
     {"test_shape_start_1_end_negative_1", REJECT, "graph output \"y\" is shape arithmetic (folded, not a tensor of data), not a layer output"},
     {"test_gather_0", REJECT, "node \"y\" (Gather): unsupported op type"},
+    {"test_constant_pad", RUN, NULL},
+    {"test_edge_pad", REJECT, "network input \"x\" has element type int32; float expected"},
+    {"test_slice", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
+    {"test_slice_neg_steps", REJECT, "3-D network input (only 4-D and 2-D are supported)"},
     {"test_constantofshape_int_zeros", REJECT, "network input \"x\" has element type int64; float expected"},
 };
 
