@@ -32,6 +32,7 @@ typedef enum ds_op {
     DS_OP_TRANSPOSE,
     DS_OP_SLICE,
     DS_OP_PAD,       /* mode constant */
+    DS_OP_RESIZE,    /* Resize, Upsample: 4-D, H and W */
     DS_OP_COUNT
 } ds_op;
 
@@ -105,6 +106,14 @@ typedef struct ds_layer {
     int64_t win_off[DS_MAX_DIMS];
     int64_t win_step[DS_MAX_DIMS];
     float pad_value;
+
+    /* Resize: resize_mode 0 nearest, 1 linear; resize_coord 0 half_pixel,
+     * 1 pytorch_half_pixel, 2 align_corners, 3 asymmetric; resize_nearest
+     * 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.  Output
+     * H, W from the sizes (shape program value win_sv[0] - 1) or else
+     * floor(in * resize_scale[]). */
+    int resize_mode, resize_coord, resize_nearest;
+    float resize_scale[2];
 } ds_layer;
 
 typedef struct ds_model {

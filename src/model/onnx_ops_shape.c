@@ -472,3 +472,99 @@ int ds_onnx_parse_window(ctx *c, const Onnx__NodeProto *n, ds_op op)
     ds_onnx_bind_layer(c, n, id);
     return 0;
 }
+
+/* ---- Resize, Upsample ---------------------------------------------------- */
+
+/* A string attribute's index in names (def when absent), -1 with an error
+ * when it is none of them. */
+static int attr_choice(ctx *c, const Onnx__NodeProto *n, const char *name, const char *const *names, int count,
+                       int def)
+{
+    const Onnx__AttributeProto *a = attr(n, name);
+    if (!a)
+        return def;
+    for (int i = 0; i < count; i++)
+        if (names[i] && a->s.len == strlen(names[i]) && !memcmp(a->s.data, names[i], a->s.len))
+            return i;
+    ERR("unsupported attribute %s=\"%.*s\"", name, (int)(a->s.len < 40 ? a->s.len : 40), (const char *)a->s.data);
+    return -1;
+}
+
+/* Resize's scales: a float constant of 4 values (or none, when sizes are
+ * given: *given 0). */
+static int resize_scales(ctx *c, const Onnx__NodeProto *n, int i, float *s, int *given)
+{
+    ds_onnx_in in;
+    ds_onnx_input(c, n, i, &in);
+    *given = 0;
+    if (in.kind == DS_IN_ABSENT)
+        return 0;
+    const Onnx__TensorProto *t = in.t;
+    if (in.kind != DS_IN_CONST || !t->has_data_type || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+        return ERR("scales \"%.60s\" must be a float constant", in.name);
+    int raw = t->has_raw_data && t->raw_data.len;
+    size_t k = raw ? t->raw_data.len / 4 : t->n_float_data;
+    if (k == 0)
+        return 0; /* empty: sizes are used */
+    if (k != 4 || (raw && t->raw_data.len != 16))
+        return ERR("scales \"%.60s\" must hold 4 values (N, C, H, W)", in.name);
+    for (size_t j = 0; j < 4; j++) {
+        if (raw)
+            memcpy(&s[j], t->raw_data.data + 4 * j, 4);
+        else
+            s[j] = t->float_data[j];
+    }
+    *given = 1;
+    return 0;
+}
+
+int ds_onnx_parse_resize(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    (void)op;
+    static const char *const kold[] = {"mode", NULL};
+    static const char *const knew[] = {"mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a",
+                                       "exclude_outside", "extrapolation_value", NULL};
+    static const char *const modes[] = {"nearest", "linear", "bilinear"};
+    static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"};
+    static const char *const nearest[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
+    int upsample = !strcmp(n->op_type, "Upsample"), opset = ds_onnx_opset(c);
+    int old = upsample || opset < 11; /* Upsample and Resize-10: X, scales; asymmetric, floor */
+    if (old ? ds_onnx_check(c, n, 2, 2, kold) : ds_onnx_check(c, n, opset < 13 ? 3 : 2, 4, knew))
+        return -1;
+    int mode = attr_choice(c, n, "mode", modes, 3, 0);
+    int coord = old ? 3 : attr_choice(c, n, "coordinate_transformation_mode", coords, 4, 0);
+    int near = old ? 2 : attr_choice(c, n, "nearest_mode", nearest, 4, 0);
+    if (mode < 0 || coord < 0 || near < 0)
+        return -1;
+    if (mode == 2 && !upsample)
+        return ERR("unsupported attribute mode=\"bilinear\" (Resize takes linear)");
+    const Onnx__AttributeProto *ex = attr(n, "exclude_outside");
+    if (ex && ex->i != 0)
+        return ERR("unsupported attribute exclude_outside=%" PRId64, ex->i);
+    float s[4];
+    int given, sizes = 0;
+    if (resize_scales(c, n, old ? 1 : 2, s, &given))
+        return -1;
+    if (!old && input_sval(c, n, 3, "sizes", &sizes))
+        return -1;
+    if (given == !!sizes)
+        return ERR("exactly one of scales and sizes must be given");
+    if (given && (s[0] != 1.0f || s[1] != 1.0f))
+        return ERR("scales %g, %g on N and C are not supported (only 1)", (double)s[0], (double)s[1]);
+    int x = ds_onnx_layer_input(c, n, 0);
+    if (x < 0)
+        return -1;
+    int id = ds_onnx_new_layer(c, n, DS_OP_RESIZE, 1);
+    if (id < 0)
+        return -1;
+    ds_layer *l = &ds_onnx_model(c)->layers[id];
+    l->inputs[0] = x;
+    l->resize_mode = mode ? 1 : 0;
+    l->resize_coord = coord;
+    l->resize_nearest = near;
+    l->resize_scale[0] = given ? s[2] : 0;
+    l->resize_scale[1] = given ? s[3] : 0;
+    l->win_sv[0] = sizes;
+    ds_onnx_bind_layer(c, n, id);
+    return 0;
+}

@@ -1,6 +1,7 @@
 /* op_shape.c - shape rules of the structural ops (op table rows Reshape and
  * Transpose): ONNX semantics, the values never change. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -190,6 +191,37 @@ int ds_shape_window(const ds_model *m, ds_layer *l, const ds_shape *const *in, d
         if (s.dims[a] < 1)
             return FAIL("the slice of axis %" PRId64 " is empty (empty tensors are not supported)", a);
     }
+    l->out_shape = s;
+    return 0;
+}
+
+int ds_shape_resize(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
+{
+    const ds_shape *x = in[0];
+    if (x->ndim != 4)
+        return FAIL("a 4-D NCHW input is expected");
+    ds_shape s = *x;
+    const ds_sval *sz = win_arg(m, l, 0);
+    if (sz) {
+        if (sz->rank != 1 || sz->n != 4 || sz->v[0] != x->dims[0] || sz->v[1] != x->dims[1])
+            return FAIL("sizes must hold 4 values keeping N and C");
+        for (int a = 2; a < 4; a++) {
+            if (sz->v[a] < 1 || sz->v[a] > (1 << 20))
+                return FAIL("size %" PRId64 " is out of range", sz->v[a]);
+            s.dims[a] = sz->v[a];
+        }
+    } else {
+        for (int a = 0; a < 2; a++) {
+            double o = floor((double)x->dims[2 + a] * (double)l->resize_scale[a]);
+            if (!(l->resize_scale[a] > 0) || !(o >= 1 && o <= (1 << 20)))
+                return FAIL("scale %g on axis %d gives an empty or too large output", (double)l->resize_scale[a],
+                            2 + a);
+            s.dims[2 + a] = (int64_t)o;
+        }
+    }
+    if (l->resize_mode < 0 || l->resize_mode > 1 || l->resize_coord < 0 || l->resize_coord > 3 ||
+        l->resize_nearest < 0 || l->resize_nearest > 3)
+        return FAIL("unknown mode");
     l->out_shape = s;
     return 0;
 }

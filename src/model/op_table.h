@@ -54,6 +54,7 @@ int ds_onnx_parse_batchnorm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_
 int ds_onnx_parse_reshape(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
 int ds_onnx_parse_transpose(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
 int ds_onnx_parse_window(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op); /* Slice, Pad */
+int ds_onnx_parse_resize(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op); /* Resize, Upsample */
 /* Folds node n into the model's shape program (shape_prog.h) when it is
  * shape arithmetic: Shape, or an integer op (Gather, Unsqueeze, Squeeze,
  * Concat, Add, Sub, Mul, Div, Cast, ConstantOfShape, Slice) none of whose
@@ -65,6 +66,7 @@ int ds_onnx_try_fold(struct ds_onnx_ctx *c, const Onnx__NodeProto *n);
 int ds_shape_reshape(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
 int ds_shape_transpose(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
 int ds_shape_window(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_resize(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
 
 /* "MODEL: layer ID "NAME" (OP): input SHAPE: message" (in: the first
  * input's shape, or NULL). */

@@ -156,12 +156,70 @@ def slice_pad(opset):
     write("slice_pad_opset%d" % opset, model(nodes, [1, 5, 6, 7], "y", opset), x, y)
 
 
+def bilinear_half_pixel(x, oh, ow):
+    """PyTorch's bilinear, align_corners=False (ONNX pytorch_half_pixel)."""
+    def taps(n, o):
+        c = np.clip((np.arange(o) + 0.5) * n / o - 0.5, 0, n - 1) if o > 1 else np.zeros(1)
+        i0 = np.floor(c).astype(int)
+        return i0, np.minimum(i0 + 1, n - 1), (c - i0)
+    h0, h1, a = taps(x.shape[2], oh)
+    w0, w1, b = taps(x.shape[3], ow)
+    top = x[:, :, h0][:, :, :, w0] * (1 - b) + x[:, :, h0][:, :, :, w1] * b
+    bot = x[:, :, h1][:, :, :, w0] * (1 - b) + x[:, :, h1][:, :, :, w1] * b
+    return top * (1 - a[:, None]) + bot * a[:, None]
+
+
+def fpn_upsample(opset):
+    """FPN: F.interpolate(top, size=lateral.shape[-2:]) (sizes from shape
+    arithmetic, nearest) added to the lateral; nn.Upsample(scale_factor=2,
+    mode="bilinear") after it (opset 9: Upsample, nearest only there)."""
+    x = rng.standard_normal((1, 4, 6, 5)).astype(np.float32)
+    nodes = [helper.make_node("MaxPool", ["x"], ["top"], name="pool", kernel_shape=[2, 2], strides=[2, 2])]
+    if opset >= 11:
+        roi = numpy_helper.from_array(np.zeros(0, dtype=np.float32), "roi")
+        nodes += [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+                  c64("st", [2]), c64("en", [4]), c64("ax", [0]),
+                  helper.make_node("Slice", ["s", "st", "en", "ax"], ["hw"], name="slice"),
+                  helper.make_node("Shape", ["top"], ["ts"], name="shape_top"),
+                  c64("st0", [0]), c64("en2", [2]),
+                  helper.make_node("Slice", ["ts", "st0", "en2", "ax"], ["nc"], name="slice_nc"),
+                  helper.make_node("Concat", ["nc", "hw"], ["sizes"], name="concat", axis=0),
+                  helper.make_node("Constant", [], ["roi"], name="roi", value=roi),
+                  helper.make_node("Constant", [], ["noscales"], name="noscales", value=numpy_helper.from_array(
+                      np.zeros(0, dtype=np.float32), "noscales")),
+                  helper.make_node("Resize", ["top", "roi", "noscales", "sizes"], ["up"], name="resize_nearest",
+                                   mode="nearest", coordinate_transformation_mode="asymmetric",
+                                   nearest_mode="floor"),
+                  helper.make_node("Add", ["up", "x"], ["sum"], name="add"),
+                  helper.make_node("Constant", [], ["sc"], name="sc", value=numpy_helper.from_array(
+                      np.array([1, 1, 2, 2], dtype=np.float32), "sc")),
+                  helper.make_node("Resize", ["sum", "roi", "sc"], ["y"], name="resize_linear", mode="linear",
+                                   coordinate_transformation_mode="pytorch_half_pixel")]
+    else:
+        nodes += [helper.make_node("Constant", [], ["sc1"], name="sc1", value=numpy_helper.from_array(
+                      np.array([1, 1, 2, 2], dtype=np.float32), "sc1")),
+                  helper.make_node("Upsample", ["top", "sc1"], ["up0"], name="upsample", mode="nearest"),
+                  helper.make_node("Pad", ["up0"], ["up"], name="pad", pads=[0, 0, 0, 0, 0, 0, 0, 1]),
+                  helper.make_node("Add", ["up", "x"], ["y"], name="add")]
+    top = x[:, :, :6, :4].reshape(1, 4, 3, 2, 2, 2).max(axis=(3, 5))
+    if opset >= 11:  # asymmetric, floor: source index floor(o * in / out)
+        up = top[:, :, np.arange(6) * 3 // 6][:, :, :, np.arange(5) * 2 // 5]
+    else:
+        up = np.pad(top.repeat(2, axis=2).repeat(2, axis=3), [(0, 0)] * 3 + [(0, 1)])
+    s = up + x
+    y = bilinear_half_pixel(s, 12, 10) if opset >= 11 else s
+    write("fpn_upsample_opset%d" % opset, model(nodes, [1, 4, 6, 5], "y", opset), x, y)
+
+
 def bad(name, nodes, opset=13, inits=()):
     save(model(nodes, [1, 4, 2, 2], "y", opset, inits), os.path.join(OUT, "bad_%s.onnx" % name))
 
 
 def bad_models():
     relu = helper.make_node("Relu", ["x"], ["r"], name="relu")
+    bad("resize_cubic", [relu, helper.make_node("Constant", [], ["sc"], name="sc", value=numpy_helper.from_array(
+        np.array([1, 1, 2, 2], dtype=np.float32), "sc")),
+        helper.make_node("Resize", ["r", "", "sc"], ["y"], name="resize", mode="cubic")])
     bad("pad_reflect", [relu, c64("p", [0, 0, 1, 1, 0, 0, 1, 1]),
                         helper.make_node("Pad", ["r", "p"], ["y"], name="pad", mode="reflect")])
     bad("slice_empty", [relu, c64("st", [3]), c64("en", [1]), c64("ax", [1]),
@@ -190,6 +248,7 @@ def main():
         shape_fill(opset)
     for opset in (9, 13, 17):
         slice_pad(opset)
+        fpn_upsample(opset)
     bad_models()
 
 

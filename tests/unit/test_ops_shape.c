@@ -107,7 +107,8 @@ static void test_export_patterns(void **state)
         const char *name;
         int opsets[3];
     } pats[] = {{"flatten_view", {11, 13, 17}}, {"channel_shuffle", {11, 13, 17}},
-                {"squeeze_transpose", {11, 13, 17}}, {"shape_fill", {11, 13, 17}}, {"slice_pad", {9, 13, 17}}};
+                {"squeeze_transpose", {11, 13, 17}}, {"shape_fill", {11, 13, 17}}, {"slice_pad", {9, 13, 17}},
+                {"fpn_upsample", {9, 13, 17}}};
     for (size_t p = 0; p < sizeof pats / sizeof pats[0]; p++)
         for (size_t o = 0; o < 3; o++) {
             char c[64];
@@ -166,6 +167,7 @@ static void test_refused(void **state)
         {"squeeze_non_unit", "\"squeeze\" (Reshape): input 1x4x2x2: axis 1 has 4 elements"},
         {"shape_output", "graph output \"y\" is shape arithmetic"},
         {"allowzero_zero", "\"reshape\" (Reshape): input 1x4x2x2: target dim 0 is 0"},
+        {"resize_cubic", "node \"resize\" (Resize): unsupported attribute mode=\"cubic\""},
         {"pad_reflect", "node \"pad\" (Pad): unsupported attribute mode=\"reflect\" (only constant)"},
         {"slice_empty", "\"slice\" (Slice): input 1x4x2x2: the slice of axis 1 is empty"},
     };
