@@ -346,7 +346,8 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     case DS_OP_TRANSPOSE:
     case DS_OP_SLICE:
     case DS_OP_PAD:
-    case DS_OP_RESIZE: {
+    case DS_OP_RESIZE:
+    case DS_OP_REDUCEMEAN: {
         int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
         ds_layout_strides(&in[0]->shape, 0, xst);
         ds_layout_strides(&l->out_shape, 0, yst);

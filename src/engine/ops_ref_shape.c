@@ -1,4 +1,5 @@
-/* ops_ref_shape.c - Reshape and Transpose as strided copies (ops_shape.h). */
+/* ops_ref_shape.c - Reshape, Transpose, Slice, Pad, Resize, ReduceMean as loops on
+ * a stored layout (ops_shape.h). */
 #include "ops_shape.h"
 
 #include <math.h>
@@ -144,10 +145,50 @@ static void resize_copy(const ds_layer *l, const float *x, const ds_shape *xs, c
     free(wt);
 }
 
+/* ReduceMean: every input element added into its output element (the
+ * output strides of reduced axes are 0), then divided by the count. */
+static void reduce_mean(const ds_layer *l, const float *x, const ds_shape *xs, const int64_t *xst, float *y,
+                        const int64_t *yst)
+{
+    const ds_shape *ys = &l->out_shape;
+    int64_t ys_of_x[DS_MAX_DIMS], count = 1;
+    for (int d = 0, k = 0; d < xs->ndim; d++) {
+        int reduced = l->n_axes == 0;
+        for (int i = 0; i < l->n_axes; i++)
+            reduced |= l->axes[i] == d;
+        ys_of_x[d] = reduced ? 0 : yst[k];
+        if (reduced)
+            count *= xs->dims[d];
+        k += !reduced || l->keepdims;
+    }
+    int64_t numel = ds_shape_numel(ys), total = ds_shape_numel(xs), j[DS_MAX_DIMS] = {0};
+    double *acc = calloc((size_t)numel, sizeof *acc);
+    if (!acc) /* the executor gives no error path here; a few KB */
+        return;
+    /* acc is indexed by the output's stored offset: those are 0..numel-1. */
+    for (int64_t e = 0; e < total; e++) {
+        int64_t xo = 0, yo = 0;
+        for (int d = 0; d < xs->ndim; d++) {
+            xo += j[d] * xst[d];
+            yo += j[d] * ys_of_x[d];
+        }
+        acc[yo] += x[xo];
+        for (int d = xs->ndim - 1; d >= 0 && ++j[d] == xs->dims[d]; d--)
+            j[d] = 0;
+    }
+    for (int64_t i = 0; i < numel; i++)
+        y[i] = (float)(acc[i] / (double)count);
+    free(acc);
+}
+
 void ds_shape_op_run(const ds_layer *l, const float *x, const ds_shape *xs, const int64_t *xst, float *y,
                      const int64_t *yst)
 {
     const ds_shape *ys = &l->out_shape;
+    if (l->op == DS_OP_REDUCEMEAN) {
+        reduce_mean(l, x, xs, xst, y, yst);
+        return;
+    }
     if (l->op == DS_OP_RESIZE) {
         resize_copy(l, x, xs, xst, y, yst);
         return;

@@ -495,7 +495,8 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_TRANSPOSE:
     case DS_OP_SLICE:
     case DS_OP_PAD:
-    case DS_OP_RESIZE: { /* on the stored layout: 4-D tensors are NHWC */
+    case DS_OP_RESIZE:
+    case DS_OP_REDUCEMEAN: { /* on the stored layout: 4-D tensors are NHWC */
         int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
         ds_layout_strides(&in[0]->shape, 1, xst);
         ds_layout_strides(&l->out_shape, 1, yst);

@@ -33,6 +33,7 @@ typedef enum ds_op {
     DS_OP_SLICE,
     DS_OP_PAD,       /* mode constant */
     DS_OP_RESIZE,    /* Resize, Upsample: 4-D, H and W */
+    DS_OP_REDUCEMEAN,
     DS_OP_COUNT
 } ds_op;
 
@@ -114,6 +115,10 @@ typedef struct ds_layer {
      * floor(in * resize_scale[]). */
     int resize_mode, resize_coord, resize_nearest;
     float resize_scale[2];
+
+    /* ReduceMean: over axes[0..n_axes-1] (all when n_axes is 0), keepdims.
+     * (Split becomes one Slice layer per output.) */
+    int keepdims;
 } ds_layer;
 
 typedef struct ds_model {

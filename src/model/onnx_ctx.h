@@ -26,6 +26,9 @@ int ds_onnx_node_err(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, const char
     __attribute__((format(printf, 3, 4)));
 /* lo..hi inputs, one output, attributes among known (NULL-terminated). */
 int ds_onnx_check(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, int lo, int hi, const char *const *known);
+/* The same for a node of up to max_out outputs. */
+int ds_onnx_check_outs(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, int lo, int hi, int max_out,
+                       const char *const *known);
 /* Inputs given, trailing absent ones not counted. */
 int ds_onnx_input_count(const Onnx__NodeProto *n);
 int ds_onnx_input(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, int i, ds_onnx_in *in);
@@ -35,6 +38,8 @@ int ds_onnx_new_layer(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op,
 /* Output 0 of the node is layer id / shape program value sv. */
 void ds_onnx_bind_layer(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, int id);
 void ds_onnx_bind_sval(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, int sv);
+/* Output k (non-empty) of the node is layer id. */
+void ds_onnx_bind_output(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, int k, int id);
 ds_model *ds_onnx_model(struct ds_onnx_ctx *c);
 int ds_onnx_opset(const struct ds_onnx_ctx *c);
 

@@ -1160,8 +1160,10 @@ static int alloc_index(ctx *c, int n_bound)
 {
     Onnx__GraphProto *g = c->g;
     size_t n_values = g->n_initializer + g->n_input + (size_t)n_bound;
+    size_t n_outputs = 0; /* a layer per node output at most (Split makes one per output) */
     for (size_t i = 0; i < g->n_node; i++)
-        n_values += g->node[i]->n_output;
+        n_outputs += g->node[i]->n_output > 0 ? g->node[i]->n_output : 1;
+    n_values += n_outputs;
     if (g->n_node > (1u << 24) || n_values > (1u << 26))
         return graph_err(c, "graph is too large (%zu nodes)", g->n_node);
     size_t cap = 16;
@@ -1170,9 +1172,9 @@ static int alloc_index(ctx *c, int n_bound)
     c->table = malloc(cap * sizeof(int));
     c->vals = malloc((n_values + 1) * sizeof(value));
     c->consts = calloc(g->n_initializer + g->n_node + (size_t)n_bound + 1, sizeof(cst));
-    c->m->layers = calloc(g->n_node + 1, sizeof(ds_layer));
-    c->layer_refs = calloc(g->n_node + 1, sizeof(int));
-    c->from_matmul = calloc(g->n_node + 1, 1);
+    c->m->layers = calloc(n_outputs + 1, sizeof(ds_layer));
+    c->layer_refs = calloc(n_outputs + 1, sizeof(int));
+    c->from_matmul = calloc(n_outputs + 1, 1);
     if (!c->table || !c->vals || !c->consts || !c->m->layers || !c->layer_refs || !c->from_matmul)
         return graph_err(c, "out of memory");
     memset(c->table, 0xff, cap * sizeof(int));
@@ -1513,6 +1515,19 @@ int ds_onnx_node_err(ctx *c, const Onnx__NodeProto *n, const char *fmt, ...)
 int ds_onnx_check(ctx *c, const Onnx__NodeProto *n, int lo, int hi, const char *const *known)
 {
     return check_arity(c, n, lo, hi, 1) || attr_check_known(c, n, known) ? -1 : 0;
+}
+
+int ds_onnx_check_outs(ctx *c, const Onnx__NodeProto *n, int lo, int hi, int max_out, const char *const *known)
+{
+    return check_arity(c, n, lo, hi, max_out) || attr_check_known(c, n, known) ? -1 : 0;
+}
+
+void ds_onnx_bind_output(ctx *c, const Onnx__NodeProto *n, int k, int id)
+{
+    value *v = &c->vals[val_find(c, n->output[k])];
+    v->kind = V_LAYER;
+    v->layer = id;
+    c->layer_refs[id] = v->refs;
 }
 
 int ds_onnx_input_count(const Onnx__NodeProto *n)

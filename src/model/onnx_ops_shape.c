@@ -568,3 +568,123 @@ int ds_onnx_parse_resize(ctx *c, const Onnx__NodeProto *n, ds_op op)
     ds_onnx_bind_layer(c, n, id);
     return 0;
 }
+
+/* ---- ReduceMean, Split --------------------------------------------------- */
+
+static int add_const(ctx *c, const Onnx__NodeProto *n, int rank, int64_t v0)
+{
+    ds_sval v = {.op = DS_SV_CONST, .name = (char *)(n->name ? n->name : "?"), .born = ds_onnx_model(c)->n_layers,
+                 .rank = rank, .n = 1, .v = {v0}};
+    int k = ds_sprog_add(ds_onnx_model(c), &v);
+    if (k < 0)
+        ERR("out of memory");
+    return k;
+}
+
+static int add_op(ctx *c, const Onnx__NodeProto *n, ds_sv_op op, int a, int b)
+{
+    ds_sval v = {.op = op, .name = (char *)(n->name ? n->name : "?"), .born = ds_onnx_model(c)->n_layers,
+                 .n_in = 2, .in = {a, b}};
+    int k = ds_sprog_add(ds_onnx_model(c), &v);
+    if (k < 0)
+        ERR("out of memory");
+    return k;
+}
+
+/* Split: output k is a Slice layer of the input along axis; with no split
+ * sizes, equal parts computed from the input's shape at set_input. */
+static int parse_split(ctx *c, const Onnx__NodeProto *n)
+{
+    static const char *const kold[] = {"axis", "split", NULL};
+    static const char *const knew[] = {"axis", NULL};
+    int opset = ds_onnx_opset(c), K = (int)n->n_output;
+    if (K < 1 || K > 64)
+        return ERR("%d outputs (1..64 supported)", K);
+    if (ds_onnx_check_outs(c, n, 1, opset < 13 ? 1 : 2, K, opset < 13 ? kold : knew))
+        return -1;
+    for (int k = 0; k < K; k++)
+        if (!n->output[k][0])
+            return ERR("output %d is unnamed", k);
+    const Onnx__AttributeProto *ax = attr(n, "axis");
+    int64_t axis = ax ? ax->i : 0, sizes[64];
+    if (axis < -DS_MAX_DIMS || axis >= DS_MAX_DIMS)
+        return ERR("unsupported attribute axis=%" PRId64, axis);
+    int ns;
+    if (const_ints(c, n, 1, "split", 13, sizes, 64, &ns))
+        return -1;
+    if (ns >= 0 && ns != K)
+        return ERR("split has %d sizes for %d outputs", ns, K);
+    int x = ds_onnx_layer_input(c, n, 0);
+    if (x < 0)
+        return -1;
+    int axes = add_const(c, n, 1, axis), len = -1, whole = -1;
+    if (axes < 0)
+        return -1;
+    if (ns < 0) { /* equal parts: len = Shape(x)[axis] / K */
+        ds_sval sh = {.op = DS_SV_SHAPE, .name = (char *)(n->name ? n->name : "?"),
+                      .born = ds_onnx_model(c)->n_layers, .layer = x, .a = axis,
+                      .b = axis + 1 < 0 ? axis + 1 : DS_MAX_DIMS};
+        int kk = add_const(c, n, 1, K);
+        if ((whole = ds_sprog_add(ds_onnx_model(c), &sh)) < 0 || kk < 0 || (len = add_op(c, n, DS_SV_DIV, whole, kk)) < 0)
+            return ERR("out of memory");
+    }
+    int64_t off = 0;
+    for (int k = 0; k < K; k++) {
+        int start, end;
+        if (ns >= 0) {
+            if (sizes[k] < 1)
+                return ERR("split size %" PRId64 " (empty outputs are not supported)", sizes[k]);
+            start = add_const(c, n, 1, off);
+            off += sizes[k];
+            end = add_const(c, n, 1, off);
+        } else {
+            int kk = add_const(c, n, 1, k);
+            start = kk < 0 ? -1 : add_op(c, n, DS_SV_MUL, len, kk);
+            end = k == K - 1 ? whole : start < 0 ? -1 : add_op(c, n, DS_SV_ADD, start, len);
+        }
+        if (start < 0 || end < 0)
+            return -1;
+        int id = ds_onnx_new_layer(c, n, DS_OP_SLICE, 1);
+        if (id < 0)
+            return -1;
+        ds_layer *l = &ds_onnx_model(c)->layers[id];
+        l->inputs[0] = x;
+        l->win_sv[0] = start + 1;
+        l->win_sv[1] = end + 1;
+        l->win_sv[2] = axes + 1;
+        ds_onnx_bind_output(c, n, k, id);
+    }
+    return 0;
+}
+
+int ds_onnx_parse_reduce(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    (void)op;
+    if (!strcmp(n->op_type, "Split"))
+        return parse_split(c, n);
+    static const char *const known[] = {"axes", "keepdims", NULL};
+    if (ds_onnx_check(c, n, 1, 1, known))
+        return -1;
+    const Onnx__AttributeProto *ax = attr(n, "axes"), *kd = attr(n, "keepdims");
+    if (ax && (ax->n_ints < 1 || ax->n_ints > DS_MAX_DIMS))
+        return ERR("unsupported attribute axes with %zu values (1..%d)", ax ? ax->n_ints : 0, DS_MAX_DIMS);
+    if (kd && kd->i != 0 && kd->i != 1)
+        return ERR("unsupported attribute keepdims=%" PRId64, kd->i);
+    int x = ds_onnx_layer_input(c, n, 0);
+    if (x < 0)
+        return -1;
+    int id = ds_onnx_new_layer(c, n, DS_OP_REDUCEMEAN, 1);
+    if (id < 0)
+        return -1;
+    ds_layer *l = &ds_onnx_model(c)->layers[id];
+    l->inputs[0] = x;
+    l->keepdims = kd ? (int)kd->i : 1;
+    l->n_axes = ax ? (int)ax->n_ints : 0;
+    for (int i = 0; i < l->n_axes; i++) {
+        if (ax->ints[i] < -DS_MAX_DIMS || ax->ints[i] >= DS_MAX_DIMS)
+            return ERR("unsupported attribute axes value %" PRId64, ax->ints[i]);
+        l->axes[i] = (int)ax->ints[i];
+    }
+    ds_onnx_bind_layer(c, n, id);
+    return 0;
+}

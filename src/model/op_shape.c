@@ -225,3 +225,29 @@ int ds_shape_resize(const ds_model *m, ds_layer *l, const ds_shape *const *in, d
     l->out_shape = s;
     return 0;
 }
+
+int ds_shape_reduce(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
+{
+    const ds_shape *x = in[0];
+    if (l->n_axes < 0 || l->n_axes > x->ndim || norm_axes(l, x->ndim))
+        return FAIL("axes out of range or repeated for rank %d", x->ndim);
+    ds_shape s = {0};
+    for (int d = 0; d < x->ndim; d++) {
+        int reduced = l->n_axes == 0;
+        for (int i = 0; i < l->n_axes; i++)
+            reduced |= l->axes[i] == d;
+        if (!reduced)
+            s.dims[s.ndim++] = x->dims[d];
+        else if (l->keepdims)
+            s.dims[s.ndim++] = 1;
+    }
+    if (s.ndim == 0)
+        return FAIL("reducing to a scalar (keepdims=0 over every axis) is not supported");
+    l->out_shape = s;
+    return 0;
+}
+
+double ds_flops_reduce(const ds_model *m, const ds_layer *l)
+{
+    return (double)ds_shape_numel(&m->layers[l->inputs[0]].out_shape);
+}

@@ -309,7 +309,7 @@ static double flops_lrn(const ds_model *m, const ds_layer *l)
 /* ---- the table --------------------------------------------------------- */
 
 /* Adding an op: a ds_op value, its entry here, its kernels in src/engine. */
-_Static_assert(DS_OP_COUNT == 18, "an op was added or removed: update ds_op_defs");
+_Static_assert(DS_OP_COUNT == 19, "an op was added or removed: update ds_op_defs");
 
 const ds_op_def ds_op_defs[DS_OP_COUNT] = {
     [DS_OP_INPUT] = {.name = "Input", .arity = 0, .flops = flops_none, .pred = DS_PRED_PASS},
@@ -353,4 +353,8 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
                    .shape = ds_shape_window, .flops = flops_none, .pred = DS_PRED_LINEAR},
     [DS_OP_RESIZE] = {.name = "Resize", .onnx_types = {"Resize", "Upsample"}, .arity = 1,
                       .parse = ds_onnx_parse_resize, .shape = ds_shape_resize, .pred = DS_PRED_LINEAR},
+    /* Split: a Slice layer per output (ds_onnx_parse_split). */
+    [DS_OP_REDUCEMEAN] = {.name = "ReduceMean", .onnx_types = {"ReduceMean", "Split"}, .arity = 1,
+                          .parse = ds_onnx_parse_reduce, .shape = ds_shape_reduce, .flops = ds_flops_reduce,
+                          .pred = DS_PRED_LINEAR},
 };

@@ -211,6 +211,34 @@ def fpn_upsample(opset):
     write("fpn_upsample_opset%d" % opset, model(nodes, [1, 4, 6, 5], "y", opset), x, y)
 
 
+def shufflenet_unit(opset):
+    """ShuffleNetV2: x1, x2 = x.chunk(2, dim=1) (Split, equal or with sizes),
+    cat((x1, f(x2)), 1); torchvision's head x.mean([2, 3]) (ReduceMean
+    keepdims=0), then a Softmax; and a keepdims=1 mean over H."""
+    x = rng.standard_normal((1, 6, 3, 4)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r0"], name="relu0")]
+    if opset >= 13:
+        nodes += [c64("halves", [3, 3]), c64("sizes_h", [1, 2]),
+                  helper.make_node("Split", ["r0", "halves"], ["a", "b"], name="split", axis=1),
+                  helper.make_node("Split", ["a", "sizes_h"], ["a1", "a2"], name="split_h", axis=2)]
+    else:
+        nodes += [helper.make_node("Split", ["r0"], ["a", "b"], name="split", axis=-3),
+                  helper.make_node("Split", ["a"], ["a1", "a2"], name="split_h", axis=2, split=[1, 2])]
+    nodes += [helper.make_node("ReduceMean", ["a2"], ["a2m"], name="mean_h", axes=[2], keepdims=1),
+              helper.make_node("ReduceMean", ["b"], ["bm"], name="mean_b", axes=[-2]),
+              helper.make_node("Concat", ["a1", "a2m", "bm"], ["cat"], name="cat", axis=1),
+              helper.make_node("ReduceMean", ["cat"], ["m"], name="mean", axes=[2, -1], keepdims=0),
+              helper.make_node("Softmax", ["m"], ["y"], name="softmax", axis=1)]
+    r0 = np.maximum(x, 0)
+    a, b = r0[:, :3], r0[:, 3:]
+    a1, a2 = a[:, :, :1], a[:, :, 1:]
+    cat = np.concatenate([a1, a2.mean(axis=2, keepdims=True), b.mean(axis=2, keepdims=True)], axis=1)
+    m = cat.mean(axis=(2, 3))
+    e = np.exp(m - m.max(axis=1, keepdims=True))
+    y = e / e.sum(axis=1, keepdims=True)
+    write("shufflenet_unit_opset%d" % opset, model(nodes, [1, 6, 3, 4], "y", opset), x, y)
+
+
 def bad(name, nodes, opset=13, inits=()):
     save(model(nodes, [1, 4, 2, 2], "y", opset, inits), os.path.join(OUT, "bad_%s.onnx" % name))
 
@@ -249,6 +277,7 @@ def main():
     for opset in (9, 13, 17):
         slice_pad(opset)
         fpn_upsample(opset)
+        shufflenet_unit(opset)
     bad_models()
 
 
