@@ -1,5 +1,5 @@
-/* op_shape.c - shape rules of the structural ops (op table rows Reshape and
- * Transpose): ONNX semantics, the values never change. */
+/* op_shape.c - shape rules of the structural ops (op table rows Reshape,
+ * Transpose, Slice, Pad, Resize, ReduceMean): ONNX semantics. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>

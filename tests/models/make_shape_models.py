@@ -87,6 +87,30 @@ def channel_shuffle(opset):
           model(nodes, ["N", 6, "H", "W"], "y", opset, [numpy_helper.from_array(w, "w")]), x, y)
 
 
+def channel_shuffle_5d(opset):
+    """torchvision's ShuffleNetV2 channel_shuffle, as exported:
+    x.view(N, g, C // g, H, W); torch.transpose(x, 1, 2).contiguous();
+    x.view(N, -1, H, W)"""
+    x = rng.standard_normal((1, 6, 3, 4)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["c"], name="relu"),
+             helper.make_node("Shape", ["c"], ["s"], name="shape")]
+    for i, d in enumerate(("n", "c_", "h", "w_")):
+        nodes += [c64("i" + d, i), helper.make_node("Gather", ["s", "i" + d], [d], name="gather_" + d, axis=0)]
+    nodes += [c64("groups", 2), helper.make_node("Div", ["c_", "groups"], ["cpg"], name="div")]
+    for src in ("n", "groups", "cpg", "h", "w_"):
+        nodes += unsq("u_" + src, src, opset)
+    nodes += [helper.make_node("Concat", ["u_n", "u_groups", "u_cpg", "u_h", "u_w_"], ["t1"], name="concat1",
+                               axis=0),
+              helper.make_node("Reshape", ["c", "t1"], ["r1"], name="view"),
+              helper.make_node("Transpose", ["r1"], ["tr"], name="transpose", perm=[0, 2, 1, 3, 4]),
+              c64("m1", [-1]),
+              helper.make_node("Concat", ["u_n", "m1", "u_h", "u_w_"], ["t2"], name="concat2", axis=0),
+              helper.make_node("Reshape", ["tr", "t2"], ["y"], name="view2")]
+    c = np.maximum(x, 0)
+    y = c.reshape(1, 2, 3, 3, 4).transpose(0, 2, 1, 3, 4).reshape(1, -1, 3, 4)
+    write("channel_shuffle_5d_opset%d" % opset, model(nodes, ["N", 6, "H", "W"], "y", opset), x, y)
+
+
 def squeeze_transpose(opset):
     """Squeeze/Unsqueeze of data, Transpose with the default perm and a 4-D perm."""
     x = rng.standard_normal((2, 4, 1, 5)).astype(np.float32)
@@ -252,7 +276,7 @@ def bad_models():
                         helper.make_node("Pad", ["r", "p"], ["y"], name="pad", mode="reflect")])
     bad("slice_empty", [relu, c64("st", [3]), c64("en", [1]), c64("ax", [1]),
                         helper.make_node("Slice", ["r", "st", "en", "ax"], ["y"], name="slice")])
-    bad("transpose_5d", [relu, helper.make_node("Transpose", ["r"], ["y"], name="tr", perm=[0, 1, 2, 3, 4])])
+    bad("transpose_6d", [relu, helper.make_node("Transpose", ["r"], ["y"], name="tr", perm=[0, 1, 2, 3, 4, 5])])
     bad("cast_float", [relu, helper.make_node("Shape", ["r"], ["s"], name="shape"),
                        helper.make_node("Cast", ["s"], ["f"], name="cast", to=TensorProto.FLOAT),
                        helper.make_node("Reshape", ["r", "f"], ["y"], name="reshape")])
@@ -272,6 +296,7 @@ def main():
     for opset in (11, 13, 17):
         flatten_view(opset)
         channel_shuffle(opset)
+        channel_shuffle_5d(opset)
         squeeze_transpose(opset)
         shape_fill(opset)
     for opset in (9, 13, 17):

@@ -3,7 +3,7 @@
  *
  * The models are tests/data/onnx_shape (made by
  * tests/models/make_shape_models.py with python3-onnx): the patterns
- * PyTorch exports (x.view(x.size(0), -1), ShuffleNet's channel shuffle,
+ * PyTorch exports (x.view(x.size(0), -1), ShuffleNet's 5-D channel shuffle,
  * Shape/Slice/ConstantOfShape arithmetic) in opset 11, 13 and 17 forms, each
  * with its input and numpy's expected output; bad_*.onnx must be refused
  * with a message naming the node and op. */
@@ -107,6 +107,7 @@ static void test_export_patterns(void **state)
         const char *name;
         int opsets[3];
     } pats[] = {{"flatten_view", {11, 13, 17}}, {"channel_shuffle", {11, 13, 17}},
+                {"channel_shuffle_5d", {11, 13, 17}},
                 {"squeeze_transpose", {11, 13, 17}}, {"shape_fill", {11, 13, 17}}, {"slice_pad", {9, 13, 17}},
                 {"fpn_upsample", {9, 13, 17}}, {"shufflenet_unit", {9, 13, 17}}};
     for (size_t p = 0; p < sizeof pats / sizeof pats[0]; p++)
@@ -159,7 +160,7 @@ static void test_refused(void **state)
     static const struct {
         const char *file, *needle;
     } bad[] = {
-        {"transpose_5d", "node \"tr\" (Transpose): unsupported attribute perm of 5 axes"},
+        {"transpose_6d", "node \"tr\" (Transpose): unsupported attribute perm of 6 axes"},
         {"cast_float", "node \"cast\" (Cast): Cast of a shape to a non-integer type"},
         {"gather_axis1", "node \"gather\" (Gather): unsupported attribute axis=1"},
         {"reshape_by_layer", "node \"reshape\" (Reshape): the target shape (input 1) must be a constant"},
