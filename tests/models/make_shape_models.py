@@ -263,6 +263,18 @@ def shufflenet_unit(opset):
     write("shufflenet_unit_opset%d" % opset, model(nodes, [1, 6, 3, 4], "y", opset), x, y)
 
 
+def softmax_axis(opset):
+    """Softmax over H of a 4-D tensor (opset 13: one axis; before 13 only
+    the last axis is one axis) after a Transpose."""
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    axis = 2 if opset >= 13 else -1
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="transpose", perm=[0, 3, 1, 2]),
+             helper.make_node("Softmax", ["t"], ["y"], name="softmax", axis=axis)]
+    t = x.transpose(0, 3, 1, 2)
+    e = np.exp(t - t.max(axis=axis, keepdims=True))
+    write("softmax_axis_opset%d" % opset, model(nodes, [1, 3, 4, 5], "y", opset), x, e / e.sum(axis=axis, keepdims=True))
+
+
 def bad(name, nodes, opset=13, inits=()):
     save(model(nodes, [1, 4, 2, 2], "y", opset, inits), os.path.join(OUT, "bad_%s.onnx" % name))
 
@@ -303,6 +315,7 @@ def main():
         slice_pad(opset)
         fpn_upsample(opset)
         shufflenet_unit(opset)
+        softmax_axis(opset)
     bad_models()
 
 

@@ -109,7 +109,8 @@ static void test_export_patterns(void **state)
     } pats[] = {{"flatten_view", {11, 13, 17}}, {"channel_shuffle", {11, 13, 17}},
                 {"channel_shuffle_5d", {11, 13, 17}},
                 {"squeeze_transpose", {11, 13, 17}}, {"shape_fill", {11, 13, 17}}, {"slice_pad", {9, 13, 17}},
-                {"fpn_upsample", {9, 13, 17}}, {"shufflenet_unit", {9, 13, 17}}};
+                {"fpn_upsample", {9, 13, 17}}, {"shufflenet_unit", {9, 13, 17}},
+                {"softmax_axis", {9, 13, 17}}};
     for (size_t p = 0; p < sizeof pats / sizeof pats[0]; p++)
         for (size_t o = 0; o < 3; o++) {
             char c[64];
