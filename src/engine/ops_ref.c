@@ -1,5 +1,6 @@
 /* ops_ref.c - the plain-C reference kernels (NCHW) and the checks both backends share. */
 #include "ops.h"
+#include "ops_shape.h"
 
 #include <math.h>
 #include <string.h>
@@ -351,6 +352,20 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     case DS_OP_PRELU:
         ds_ref_eltwise(l, in, out);
         break;
+    case DS_OP_RESHAPE:
+        memmove(y, x, (size_t)numel * sizeof(float));
+        break;
+    case DS_OP_TRANSPOSE:
+    case DS_OP_SLICE:
+    case DS_OP_PAD:
+    case DS_OP_RESIZE:
+    case DS_OP_REDUCEMEAN: {
+        int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
+        ds_layout_strides(&in[0]->shape, 0, xst);
+        ds_layout_strides(&l->out_shape, 0, yst);
+        ds_shape_op_run(l, x, &in[0]->shape, xst, y, yst);
+        break;
+    }
     default:
         return fail(err, l, "no reference kernel for this op");
     }

@@ -11,6 +11,7 @@
 
 #include "ops.h"
 #include "ops_eltwise.h"
+#include "ops_shape.h"
 #include "winograd.h"
 #include "xnn_eltwise.h"
 
@@ -507,6 +508,18 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_DIV:
     case DS_OP_PRELU:
         return ds_xnn_eltwise_run(x->pool, l, &s->op, in, out, err);
+    case DS_OP_RESHAPE:
+    case DS_OP_TRANSPOSE:
+    case DS_OP_SLICE:
+    case DS_OP_PAD:
+    case DS_OP_RESIZE:
+    case DS_OP_REDUCEMEAN: { /* on the stored layout: 4-D tensors are NHWC */
+        int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
+        ds_layout_strides(&in[0]->shape, 1, xst);
+        ds_layout_strides(&l->out_shape, 1, yst);
+        ds_shape_op_run(l, ds_tensor_f32(in[0]), &in[0]->shape, xst, ds_tensor_f32(out), yst);
+        return 0;
+    }
     default:
         return ds_errorf(err, "layer %d (%s): op not supported by the XNNPACK backend", id,
                          ds_op_name(l->op));

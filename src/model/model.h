@@ -38,6 +38,12 @@ typedef enum ds_op {
     DS_OP_SUB,         /* may be a constant (weight; const_first: it comes first) */
     DS_OP_DIV,
     DS_OP_PRELU,       /* slope in weight, broadcast to the input's shape */
+    DS_OP_RESHAPE,   /* Reshape, or Squeeze/Unsqueeze of data: the values in another shape */
+    DS_OP_TRANSPOSE,
+    DS_OP_SLICE,
+    DS_OP_PAD,       /* mode constant */
+    DS_OP_RESIZE,    /* Resize, Upsample: 4-D, H and W */
+    DS_OP_REDUCEMEAN,
     DS_OP_COUNT
 } ds_op;
 
@@ -99,6 +105,38 @@ typedef struct ds_layer {
      * 3 SAME_LOWER: pads[] are then recomputed for the input size by
      * ds_model_set_input. */
     int auto_pad;
+
+    /* Reshape: reshape_mode 0 takes its target from the model's shape
+     * program value shape_sv - 1 (0 entries copy the input's dim unless
+     * allowzero, one -1 is inferred); 1 squeezes axes[0..n_axes-1] (all unit
+     * dims when n_axes is 0); 2 unsqueezes them.  Transpose: perm in
+     * axes[0..n_axes-1] (n_axes 0: reversed).  Axes are >= 0 once shaped. */
+    int reshape_mode;
+    int shape_sv;
+    int allowzero;
+    int n_axes;
+    int axes[DS_MAX_DIMS];
+
+    /* Slice, Pad: y[j] = x[win_off[a] + j[a] * win_step[a]] on every axis a,
+     * pad_value where that falls outside x.  Slice reads starts, ends, axes,
+     * steps from the shape program values win_sv[0..3] - 1 (0: absent), Pad
+     * its pads from win_sv[0] - 1; the shape rule resolves win_off/win_step. */
+    int win_sv[4];
+    int64_t win_off[DS_MAX_DIMS];
+    int64_t win_step[DS_MAX_DIMS];
+    float pad_value;
+
+    /* Resize: resize_mode 0 nearest, 1 linear; resize_coord 0 half_pixel,
+     * 1 pytorch_half_pixel, 2 align_corners, 3 asymmetric; resize_nearest
+     * 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.  Output
+     * H, W from the sizes (shape program value win_sv[0] - 1) or else
+     * floor(in * resize_scale[]). */
+    int resize_mode, resize_coord, resize_nearest;
+    float resize_scale[2];
+
+    /* ReduceMean: over axes[0..n_axes-1] (all when n_axes is 0), keepdims.
+     * (Split becomes one Slice layer per output.) */
+    int keepdims;
 } ds_layer;
 
 typedef struct ds_model {
@@ -111,6 +149,8 @@ typedef struct ds_model {
     ds_shape input_shape; /* as declared by the file; dims <= 0 are free;
                            * ndim 0 when the file declares no shape */
     int opset;         /* default-domain opset of the file (9..17) */
+    struct ds_sprog *sprog; /* shape arithmetic folded by ds_model_set_input
+                             * (model/shape_prog.h); NULL when none */
 } ds_model;
 
 /* Loads "zoo:NAME" (built in memory, see zoo.h) or an .onnx file path. */
@@ -156,7 +196,9 @@ ds_pred_kind ds_op_pred_kind(ds_op op);
 void ds_model_free(ds_model *m);
 
 /* Reads an ONNX TensorProto (float32 data, raw_data or float_data), as found
- * in the ONNX backend test cases' input_N.pb/output_N.pb files. */
+ * in the ONNX backend test cases' input_N.pb/output_N.pb files; int64 and
+ * int32 tensors (their shapes, axes, indices) become float32, exactly
+ * (|v| <= 2^24, else an error). */
 int ds_onnx_read_tensor(const void *buf, size_t len, ds_tensor *out, ds_error *err);
 
 #endif

@@ -301,7 +301,7 @@ static double flops_lrn(const ds_model *m, const ds_layer *l)
 /* ---- the table --------------------------------------------------------- */
 
 /* Adding an op: a ds_op value, its entry here, its kernels in src/engine. */
-_Static_assert(DS_OP_COUNT == 22, "an op was added or removed: update ds_op_defs");
+_Static_assert(DS_OP_COUNT == 28, "an op was added or removed: update ds_op_defs");
 
 const ds_op_def ds_op_defs[DS_OP_COUNT] = {
     [DS_OP_INPUT] = {.name = "Input", .arity = 0, .flops = flops_none, .pred = DS_PRED_PASS},
@@ -349,4 +349,22 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
                    .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
     [DS_OP_PRELU] = {.name = "PRelu", .onnx_types = {"PRelu"}, .arity = 1, .parse = ds_onnx_parse_binary,
                      .shape = ds_shape_prelu, .pred = DS_PRED_LINEAR},
+    /* Squeeze and Unsqueeze of data become Reshape layers too, through
+     * ds_onnx_try_fold (which folds them when they are shape arithmetic). */
+    [DS_OP_RESHAPE] = {.name = "Reshape", .onnx_types = {"Reshape"}, .arity = 1,
+                       .parse = ds_onnx_parse_reshape, .shape = ds_shape_reshape, .flops = flops_none,
+                       .pred = DS_PRED_MEAN},
+    [DS_OP_TRANSPOSE] = {.name = "Transpose", .onnx_types = {"Transpose"}, .arity = 1,
+                         .parse = ds_onnx_parse_transpose, .shape = ds_shape_transpose, .flops = flops_none,
+                         .pred = DS_PRED_LINEAR},
+    [DS_OP_SLICE] = {.name = "Slice", .onnx_types = {"Slice"}, .arity = 1, .parse = ds_onnx_parse_window,
+                     .shape = ds_shape_window, .flops = flops_none, .pred = DS_PRED_LINEAR},
+    [DS_OP_PAD] = {.name = "Pad", .onnx_types = {"Pad"}, .arity = 1, .parse = ds_onnx_parse_window,
+                   .shape = ds_shape_window, .flops = flops_none, .pred = DS_PRED_LINEAR},
+    [DS_OP_RESIZE] = {.name = "Resize", .onnx_types = {"Resize", "Upsample"}, .arity = 1,
+                      .parse = ds_onnx_parse_resize, .shape = ds_shape_resize, .pred = DS_PRED_LINEAR},
+    /* Split: a Slice layer per output (ds_onnx_parse_split). */
+    [DS_OP_REDUCEMEAN] = {.name = "ReduceMean", .onnx_types = {"ReduceMean", "Split"}, .arity = 1,
+                          .parse = ds_onnx_parse_reduce, .shape = ds_shape_reduce, .flops = ds_flops_reduce,
+                          .pred = DS_PRED_LINEAR},
 };
