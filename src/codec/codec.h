@@ -99,7 +99,7 @@
 /* Largest element count a payload may declare. */
 #define DS_CODEC_MAX_NUMEL ((int64_t)1 << 31)
 /* Largest header: 12 + 4 * DS_MAX_DIMS + 16. */
-#define DS_CODEC_MAX_HEADER 44
+#define DS_CODEC_MAX_HEADER 48
 
 typedef enum ds_compress {
     DS_COMPRESS_NONE = 0,

@@ -1,6 +1,6 @@
 /* tensor.h - a dense tensor with a reusable buffer.
  *
- * Shapes are NCHW (ONNX/PyTorch order) at every boundary; ndim is 1..4.
+ * Shapes are NCHW (ONNX/PyTorch order) at every boundary; ndim is 1..5.
  * The buffer is grown, never shrunk, by ds_tensor_reserve so that a tensor
  * reused frame after frame allocates (and page-faults) only once. */
 #ifndef DS_TENSOR_H
@@ -11,7 +11,7 @@
 
 #include "error.h"
 
-#define DS_MAX_DIMS 4
+#define DS_MAX_DIMS 5 /* ShuffleNet's channel shuffle is 5-D */
 
 typedef enum ds_dtype {
     DS_F32 = 1,

@@ -1,8 +1,11 @@
 /* ops_ref.c - the plain-C reference kernels (NCHW) and the checks both backends share. */
 #include "ops.h"
+#include "ops_shape.h"
 
 #include <math.h>
 #include <string.h>
+
+#include "ops_eltwise.h"
 
 /* Dilation 0 (attribute absent) means 1. */
 static int dil(const ds_layer *l, int i)
@@ -307,6 +310,8 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     switch (l->op) {
     case DS_OP_CONV:
         ref_conv(l, in[0], out);
+        if (l->act) /* a folded Clip */
+            ds_clamp(y, numel, l->clip_min, l->clip_max);
         break;
     case DS_OP_RELU:
         for (int64_t i = 0; i < numel; i++)
@@ -322,12 +327,9 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     case DS_OP_CONCAT:
         ref_concat(l, n_in, in, out);
         break;
-    case DS_OP_ADD: {
-        const float *x2 = ds_tensor_f32(in[1]);
-        for (int64_t i = 0; i < numel; i++)
-            y[i] = x[i] + x2[i];
+    case DS_OP_ADD: /* ONNX broadcasting (ops_eltwise.c) */
+        ds_ref_eltwise(l, in, out);
         break;
-    }
     case DS_OP_FLATTEN:
         memmove(y, x, (size_t)numel * sizeof(float));
         break;
@@ -339,6 +341,31 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     case DS_OP_BATCHNORM:
         ref_axis_op(l, in[0], out);
         break;
+    case DS_OP_CLIP:
+    case DS_OP_SIGMOID:
+    case DS_OP_HARDSIGMOID:
+    case DS_OP_HARDSWISH:
+    case DS_OP_LEAKYRELU:
+    case DS_OP_MUL:
+    case DS_OP_SUB:
+    case DS_OP_DIV:
+    case DS_OP_PRELU:
+        ds_ref_eltwise(l, in, out);
+        break;
+    case DS_OP_RESHAPE:
+        memmove(y, x, (size_t)numel * sizeof(float));
+        break;
+    case DS_OP_TRANSPOSE:
+    case DS_OP_SLICE:
+    case DS_OP_PAD:
+    case DS_OP_RESIZE:
+    case DS_OP_REDUCEMEAN: {
+        int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
+        ds_layout_strides(&in[0]->shape, 0, xst);
+        ds_layout_strides(&l->out_shape, 0, yst);
+        ds_shape_op_run(l, x, &in[0]->shape, xst, y, yst);
+        break;
+    }
     default:
         return fail(err, l, "no reference kernel for this op");
     }

@@ -10,7 +10,10 @@
 #include <xnnpack.h>
 
 #include "ops.h"
+#include "ops_eltwise.h"
+#include "ops_shape.h"
 #include "winograd.h"
+#include "xnn_eltwise.h"
 
 typedef struct xlayer {
     xnn_operator_t op;      /* the layer's operator (conv: without Relu) */
@@ -143,6 +146,13 @@ static int dil(const ds_layer *l, int i)
     return l->dilation[i] > 0 ? l->dilation[i] : 1;
 }
 
+/* A conv's output clamp: its folded Clip, and the runtime-fused Relu. */
+static float conv_min(const ds_layer *l, int relu)
+{
+    float lo = l->act ? l->clip_min : -INFINITY;
+    return relu && lo < 0.0f ? 0.0f : lo;
+}
+
 static int make_conv(const ds_layer *l, int relu, int pt, int pb, xnn_operator_t *op,
                      ds_error *err)
 {
@@ -162,7 +172,7 @@ static int make_conv(const ds_layer *l, int relu, int pt, int pb, xnn_operator_t
         (uint32_t)pt, (uint32_t)l->pads[3], (uint32_t)pb, (uint32_t)l->pads[1], (uint32_t)KH, (uint32_t)KW, (uint32_t)l->stride[0], (uint32_t)l->stride[1],
         (uint32_t)dil(l, 0), (uint32_t)dil(l, 1), (uint32_t)G, (size_t)Cg, (size_t)(O / G),
         (size_t)(Cg * G), (size_t)O, t, l->bias.shape.ndim ? ds_tensor_f32(&l->bias) : NULL,
-        relu ? 0.0f : -INFINITY, INFINITY, 0, op);
+        conv_min(l, relu), l->act ? l->clip_max : INFINITY, 0, op);
     free(t);
     return st == xnn_status_success ? 0 : xfail(err, l, "convolution create", st);
 }
@@ -322,8 +332,12 @@ static int xnn_conv(ds_xnn *x, const ds_layer *l, xlayer *s, int fuse_relu, cons
     if (x->winograd && ds_wino_suitable(l)) {
         if (!s->wino && !(s->wino = ds_wino_new(l, err)))
             return -1;
-        return ds_wino_run(s->wino, xp, xd[0], xd[2], xd[3], yp, yd[2], yd[3], fuse_relu, x->pool,
-                           &x->ws, err);
+        if (ds_wino_run(s->wino, xp, xd[0], xd[2], xd[3], yp, yd[2], yd[3], fuse_relu && !l->act, x->pool,
+                        &x->ws, err))
+            return -1;
+        if (l->act) /* Winograd fuses a Relu only: the folded Clip after it */
+            ds_clamp(yp, ds_shape_numel(&out->shape), conv_min(l, fuse_relu), l->clip_max);
+        return 0;
     }
     if (banded(l, xd, yd))
         return run_banded(x, l, s, fuse_relu, xp, xd, yp, yd, err);
@@ -335,7 +349,8 @@ static int xnn_conv(ds_xnn *x, const ds_layer *l, xlayer *s, int fuse_relu, cons
     return run_op(x, l, *op, st, err);
 }
 
-/* Relu and Add: element-wise over the flat data, whatever the layout. */
+/* Relu: element-wise over the flat data, whatever the layout (Add and the
+ * other element-wise ops: xnn_eltwise.c). */
 static int xnn_eltwise(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor *const *in,
                        ds_tensor *out, ds_error *err)
 {
@@ -343,16 +358,9 @@ static int xnn_eltwise(ds_xnn *x, const ds_layer *l, xlayer *s, const ds_tensor 
     const float *xp = ds_tensor_f32(in[0]);
     float *yp = ds_tensor_f32(out);
     enum xnn_status st;
-    if (l->op == DS_OP_RELU) {
-        if (!s->op && (st = xnn_create_clamp_nc_f32(1, 1, 1, 0.0f, INFINITY, 0, &s->op)) !=
-                          xnn_status_success)
-            return xfail(err, l, "clamp create", st);
-        st = xnn_setup_clamp_nc_f32(s->op, numel, xp, yp, x->pool);
-    } else {
-        if (!s->op && (st = xnn_create_add_nd_f32(-INFINITY, INFINITY, 0, &s->op)) != xnn_status_success)
-            return xfail(err, l, "add create", st);
-        st = xnn_setup_add_nd_f32(s->op, 1, &numel, 1, &numel, xp, ds_tensor_f32(in[1]), yp, x->pool);
-    }
+    if (!s->op && (st = xnn_create_clamp_nc_f32(1, 1, 1, 0.0f, INFINITY, 0, &s->op)) != xnn_status_success)
+        return xfail(err, l, "clamp create", st);
+    st = xnn_setup_clamp_nc_f32(s->op, numel, xp, yp, x->pool);
     return run_op(x, l, s->op, st, err);
 }
 
@@ -474,7 +482,6 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_CONV:
         return xnn_conv(x, l, s, fuse_relu, in[0], out, err);
     case DS_OP_RELU:
-    case DS_OP_ADD:
         return xnn_eltwise(x, l, s, in, out, err);
     case DS_OP_MAXPOOL:
     case DS_OP_AVGPOOL:
@@ -490,6 +497,29 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_BATCHNORM:
         plain_op(l, n_in, in, out);
         return 0;
+    case DS_OP_ADD:
+    case DS_OP_CLIP:
+    case DS_OP_SIGMOID:
+    case DS_OP_HARDSIGMOID:
+    case DS_OP_HARDSWISH:
+    case DS_OP_LEAKYRELU:
+    case DS_OP_MUL:
+    case DS_OP_SUB:
+    case DS_OP_DIV:
+    case DS_OP_PRELU:
+        return ds_xnn_eltwise_run(x->pool, l, &s->op, in, out, err);
+    case DS_OP_RESHAPE:
+    case DS_OP_TRANSPOSE:
+    case DS_OP_SLICE:
+    case DS_OP_PAD:
+    case DS_OP_RESIZE:
+    case DS_OP_REDUCEMEAN: { /* on the stored layout: 4-D tensors are NHWC */
+        int64_t xst[DS_MAX_DIMS], yst[DS_MAX_DIMS];
+        ds_layout_strides(&in[0]->shape, 1, xst);
+        ds_layout_strides(&l->out_shape, 1, yst);
+        ds_shape_op_run(l, ds_tensor_f32(in[0]), &in[0]->shape, xst, ds_tensor_f32(out), yst);
+        return 0;
+    }
     default:
         return ds_errorf(err, "layer %d (%s): op not supported by the XNNPACK backend", id,
                          ds_op_name(l->op));

@@ -8,6 +8,7 @@
 #include "common/file.h"
 #include "model/model.h"
 #include "model/op_table.h"
+#include "model/shape_prog.h"
 #include "model/zoo.h"
 
 /* Feature maps beyond 2^31 elements are refused (no frame comes near). */
@@ -35,6 +36,7 @@ void ds_model_free(ds_model *m)
         ds_tensor_free(&l->weight);
         ds_tensor_free(&l->bias);
     }
+    ds_sprog_free(m);
     free(m->layers);
     free(m->outputs);
     free(m->name);
@@ -166,10 +168,11 @@ int ds_model_set_input(ds_model *m, int64_t n, int64_t c, int64_t h, int64_t w, 
                              ds_shape_str(&s, a, sizeof a), ds_shape_str(decl, b, sizeof b));
         }
     m->layers[0].out_shape = s;
+    int sv = 0; /* shape arithmetic runs as soon as the layers it reads are shaped */
     for (int i = 1; i < m->n_layers; i++)
-        if (ds_model_shape_layer(m, i, err))
+        if (ds_sprog_eval(m, i, &sv, err) || ds_model_shape_layer(m, i, err))
             return -1;
-    return 0;
+    return ds_sprog_eval(m, m->n_layers, &sv, err);
 }
 
 /* ---- articulations ----------------------------------------------------- */

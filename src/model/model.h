@@ -2,8 +2,9 @@
  * caches key on.
  *
  * Layer 0 is the network input.  Every computing ONNX node becomes one layer
- * (Dropout/Identity are removed; a BatchNormalization whose input is a Conv
- * with no other consumer is folded into that Conv).  Ids are a topological
+ * (Dropout/Identity are removed; a BatchNormalization, a Mul or Add of a
+ * per-channel or scalar constant, or a Clip, whose input is a Conv with no
+ * other consumer is folded into that Conv).  Ids are a topological
  * order: every layer's inputs have smaller ids.  Tensors are NCHW. */
 #ifndef DS_MODEL_H
 #define DS_MODEL_H
@@ -28,6 +29,21 @@ typedef enum ds_op {
     DS_OP_LRN,
     DS_OP_SOFTMAX,
     DS_OP_BATCHNORM, /* not folded: y = x * scale[c] + shift[c] */
+    DS_OP_CLIP,        /* clip_min..clip_max (+-INFINITY when absent) */
+    DS_OP_SIGMOID,
+    DS_OP_HARDSIGMOID, /* max(0, min(1, alpha x + beta)) */
+    DS_OP_HARDSWISH,
+    DS_OP_LEAKYRELU,   /* alpha */
+    DS_OP_MUL,         /* Mul/Sub/Div (and Add): ONNX broadcasting; one operand */
+    DS_OP_SUB,         /* may be a constant (weight; const_first: it comes first) */
+    DS_OP_DIV,
+    DS_OP_PRELU,       /* slope in weight, broadcast to the input's shape */
+    DS_OP_RESHAPE,   /* Reshape, or Squeeze/Unsqueeze of data: the values in another shape */
+    DS_OP_TRANSPOSE,
+    DS_OP_SLICE,
+    DS_OP_PAD,       /* mode constant */
+    DS_OP_RESIZE,    /* Resize, Upsample: 4-D, H and W */
+    DS_OP_REDUCEMEAN,
     DS_OP_COUNT
 } ds_op;
 
@@ -77,10 +93,50 @@ typedef struct ds_layer {
     ds_tensor weight;
     ds_tensor bias;
 
+    /* Element-wise ops (Clip, HardSigmoid, LeakyRelu) and binary ops with
+     * a constant operand held in weight (Add, Mul, Sub, Div). */
+    float clip_min, clip_max;
+    float alpha, beta;
+    int const_first;   /* the constant is the first operand (Sub, Div) */
+    int act;           /* conv: 1 = output clamped to clip_min..clip_max (a
+                        * Clip folded at load) */
+
     /* Conv and pools: 0 = pads as given; 1 VALID, 2 SAME_UPPER,
      * 3 SAME_LOWER: pads[] are then recomputed for the input size by
      * ds_model_set_input. */
     int auto_pad;
+
+    /* Reshape: reshape_mode 0 takes its target from the model's shape
+     * program value shape_sv - 1 (0 entries copy the input's dim unless
+     * allowzero, one -1 is inferred); 1 squeezes axes[0..n_axes-1] (all unit
+     * dims when n_axes is 0); 2 unsqueezes them.  Transpose: perm in
+     * axes[0..n_axes-1] (n_axes 0: reversed).  Axes are >= 0 once shaped. */
+    int reshape_mode;
+    int shape_sv;
+    int allowzero;
+    int n_axes;
+    int axes[DS_MAX_DIMS];
+
+    /* Slice, Pad: y[j] = x[win_off[a] + j[a] * win_step[a]] on every axis a,
+     * pad_value where that falls outside x.  Slice reads starts, ends, axes,
+     * steps from the shape program values win_sv[0..3] - 1 (0: absent), Pad
+     * its pads from win_sv[0] - 1; the shape rule resolves win_off/win_step. */
+    int win_sv[4];
+    int64_t win_off[DS_MAX_DIMS];
+    int64_t win_step[DS_MAX_DIMS];
+    float pad_value;
+
+    /* Resize: resize_mode 0 nearest, 1 linear; resize_coord 0 half_pixel,
+     * 1 pytorch_half_pixel, 2 align_corners, 3 asymmetric; resize_nearest
+     * 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.  Output
+     * H, W from the sizes (shape program value win_sv[0] - 1) or else
+     * floor(in * resize_scale[]). */
+    int resize_mode, resize_coord, resize_nearest;
+    float resize_scale[2];
+
+    /* ReduceMean: over axes[0..n_axes-1] (all when n_axes is 0), keepdims.
+     * (Split becomes one Slice layer per output.) */
+    int keepdims;
 } ds_layer;
 
 typedef struct ds_model {
@@ -93,6 +149,8 @@ typedef struct ds_model {
     ds_shape input_shape; /* as declared by the file; dims <= 0 are free;
                            * ndim 0 when the file declares no shape */
     int opset;         /* default-domain opset of the file (9..17) */
+    struct ds_sprog *sprog; /* shape arithmetic folded by ds_model_set_input
+                             * (model/shape_prog.h); NULL when none */
 } ds_model;
 
 /* Loads "zoo:NAME" (built in memory, see zoo.h) or an .onnx file path. */
@@ -138,7 +196,9 @@ ds_pred_kind ds_op_pred_kind(ds_op op);
 void ds_model_free(ds_model *m);
 
 /* Reads an ONNX TensorProto (float32 data, raw_data or float_data), as found
- * in the ONNX backend test cases' input_N.pb/output_N.pb files. */
+ * in the ONNX backend test cases' input_N.pb/output_N.pb files; int64 and
+ * int32 tensors (their shapes, axes, indices) become float32, exactly
+ * (|v| <= 2^24, else an error). */
 int ds_onnx_read_tensor(const void *buf, size_t len, ds_tensor *out, ds_error *err);
 
 #endif

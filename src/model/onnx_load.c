@@ -16,6 +16,7 @@
 
 #include "model/model.h"
 #include "model/onnx.pb-c.h"
+#include "model/onnx_ctx.h"
 #include "model/op_table.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -28,7 +29,7 @@
 #define MAX_ATTR ((int64_t)1 << 16)
 #define MAX_INPUT_BYTES ((size_t)1 << 31)
 
-enum { V_LAYER = 1, V_CONST, V_UNUSABLE };
+enum { V_LAYER = 1, V_CONST, V_UNUSABLE, V_SVAL };
 
 typedef struct value {
     const char *name;
@@ -38,6 +39,7 @@ typedef struct value {
     int producer;  /* node index, -1 for initializers and graph inputs */
     int refs;      /* node inputs and graph outputs naming it */
     const char *why; /* V_UNUSABLE: what it is */
+    int sv;        /* V_SVAL: index into the model's shape program */
 } value;
 
 typedef struct cst {
@@ -159,6 +161,7 @@ static int val_add(ctx *c, const char *name, int producer)
     c->vals[v].producer = producer;
     c->vals[v].layer = -1;
     c->vals[v].cst = -1;
+    c->vals[v].sv = -1;
     c->table[i] = v;
     return v;
 }
@@ -364,6 +367,53 @@ static int proto_to_tensor(Onnx__TensorProto *t, int take, ds_tensor *out, char 
     return 0;
 }
 
+/* An int64/int32 tensor (the node tests' shapes, axes, indices) made
+ * float32 in place, exactly: values beyond 2^24 are refused. */
+static int int_to_float(Onnx__TensorProto *t, char *why, size_t whylen)
+{
+    int64_t numel;
+    int32_t dt = t->has_data_type ? t->data_type : 0;
+    int is64 = dt == ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+    if ((!is64 && dt != ONNX__TENSOR_PROTO__DATA_TYPE__INT32) || t->n_dims > DS_MAX_DIMS ||
+        proto_numel(t, &numel, why, whylen))
+        return 0; /* not one: proto_to_tensor says why */
+    int raw = t->has_raw_data && t->raw_data.len;
+    size_t have = raw ? t->raw_data.len / (is64 ? 8 : 4) : is64 ? t->n_int64_data : t->n_int32_data;
+    if (have != (size_t)numel || (raw && t->raw_data.len % (is64 ? 8 : 4))) {
+        snprintf(why, whylen, "holds %zu integers, %" PRId64 " expected", have, numel);
+        return -1;
+    }
+    float *f = malloc((size_t)numel * sizeof *f + 1);
+    if (!f) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    for (int64_t i = 0; i < numel; i++) {
+        int64_t v;
+        int32_t v32;
+        if (is64 && raw)
+            memcpy(&v, t->raw_data.data + 8 * i, 8);
+        else if (is64)
+            v = t->int64_data[i];
+        else if (raw)
+            memcpy(&v32, t->raw_data.data + 4 * i, 4), v = v32;
+        else
+            v = t->int32_data[i];
+        if (v > (1 << 24) || v < -(1 << 24)) {
+            free(f);
+            snprintf(why, whylen, "integer %" PRId64 " is not exact as a float", v);
+            return -1;
+        }
+        f[i] = (float)v;
+    }
+    free(t->raw_data.data); /* protobuf-c's own buffers, freed with the message otherwise */
+    t->raw_data.data = (uint8_t *)f;
+    t->raw_data.len = (size_t)numel * sizeof *f;
+    t->has_raw_data = 1;
+    t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    return 0;
+}
+
 int ds_onnx_read_tensor(const void *buf, size_t len, ds_tensor *out, ds_error *err)
 {
     if (!buf && len)
@@ -375,7 +425,9 @@ int ds_onnx_read_tensor(const void *buf, size_t len, ds_tensor *out, ds_error *e
         return ds_errorf(err, "ONNX tensor: not a valid TensorProto (protobuf parse failed)");
     char why[160];
     ds_tensor tmp;
-    int rc = proto_to_tensor(t, 1, &tmp, why, sizeof why);
+    int rc = int_to_float(t, why, sizeof why);
+    if (!rc)
+        rc = proto_to_tensor(t, 1, &tmp, why, sizeof why);
     if (rc)
         ds_errorf(err, "ONNX tensor \"%.80s\": %s", t->name ? t->name : "", why);
     onnx__tensor_proto__free_unpacked(t, NULL);
@@ -431,6 +483,9 @@ static int layer_input(ctx *c, const Onnx__NodeProto *n, int i)
         return node_err(c, n, "input \"%.60s\" is %s, which is not supported", v->name, v->why);
     if (v->kind == V_CONST)
         return node_err(c, n, "input \"%.60s\" is a constant; only layer outputs are supported there", v->name);
+    if (v->kind == V_SVAL)
+        return node_err(c, n, "input \"%.60s\" is shape arithmetic (folded, not a tensor of data); only layer "
+                              "outputs are supported there", v->name);
     return v->layer;
 }
 
@@ -788,7 +843,7 @@ int ds_onnx_parse_add(ctx *c, const Onnx__NodeProto *n, ds_op op)
             bind_output(c, n, other->layer);
             return 0;
         }
-        return node_err(c, n, "adding a constant is supported only as the bias of a MatMul");
+        return ds_onnx_parse_binary(c, n, op);
     }
     int x = layer_input(c, n, 0), y = x < 0 ? -1 : layer_input(c, n, 1);
     if (y < 0)
@@ -893,7 +948,7 @@ int ds_onnx_parse_batchnorm(ctx *c, const Onnx__NodeProto *n, ds_op op)
     int64_t C;
     int rc = bn_params(c, n, eps, p, &C);
     if (!rc)
-        rc = c->m->layers[x].op == DS_OP_CONV && c->layer_refs[x] == 1
+        rc = c->m->layers[x].op == DS_OP_CONV && c->layer_refs[x] == 1 && !c->m->layers[x].act
                  ? bn_fold(c, n, &c->m->layers[x], p, C, eps)
                  : bn_layer(c, n, x, p, C, eps);
     for (int i = 0; i < 4; i++)
@@ -932,6 +987,8 @@ static int op_alias(ctx *c, const Onnx__NodeProto *n, int dropout)
     out->kind = in->kind;
     out->layer = in->layer;
     out->cst = in->cst;
+    out->sv = in->sv;
+    out->why = in->why;
     if (in->kind == V_CONST)
         c->consts[in->cst].refs += out->refs - 1;
     else
@@ -961,6 +1018,9 @@ static int do_node(ctx *c, int idx)
     if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx"))
         return node_err(c, n, "unsupported operator domain \"%.60s\"", n->domain);
     const char *t = op_type(n);
+    int folded = ds_onnx_try_fold(c, n); /* shape arithmetic: before the ops of the same types */
+    if (folded)
+        return folded < 0 ? -1 : 0;
     for (int op = 0; op < DS_OP_COUNT; op++)
         for (int k = 0; k < 2 && ds_op_defs[op].onnx_types[k]; k++)
             if (ds_op_defs[op].parse && !strcmp(t, ds_op_defs[op].onnx_types[k]))
@@ -1100,8 +1160,10 @@ static int alloc_index(ctx *c, int n_bound)
 {
     Onnx__GraphProto *g = c->g;
     size_t n_values = g->n_initializer + g->n_input + (size_t)n_bound;
+    size_t n_outputs = 0; /* a layer per node output at most (Split makes one per output) */
     for (size_t i = 0; i < g->n_node; i++)
-        n_values += g->node[i]->n_output;
+        n_outputs += g->node[i]->n_output > 0 ? g->node[i]->n_output : 1;
+    n_values += n_outputs;
     if (g->n_node > (1u << 24) || n_values > (1u << 26))
         return graph_err(c, "graph is too large (%zu nodes)", g->n_node);
     size_t cap = 16;
@@ -1110,9 +1172,9 @@ static int alloc_index(ctx *c, int n_bound)
     c->table = malloc(cap * sizeof(int));
     c->vals = malloc((n_values + 1) * sizeof(value));
     c->consts = calloc(g->n_initializer + g->n_node + (size_t)n_bound + 1, sizeof(cst));
-    c->m->layers = calloc(g->n_node + 1, sizeof(ds_layer));
-    c->layer_refs = calloc(g->n_node + 1, sizeof(int));
-    c->from_matmul = calloc(g->n_node + 1, 1);
+    c->m->layers = calloc(n_outputs + 1, sizeof(ds_layer));
+    c->layer_refs = calloc(n_outputs + 1, sizeof(int));
+    c->from_matmul = calloc(n_outputs + 1, 1);
     if (!c->table || !c->vals || !c->consts || !c->m->layers || !c->layer_refs || !c->from_matmul)
         return graph_err(c, "out of memory");
     memset(c->table, 0xff, cap * sizeof(int));
@@ -1436,4 +1498,262 @@ int ds_model_load_onnx_bound(const void *buf, size_t len, const char *label, con
                              int n_bound, ds_model *m, ds_error *err)
 {
     return load(buf, len, label, bound, n_bound, m, err);
+}
+
+/* ---- element-wise ops (issue 15) ---------------------------------------- */
+
+/* Clip's bound from input i (opset 11+): absent is unbounded; else a
+ * one-element float constant. */
+static int clip_bound(ctx *c, const Onnx__NodeProto *n, int i, float def, float *out)
+{
+    *out = def;
+    if (!node_input(c, n, i))
+        return 0;
+    ds_tensor t;
+    if (const_input(c, n, i, i == 1 ? "min" : "max", &t))
+        return -1;
+    int64_t k = ds_shape_numel(&t.shape);
+    if (k == 1)
+        *out = ds_tensor_f32(&t)[0];
+    ds_tensor_free(&t);
+    if (k != 1)
+        return node_err(c, n, "%s has %" PRId64 " elements; a scalar is expected", i == 1 ? "min" : "max", k);
+    if (isnan(*out))
+        return node_err(c, n, "%s is NaN", i == 1 ? "min" : "max");
+    return 0;
+}
+
+/* A Conv whose output nothing else reads and which has no folded Clip yet:
+ * what comes after it may be folded into it. */
+static ds_layer *foldable_conv(ctx *c, int x)
+{
+    ds_layer *l = &c->m->layers[x];
+    return l->op == DS_OP_CONV && c->layer_refs[x] == 1 && !l->act ? l : NULL;
+}
+
+/* Clip after such a Conv becomes its output clamp (XNNPACK's output_min/max).
+ * Only for hi > 0, so that a Relu the XNNPACK backend fuses at run time
+ * still leaves a non-empty clamp. */
+static int fold_clip(ctx *c, const Onnx__NodeProto *n, int x, float lo, float hi)
+{
+    ds_layer *conv = foldable_conv(c, x);
+    if (!conv || !(lo < hi) || !(hi > 0))
+        return 0;
+    conv->act = 1;
+    conv->clip_min = lo;
+    conv->clip_max = hi;
+    bind_output(c, n, x);
+    return 1;
+}
+
+/* Mul or Add of a constant k after such a Conv: into its weights and bias
+ * when k is one value or one per output channel (shape ..., O, 1, 1). */
+static int fold_scale_shift(ctx *c, const Onnx__NodeProto *n, int x, ds_op op, const ds_tensor *k)
+{
+    ds_layer *conv = foldable_conv(c, x);
+    if (!conv)
+        return 0;
+    int64_t O = conv->weight.shape.dims[0], kn = ds_shape_numel(&k->shape);
+    int r = k->shape.ndim, per_channel = kn == O && r >= 3 && k->shape.dims[r - 3] == O &&
+                                         k->shape.dims[r - 2] == 1 && k->shape.dims[r - 1] == 1;
+    if (kn != 1 && !per_channel)
+        return 0;
+    if (!conv->bias.data && op == DS_OP_ADD) {
+        ds_shape s = ds_shape_make(1, &O);
+        if (ds_tensor_reserve(&conv->bias, &s, DS_F32, NULL))
+            return node_err(c, n, "out of memory");
+        memset(conv->bias.data, 0, (size_t)O * sizeof(float));
+    }
+    int64_t per = ds_shape_numel(&conv->weight.shape) / O;
+    float *w = ds_tensor_f32(&conv->weight), *b = conv->bias.data ? ds_tensor_f32(&conv->bias) : NULL;
+    const float *kv = ds_tensor_f32(k);
+    for (int64_t o = 0; o < O; o++) {
+        float v = kv[kn == 1 ? 0 : o];
+        if (op == DS_OP_MUL) {
+            for (int64_t j = 0; j < per; j++)
+                w[o * per + j] *= v;
+            if (b)
+                b[o] *= v;
+        } else {
+            b[o] += v;
+        }
+    }
+    bind_output(c, n, x);
+    return 1;
+}
+
+/* Clip, Sigmoid, HardSigmoid, HardSwish, LeakyRelu: one layer input. */
+int ds_onnx_parse_eltwise(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    static const char *const knone[] = {NULL};
+    static const char *const kclip6[] = {"min", "max", NULL};
+    static const char *const kalpha[] = {"alpha", NULL};
+    static const char *const kalphabeta[] = {"alpha", "beta", NULL};
+    int clip_inputs = op == DS_OP_CLIP && c->opset >= 11;
+    const char *const *known = op == DS_OP_CLIP && !clip_inputs ? kclip6
+                               : op == DS_OP_LEAKYRELU          ? kalpha
+                               : op == DS_OP_HARDSIGMOID        ? kalphabeta
+                                                                : knone;
+    if (check_arity(c, n, 1, clip_inputs ? 3 : 1, 1) || attr_check_known(c, n, known))
+        return -1;
+    int x = layer_input(c, n, 0);
+    if (x < 0)
+        return -1;
+    float lo = -INFINITY, hi = INFINITY, alpha = 0, beta = 0;
+    if (op == DS_OP_CLIP) {
+        if (clip_inputs ? clip_bound(c, n, 1, -INFINITY, &lo) || clip_bound(c, n, 2, INFINITY, &hi)
+                        : attr_float(c, n, "min", -INFINITY, &lo) || attr_float(c, n, "max", INFINITY, &hi))
+            return -1;
+        if (fold_clip(c, n, x, lo, hi))
+            return 0;
+    } else if (op == DS_OP_LEAKYRELU) {
+        if (attr_float(c, n, "alpha", 0.01f, &alpha))
+            return -1;
+    } else if (op == DS_OP_HARDSIGMOID) {
+        if (attr_float(c, n, "alpha", 0.2f, &alpha) || attr_float(c, n, "beta", 0.5f, &beta))
+            return -1;
+    }
+    int id = new_layer(c, n, op, 1);
+    if (id < 0)
+        return -1;
+    ds_layer *l = &c->m->layers[id];
+    l->inputs[0] = x;
+    l->clip_min = lo;
+    l->clip_max = hi;
+    l->alpha = alpha;
+    l->beta = beta;
+    bind_output(c, n, id);
+    return 0;
+}
+
+/* Mul, Sub, Div, PRelu and Add of a constant: two layer inputs, or one
+ * and a constant (the layer's weight). */
+int ds_onnx_parse_binary(ctx *c, const Onnx__NodeProto *n, ds_op op)
+{
+    static const char *const knone[] = {NULL};
+    if (check_arity(c, n, 2, 2, 1) || attr_check_known(c, n, knone))
+        return -1;
+    value *a = node_input(c, n, 0), *b = node_input(c, n, 1);
+    if (!a || !b)
+        return node_err(c, n, "input %d is missing", a ? 1 : 0);
+    if (a->kind == V_CONST && b->kind == V_CONST)
+        return node_err(c, n, "both operands are constants (constant folding is not supported)");
+    int ci = a->kind == V_CONST ? 0 : b->kind == V_CONST ? 1 : -1;
+    if (op == DS_OP_PRELU && ci != 1)
+        return node_err(c, n, ci == 0 ? "the input X is a constant" : "the slope must be an initializer or Constant");
+    int x = layer_input(c, n, ci == 0 ? 1 : 0);
+    int y = x < 0 || ci >= 0 ? -1 : layer_input(c, n, 1);
+    if (x < 0 || (ci < 0 && y < 0))
+        return -1;
+    ds_tensor k = {0};
+    if (ci >= 0 && const_input(c, n, ci, op == DS_OP_PRELU ? "slope" : "constant operand", &k))
+        return -1;
+    if (ci >= 0 && (op == DS_OP_MUL || op == DS_OP_ADD)) {
+        int folded = fold_scale_shift(c, n, x, op, &k);
+        if (folded) {
+            ds_tensor_free(&k);
+            return folded < 0 ? -1 : 0;
+        }
+    }
+    int id = new_layer(c, n, op, ci >= 0 ? 1 : 2);
+    if (id < 0) {
+        ds_tensor_free(&k);
+        return -1;
+    }
+    ds_layer *l = &c->m->layers[id];
+    l->inputs[0] = x;
+    if (ci < 0)
+        l->inputs[1] = y;
+    l->weight = k;
+    l->const_first = ci == 0;
+    bind_output(c, n, id);
+    return 0;
+}
+
+/* ---- for the parsers in other files (onnx_ctx.h) ------------------------ */
+
+int ds_onnx_node_err(ctx *c, const Onnx__NodeProto *n, const char *fmt, ...)
+{
+    char msg[DS_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return node_err(c, n, "%s", msg);
+}
+
+int ds_onnx_check(ctx *c, const Onnx__NodeProto *n, int lo, int hi, const char *const *known)
+{
+    return check_arity(c, n, lo, hi, 1) || attr_check_known(c, n, known) ? -1 : 0;
+}
+
+int ds_onnx_check_outs(ctx *c, const Onnx__NodeProto *n, int lo, int hi, int max_out, const char *const *known)
+{
+    return check_arity(c, n, lo, hi, max_out) || attr_check_known(c, n, known) ? -1 : 0;
+}
+
+void ds_onnx_bind_output(ctx *c, const Onnx__NodeProto *n, int k, int id)
+{
+    value *v = &c->vals[val_find(c, n->output[k])];
+    v->kind = V_LAYER;
+    v->layer = id;
+    c->layer_refs[id] = v->refs;
+}
+
+int ds_onnx_input_count(const Onnx__NodeProto *n)
+{
+    return input_count(n);
+}
+
+int ds_onnx_input(ctx *c, const Onnx__NodeProto *n, int i, ds_onnx_in *in)
+{
+    value *v = node_input(c, n, i);
+    memset(in, 0, sizeof *in);
+    in->layer = in->sv = -1;
+    if (!v)
+        return 0;
+    in->name = v->name;
+    in->kind = v->kind == V_LAYER ? DS_IN_LAYER : v->kind == V_CONST ? DS_IN_CONST
+             : v->kind == V_SVAL ? DS_IN_SVAL : DS_IN_UNUSABLE;
+    in->layer = v->layer;
+    in->sv = v->sv;
+    in->why = v->why;
+    if (v->kind == V_CONST) {
+        in->t = c->consts[v->cst].t;
+        in->bound = c->consts[v->cst].borrowed;
+    }
+    return 0;
+}
+
+int ds_onnx_layer_input(ctx *c, const Onnx__NodeProto *n, int i)
+{
+    return layer_input(c, n, i);
+}
+
+int ds_onnx_new_layer(ctx *c, const Onnx__NodeProto *n, ds_op op, int n_inputs)
+{
+    return new_layer(c, n, op, n_inputs);
+}
+
+void ds_onnx_bind_layer(ctx *c, const Onnx__NodeProto *n, int id)
+{
+    bind_output(c, n, id);
+}
+
+void ds_onnx_bind_sval(ctx *c, const Onnx__NodeProto *n, int sv)
+{
+    value *v = &c->vals[val_find(c, n->output[0])];
+    v->kind = V_SVAL;
+    v->sv = sv;
+    v->why = "shape arithmetic (folded, not a tensor of data)";
+}
+
+ds_model *ds_onnx_model(ctx *c)
+{
+    return c->m;
+}
+
+int ds_onnx_opset(const ctx *c)
+{
+    return c->opset;
 }

@@ -132,6 +132,8 @@ static int shape_conv(const ds_model *m, ds_layer *l, const ds_shape *const *in,
     }
     if (!bias_fits(&l->bias, wd[0]))
         return FAIL("bias has %" PRId64 " values, %" PRId64 " expected", ds_shape_numel(&l->bias.shape), wd[0]);
+    if (l->act && !(l->clip_min < l->clip_max))
+        return FAIL("fused clip bounds %g..%g are empty", (double)l->clip_min, (double)l->clip_max);
     return shape_window(m, l, in, wd[0], err);
 }
 
@@ -182,16 +184,6 @@ static int shape_batchnorm(const ds_model *m, ds_layer *l, const ds_shape *const
         ds_shape_numel(&l->bias.shape) != c)
         return FAIL("channel axis 1 has %" PRId64 " channels; scale and shift hold %" PRId64 " and %" PRId64, c,
                     ds_shape_numel(&l->weight.shape), ds_shape_numel(&l->bias.shape));
-    l->out_shape = *in[0];
-    return 0;
-}
-
-static int shape_add(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err)
-{
-    char a[64], b[64];
-    if (!ds_shape_equal(in[0], in[1]))
-        return FAIL("shapes differ: %s + %s (no broadcasting)", ds_shape_str(in[0], a, sizeof a),
-                    ds_shape_str(in[1], b, sizeof b));
     l->out_shape = *in[0];
     return 0;
 }
@@ -309,7 +301,7 @@ static double flops_lrn(const ds_model *m, const ds_layer *l)
 /* ---- the table --------------------------------------------------------- */
 
 /* Adding an op: a ds_op value, its entry here, its kernels in src/engine. */
-_Static_assert(DS_OP_COUNT == 13, "an op was added or removed: update ds_op_defs");
+_Static_assert(DS_OP_COUNT == 28, "an op was added or removed: update ds_op_defs");
 
 const ds_op_def ds_op_defs[DS_OP_COUNT] = {
     [DS_OP_INPUT] = {.name = "Input", .arity = 0, .flops = flops_none, .pred = DS_PRED_PASS},
@@ -327,8 +319,8 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
                              .flops = flops_global_pool, .pred = DS_PRED_LINEAR},
     [DS_OP_CONCAT] = {.name = "Concat", .onnx_types = {"Concat"}, .arity = -1, .parse = ds_onnx_parse_concat,
                       .shape = shape_concat, .pred = DS_PRED_CONCAT},
-    [DS_OP_ADD] = {.name = "Add", .onnx_types = {"Add"}, .arity = 2, .parse = ds_onnx_parse_add,
-                   .shape = shape_add, .pred = DS_PRED_LINEAR},
+    [DS_OP_ADD] = {.name = "Add", .onnx_types = {"Add"}, .arity = -1, .parse = ds_onnx_parse_add,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
     [DS_OP_FLATTEN] = {.name = "Flatten", .onnx_types = {"Flatten"}, .arity = 1, .parse = ds_onnx_parse_unary,
                        .shape = shape_flatten, .flops = flops_none, .pred = DS_PRED_MEAN},
     [DS_OP_GEMM] = {.name = "Gemm", .onnx_types = {"Gemm", "MatMul"}, .arity = 1, .parse = ds_onnx_parse_gemm,
@@ -339,4 +331,40 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
                        .shape = shape_softmax, .pred = DS_PRED_LINEAR},
     [DS_OP_BATCHNORM] = {.name = "BatchNormalization", .onnx_types = {"BatchNormalization"}, .arity = 1,
                          .parse = ds_onnx_parse_batchnorm, .shape = shape_batchnorm, .pred = DS_PRED_LINEAR},
+    [DS_OP_CLIP] = {.name = "Clip", .onnx_types = {"Clip"}, .arity = 1, .parse = ds_onnx_parse_eltwise,
+                    .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_SIGMOID] = {.name = "Sigmoid", .onnx_types = {"Sigmoid"}, .arity = 1, .parse = ds_onnx_parse_eltwise,
+                       .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_HARDSIGMOID] = {.name = "HardSigmoid", .onnx_types = {"HardSigmoid"}, .arity = 1,
+                           .parse = ds_onnx_parse_eltwise, .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_HARDSWISH] = {.name = "HardSwish", .onnx_types = {"HardSwish"}, .arity = 1,
+                         .parse = ds_onnx_parse_eltwise, .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_LEAKYRELU] = {.name = "LeakyRelu", .onnx_types = {"LeakyRelu"}, .arity = 1,
+                         .parse = ds_onnx_parse_eltwise, .shape = ds_shape_unary_eltwise, .pred = DS_PRED_LINEAR},
+    [DS_OP_MUL] = {.name = "Mul", .onnx_types = {"Mul"}, .arity = -1, .parse = ds_onnx_parse_binary,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
+    [DS_OP_SUB] = {.name = "Sub", .onnx_types = {"Sub"}, .arity = -1, .parse = ds_onnx_parse_binary,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
+    [DS_OP_DIV] = {.name = "Div", .onnx_types = {"Div"}, .arity = -1, .parse = ds_onnx_parse_binary,
+                   .shape = ds_shape_binary, .pred = DS_PRED_LINEAR},
+    [DS_OP_PRELU] = {.name = "PRelu", .onnx_types = {"PRelu"}, .arity = 1, .parse = ds_onnx_parse_binary,
+                     .shape = ds_shape_prelu, .pred = DS_PRED_LINEAR},
+    /* Squeeze and Unsqueeze of data become Reshape layers too, through
+     * ds_onnx_try_fold (which folds them when they are shape arithmetic). */
+    [DS_OP_RESHAPE] = {.name = "Reshape", .onnx_types = {"Reshape"}, .arity = 1,
+                       .parse = ds_onnx_parse_reshape, .shape = ds_shape_reshape, .flops = flops_none,
+                       .pred = DS_PRED_MEAN},
+    [DS_OP_TRANSPOSE] = {.name = "Transpose", .onnx_types = {"Transpose"}, .arity = 1,
+                         .parse = ds_onnx_parse_transpose, .shape = ds_shape_transpose, .flops = flops_none,
+                         .pred = DS_PRED_LINEAR},
+    [DS_OP_SLICE] = {.name = "Slice", .onnx_types = {"Slice"}, .arity = 1, .parse = ds_onnx_parse_window,
+                     .shape = ds_shape_window, .flops = flops_none, .pred = DS_PRED_LINEAR},
+    [DS_OP_PAD] = {.name = "Pad", .onnx_types = {"Pad"}, .arity = 1, .parse = ds_onnx_parse_window,
+                   .shape = ds_shape_window, .flops = flops_none, .pred = DS_PRED_LINEAR},
+    [DS_OP_RESIZE] = {.name = "Resize", .onnx_types = {"Resize", "Upsample"}, .arity = 1,
+                      .parse = ds_onnx_parse_resize, .shape = ds_shape_resize, .pred = DS_PRED_LINEAR},
+    /* Split: a Slice layer per output (ds_onnx_parse_split). */
+    [DS_OP_REDUCEMEAN] = {.name = "ReduceMean", .onnx_types = {"ReduceMean", "Split"}, .arity = 1,
+                          .parse = ds_onnx_parse_reduce, .shape = ds_shape_reduce, .flops = ds_flops_reduce,
+                          .pred = DS_PRED_LINEAR},
 };

@@ -50,6 +50,42 @@ int ds_onnx_parse_concat(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op 
 int ds_onnx_parse_add(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
 int ds_onnx_parse_gemm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
 int ds_onnx_parse_batchnorm(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+/* Structural ops and shape folding (onnx_ops_shape.c). */
+int ds_onnx_parse_reshape(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_transpose(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_window(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op); /* Slice, Pad */
+int ds_onnx_parse_resize(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op); /* Resize, Upsample */
+/* ReduceMean; Split (listed in its row for dispatch) becomes Slice layers. */
+int ds_onnx_parse_reduce(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+/* Folds node n into the model's shape program (shape_prog.h) when it is
+ * shape arithmetic: Shape, or an integer op (Gather, Unsqueeze, Squeeze,
+ * Concat, Add, Sub, Mul, Div, Cast, ConstantOfShape, Slice) none of whose
+ * inputs is a layer; Squeeze and Unsqueeze of a layer become Reshape
+ * layers here too.  Returns 1 done, 0 not such a node, -1 error. */
+int ds_onnx_try_fold(struct ds_onnx_ctx *c, const Onnx__NodeProto *n);
+
+/* Shape rules of the structural ops (op_shape.c). */
+int ds_shape_reshape(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_transpose(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_window(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_resize(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_reduce(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+double ds_flops_reduce(const ds_model *m, const ds_layer *l);
+
+/* The parse functions and shape rules of the element-wise ops (issue 15):
+ * parsers in onnx_load.c, shape rules in op_eltwise.c. */
+int ds_onnx_parse_eltwise(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_onnx_parse_binary(struct ds_onnx_ctx *c, const Onnx__NodeProto *n, ds_op op);
+int ds_shape_unary_eltwise(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_binary(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+int ds_shape_prelu(const ds_model *m, ds_layer *l, const ds_shape *const *in, ds_error *err);
+/* ONNX multidirectional broadcast of a and b (right-aligned; dims equal or
+ * 1); -1 when they do not broadcast. */
+int ds_bcast_shape(const ds_shape *a, const ds_shape *b, ds_shape *out);
+/* The two operand shapes of a binary layer in ONNX order (a constant operand
+ * is the layer's weight); -1 when it does not have exactly two. */
+int ds_binary_operands(const ds_layer *l, const ds_shape *const *in, const ds_shape **a,
+                       const ds_shape **b);
 
 /* "MODEL: layer ID "NAME" (OP): input SHAPE: message" (in: the first
  * input's shape, or NULL). */

@@ -502,7 +502,7 @@ static void test_bad_header_fields(void **state)
     MUTATE(buf[5] = DS_COMPRESS_LZ4, NULL);
     MUTATE(buf[6] = 1, "zstd level");
     MUTATE(buf[7] = 0, "dims");
-    MUTATE(buf[7] = 5, "dims");
+    MUTATE(buf[7] = DS_MAX_DIMS + 1, "dims");
     MUTATE(buf[7] = 3, NULL);
     MUTATE(buf[11] = 0x80, "layer id");
     MUTATE(buf[12] = 0, "dim 0");

@@ -282,7 +282,7 @@ static void test_npy_read_variants_and_errors(void **state)
          "malformed .npy header"},
         {"\x93NUMPY\x01\x00", "{'descr': '<f4', 'shape': (2, 3), }", 24, "malformed .npy header"},
         {"\x93NUMPY\x01\x00",
-         "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1, 1, 6), }", 24,
+         "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1, 1, 1, 6), }", 24,
          "malformed .npy header"},
         {"\x93NUMPY\x01\x00", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }", 24,
          "data cut short (24 of 32 bytes)"},
