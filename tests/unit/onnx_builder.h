@@ -1,5 +1,6 @@
-/* onnx_builder.h - a tiny ONNX graph builder for the loader's tests: every
- * piece malloc'd, freed as the packed model is unpacked.  Include after
+/* onnx_builder.h - a tiny ONNX graph builder for the loader's tests (every
+ * piece malloc'd, freed as the packed model is unpacked), their seeded test
+ * data and a naive convolution to compare with.  Include after
  * cmocka.h (expect_load_error asserts). */
 #ifndef DS_TEST_ONNX_BUILDER_H
 #define DS_TEST_ONNX_BUILDER_H
@@ -221,6 +222,40 @@ static inline void expect_load_error(tb *b, const char *const *needles)
             fail_msg("error \"%s\" lacks \"%s\"", err.msg, *n);
     }
     assert_null(strchr(err.msg, '\n'));
+}
+
+/* ---- test data and a reference convolution */
+
+static inline float frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static inline void fill(float *p, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand(&seed);
+}
+
+/* Naive NCHW conv, stride 1, symmetric pad p, group 1. */
+static inline void naive_conv(const float *x, int C, int H, int W, const float *w, const float *bias, int O, int k, int p,
+                       float *y)
+{
+    int OH = H + 2 * p - k + 1, OW = W + 2 * p - k + 1;
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++) {
+                double acc = bias ? bias[o] : 0;
+                for (int c = 0; c < C; c++)
+                    for (int a = 0; a < k; a++)
+                        for (int bb = 0; bb < k; bb++) {
+                            int yy = i + a - p, xx = j + bb - p;
+                            if (yy >= 0 && yy < H && xx >= 0 && xx < W)
+                                acc += (double)x[(c * H + yy) * W + xx] * w[((o * C + c) * k + a) * k + bb];
+                        }
+                y[(o * OH + i) * OW + j] = (float)acc;
+            }
 }
 
 #endif

@@ -20,23 +20,6 @@
 
 #include "onnx_builder.h"
 
-static float frand(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static void fill(float *p, size_t n, uint64_t seed)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = frand(&seed);
-}
-
-
-/* ---- running a loaded model -------------------------------------------- */
-
-/* Runs every layer of m (input n x c x h x w, data x) on backend be; the
- * first graph output into *y. */
 static void run_be(ds_model *m, ds_backend be, const float *x, const int64_t *dims, ds_tensor *y)
 {
     ds_error err = {0};
@@ -378,26 +361,6 @@ static void test_silu(void **state)
             want[i] = (float)(x[i] / (1.0 + exp(-(double)x[i])));
         check_model(&b, dims1, x, want, NUMEL1, 3);
     }
-}
-
-/* Naive NCHW conv, stride 1, symmetric pad p, group 1. */
-static void naive_conv(const float *x, int C, int H, int W, const float *w, const float *bias, int O, int k, int p,
-                       float *y)
-{
-    int OH = H + 2 * p - k + 1, OW = W + 2 * p - k + 1;
-    for (int o = 0; o < O; o++)
-        for (int i = 0; i < OH; i++)
-            for (int j = 0; j < OW; j++) {
-                double acc = bias ? bias[o] : 0;
-                for (int c = 0; c < C; c++)
-                    for (int a = 0; a < k; a++)
-                        for (int bb = 0; bb < k; bb++) {
-                            int yy = i + a - p, xx = j + bb - p;
-                            if (yy >= 0 && yy < H && xx >= 0 && xx < W)
-                                acc += (double)x[(c * H + yy) * W + xx] * w[((o * C + c) * k + a) * k + bb];
-                        }
-                y[(o * OH + i) * OW + j] = (float)acc;
-            }
 }
 
 /* ---- folds at load ------------------------------------------------------ */
