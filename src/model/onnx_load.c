@@ -1626,6 +1626,25 @@ int ds_onnx_parse_eltwise(ctx *c, const Onnx__NodeProto *n, ds_op op)
     return 0;
 }
 
+/* x * HardSigmoid(x) with PyTorch's alpha 1/6 and beta 1/2 is how
+ * hardswish exports below opset 14: the HardSigmoid layer, read by this Mul
+ * alone, becomes one HardSwish (XNNPACK has a kernel; one pass, one tensor
+ * less to keep and cache). */
+static int fold_hardswish(ctx *c, const Onnx__NodeProto *n, int x, int y)
+{
+    for (int k = 0; k < 2; k++) {
+        int h = k ? x : y, other = k ? y : x;
+        ds_layer *l = &c->m->layers[h];
+        if (l->op == DS_OP_HARDSIGMOID && l->inputs[0] == other && c->layer_refs[h] == 1 &&
+            l->alpha == 1.0f / 6.0f && l->beta == 0.5f) {
+            l->op = DS_OP_HARDSWISH;
+            bind_output(c, n, h);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Mul, Sub, Div, PRelu and Add of a constant: two layer inputs, or one
  * and a constant (the layer's weight). */
 int ds_onnx_parse_binary(ctx *c, const Onnx__NodeProto *n, ds_op op)
@@ -1645,6 +1664,8 @@ int ds_onnx_parse_binary(ctx *c, const Onnx__NodeProto *n, ds_op op)
     int y = x < 0 || ci >= 0 ? -1 : layer_input(c, n, 1);
     if (x < 0 || (ci < 0 && y < 0))
         return -1;
+    if (ci < 0 && op == DS_OP_MUL && fold_hardswish(c, n, x, y))
+        return 0;
     ds_tensor k = {0};
     if (ci >= 0 && const_input(c, n, ci, op == DS_OP_PRELU ? "slope" : "constant operand", &k))
         return -1;

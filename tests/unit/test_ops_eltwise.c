@@ -363,6 +363,37 @@ static void test_silu(void **state)
     }
 }
 
+/* Hardswish as PyTorch exports it below opset 14: x * HardSigmoid(x) with
+ * alpha 1/6, beta 1/2 becomes one HardSwish layer; other alphas, a
+ * HardSigmoid read twice or of another tensor stay two layers. */
+static void test_fold_hardswish(void **state)
+{
+    (void)state;
+    float x[NUMEL1], want[NUMEL1];
+    input1(x);
+    for (int variant = 0; variant < 4; variant++) {
+        tb b = tb_new(13);
+        tb_input(&b, "x", N1, C1, H1, W1);
+        tb_node(&b, "Relu", "r", "x", "rx");
+        float alpha = variant == 1 ? 0.2f : 1.0f / 6.0f;
+        Onnx__NodeProto *hs = tb_node(&b, "HardSigmoid", "hs", variant == 3 ? "rx" : "x", "h");
+        a_float(hs, "alpha", alpha);
+        a_float(hs, "beta", 0.5f);
+        tb_node(&b, "Mul", "mul", variant == 0 ? "h,x" : "x,h", "m"); /* the fold looks at both operands */
+        if (variant == 2) /* the HardSigmoid is also an output */
+            tb_node(&b, "Add", "add", "m,h", "y");
+        else
+            tb_node(&b, "Add", "add", "m,rx", "y");
+        tb_output(&b, "y");
+        for (int i = 0; i < NUMEL1; i++) {
+            float v = x[i], r = v > 0 ? v : 0, hv = fmaxf(0, fminf(1, alpha * (variant == 3 ? r : v) + 0.5f));
+            want[i] = v * hv + (variant == 2 ? hv : r);
+        }
+        /* input, relu, [hardswish] or [hardsigmoid, mul], add */
+        check_model(&b, dims1, x, want, NUMEL1, variant == 0 ? 4 : 5);
+    }
+}
+
 /* ---- folds at load ------------------------------------------------------ */
 
 enum { FC = 3, FO = 4, FK = 3, FH = 6, FW = 6, FN = FO * FH * FW };
@@ -504,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_mul_squeeze_excite),
         cmocka_unit_test(test_binary_const),
         cmocka_unit_test(test_silu),
+        cmocka_unit_test(test_fold_hardswish),
         cmocka_unit_test(test_fold_scale_shift_clip),
         cmocka_unit_test(test_fold_clip_winograd),
     };
