@@ -18,6 +18,10 @@ void ds_unary_eltwise(const ds_layer *l, const float *x, float *y, int64_t n)
         for (int64_t i = 0; i < n; i++)
             y[i] = 1.0f / (1.0f + expf(-x[i]));
         break;
+    case DS_OP_SILU: /* the unfused pair's arithmetic, so both give the same bits */
+        for (int64_t i = 0; i < n; i++)
+            y[i] = x[i] * (1.0f / (1.0f + expf(-x[i])));
+        break;
     case DS_OP_HARDSIGMOID:
         for (int64_t i = 0; i < n; i++)
             y[i] = fmaxf(0.0f, fminf(1.0f, a * x[i] + b));

@@ -345,6 +345,7 @@ int ds_ref_run(const ds_model *m, int id, int n_in, const ds_tensor *const *in, 
     case DS_OP_SIGMOID:
     case DS_OP_HARDSIGMOID:
     case DS_OP_HARDSWISH:
+    case DS_OP_SILU:
     case DS_OP_LEAKYRELU:
     case DS_OP_MUL:
     case DS_OP_SUB:

@@ -502,6 +502,7 @@ int ds_xnn_run(ds_xnn *x, int id, int fuse_relu, int n_in, const ds_tensor *cons
     case DS_OP_SIGMOID:
     case DS_OP_HARDSIGMOID:
     case DS_OP_HARDSWISH:
+    case DS_OP_SILU:
     case DS_OP_LEAKYRELU:
     case DS_OP_MUL:
     case DS_OP_SUB:

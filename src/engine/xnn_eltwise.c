@@ -25,7 +25,7 @@ static int unary(pthreadpool_t pool, const ds_layer *l, xnn_operator_t *op, cons
     if (!*op) {
         if (l->op == DS_OP_CLIP && l->clip_min < l->clip_max)
             st = xnn_create_clamp_nc_f32(1, 1, 1, l->clip_min, l->clip_max, 0, op);
-        else if (l->op == DS_OP_SIGMOID)
+        else if (l->op == DS_OP_SIGMOID || l->op == DS_OP_SILU)
             st = xnn_create_sigmoid_nc_f32(1, 1, 1, 0, op);
         else if (l->op == DS_OP_HARDSWISH)
             st = xnn_create_hardswish_nc_f32(1, 1, 1, 0, op);
@@ -40,14 +40,20 @@ static int unary(pthreadpool_t pool, const ds_layer *l, xnn_operator_t *op, cons
     }
     switch (l->op) {
     case DS_OP_CLIP: st = xnn_setup_clamp_nc_f32(*op, n, x, y, pool); break;
-    case DS_OP_SIGMOID: st = xnn_setup_sigmoid_nc_f32(*op, n, x, y, pool); break;
+    case DS_OP_SIGMOID:
+    case DS_OP_SILU: st = xnn_setup_sigmoid_nc_f32(*op, n, x, y, pool); break;
     case DS_OP_HARDSWISH: st = xnn_setup_hardswish_nc_f32(*op, n, x, y, pool); break;
     default: st = xnn_setup_leaky_relu_nc_f32(*op, n, x, y, pool); break;
     }
     if (st != xnn_status_success)
         return xerr(err, l, "setup", st);
     st = xnn_run_operator(*op, pool);
-    return st == xnn_status_success ? 0 : xerr(err, l, "run", st);
+    if (st != xnn_status_success)
+        return xerr(err, l, "run", st);
+    if (l->op == DS_OP_SILU) /* x * sigmoid(x): XNNPACK's sigmoid, then the Mul's product */
+        for (size_t i = 0; i < n; i++)
+            y[i] *= x[i];
+    return 0;
 }
 
 /* Operand t of a rank-4 result as physical N,H,W,C dims and data: a rank-4

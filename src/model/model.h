@@ -44,6 +44,7 @@ typedef enum ds_op {
     DS_OP_PAD,       /* mode constant */
     DS_OP_RESIZE,    /* Resize, Upsample: 4-D, H and W */
     DS_OP_REDUCEMEAN,
+    DS_OP_SILU,      /* x * Sigmoid(x): no ONNX op of its own; folded at load from the pair */
     DS_OP_COUNT
 } ds_op;
 

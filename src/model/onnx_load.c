@@ -1627,20 +1627,20 @@ int ds_onnx_parse_eltwise(ctx *c, const Onnx__NodeProto *n, ds_op op)
 }
 
 /* x * HardSigmoid(x) with PyTorch's alpha 1/6 and beta 1/2 is how
- * hardswish exports below opset 14: the HardSigmoid layer, read by this Mul
- * alone, becomes one HardSwish (XNNPACK has a kernel; one pass, one tensor
- * less to keep and cache). */
-static int fold_hardswish(ctx *c, const Onnx__NodeProto *n, int x, int y)
+ * hardswish exports below opset 14, and x * Sigmoid(x) is SiLU (Swish): the
+ * HardSigmoid or Sigmoid layer, read by this Mul alone, becomes one
+ * HardSwish or SiLU layer (one pass, one value less to keep and cache). */
+static int fold_swish(ctx *c, const Onnx__NodeProto *n, int x, int y)
 {
     for (int k = 0; k < 2; k++) {
         int h = k ? x : y, other = k ? y : x;
         ds_layer *l = &c->m->layers[h];
-        if (l->op == DS_OP_HARDSIGMOID && l->inputs[0] == other && c->layer_refs[h] == 1 &&
-            l->alpha == 1.0f / 6.0f && l->beta == 0.5f) {
-            l->op = DS_OP_HARDSWISH;
-            bind_output(c, n, h);
-            return 1;
-        }
+        int hardswish = l->op == DS_OP_HARDSIGMOID && l->alpha == 1.0f / 6.0f && l->beta == 0.5f;
+        if (!(hardswish || l->op == DS_OP_SIGMOID) || l->inputs[0] != other || c->layer_refs[h] != 1)
+            continue;
+        l->op = hardswish ? DS_OP_HARDSWISH : DS_OP_SILU;
+        bind_output(c, n, h);
+        return 1;
     }
     return 0;
 }
@@ -1664,7 +1664,7 @@ int ds_onnx_parse_binary(ctx *c, const Onnx__NodeProto *n, ds_op op)
     int y = x < 0 || ci >= 0 ? -1 : layer_input(c, n, 1);
     if (x < 0 || (ci < 0 && y < 0))
         return -1;
-    if (ci < 0 && op == DS_OP_MUL && fold_hardswish(c, n, x, y))
+    if (ci < 0 && op == DS_OP_MUL && fold_swish(c, n, x, y))
         return 0;
     ds_tensor k = {0};
     if (ci >= 0 && const_input(c, n, ci, op == DS_OP_PRELU ? "slope" : "constant operand", &k))

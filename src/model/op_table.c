@@ -298,10 +298,16 @@ static double flops_lrn(const ds_model *m, const ds_layer *l)
     return (double)ds_shape_numel(&l->out_shape) * l->lrn_size;
 }
 
+static double flops_silu(const ds_model *m, const ds_layer *l)
+{
+    (void)m;
+    return 2.0 * (double)ds_shape_numel(&l->out_shape); /* the Sigmoid and the Mul it replaces */
+}
+
 /* ---- the table --------------------------------------------------------- */
 
 /* Adding an op: a ds_op value, its entry here, its kernels in src/engine. */
-_Static_assert(DS_OP_COUNT == 28, "an op was added or removed: update ds_op_defs");
+_Static_assert(DS_OP_COUNT == 29, "an op was added or removed: update ds_op_defs");
 
 const ds_op_def ds_op_defs[DS_OP_COUNT] = {
     [DS_OP_INPUT] = {.name = "Input", .arity = 0, .flops = flops_none, .pred = DS_PRED_PASS},
@@ -367,4 +373,8 @@ const ds_op_def ds_op_defs[DS_OP_COUNT] = {
     [DS_OP_REDUCEMEAN] = {.name = "ReduceMean", .onnx_types = {"ReduceMean", "Split"}, .arity = 1,
                           .parse = ds_onnx_parse_reduce, .shape = ds_shape_reduce, .flops = ds_flops_reduce,
                           .pred = DS_PRED_LINEAR},
+    /* From Sigmoid + Mul (onnx_load.c): one pass over the data, one value
+     * less to keep; no ONNX type of its own, so no parser. */
+    [DS_OP_SILU] = {.name = "SiLU", .arity = 1, .shape = ds_shape_unary_eltwise, .flops = flops_silu,
+                    .pred = DS_PRED_LINEAR},
 };
